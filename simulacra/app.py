@@ -1,0 +1,144 @@
+"""Builds the ASGI app: one port, every API family, the store's lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from simulacra.clock import RealClock, VirtualClock
+from simulacra.cloud import build_cloud
+from simulacra.cloud.catalog import parse_regions
+from simulacra.config import Settings
+from simulacra.errors import Unavailable
+from simulacra.routing import IndexedRouter
+from simulacra.store import open_store
+from simulacra.virtual import api_v1, api_v2, api_v2_admin, api_v2_archive
+from simulacra.virtual.service import VirtualService
+from simulacra.virtual.tracking import Tracker
+
+log = logging.getLogger("simulacra")
+
+WELCOME = (
+    "To get started with Mimic, POST an authentication request to:\n\n"
+    "/identity/v2.0/tokens\n\n"
+    "To virtualize a service (Mirage API v2), start at:\n\n"
+    "/api/v2/scenarios\n"
+)
+
+
+async def welcome(request: Request) -> Response:
+    """Welcome text: where a new user starts."""
+    return PlainTextResponse(WELCOME)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if request.url.path.startswith(("/api/", "/stubo/api/")):
+        message = exc.detail
+        if exc.status_code == 405:
+            message = f"method {request.method} is not allowed on {request.url.path}"
+        elif exc.status_code == 404:
+            message = f"no such resource: {request.url.path}"
+        return api_v2.error_response(exc.status_code, message)
+    return PlainTextResponse(exc.detail, exc.status_code, headers=exc.headers)
+
+
+async def server_error(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    if request.url.path.startswith(("/api/", "/stubo/api/")):
+        return api_v2.error_response(500, "internal error; the server log has the details")
+    return PlainTextResponse("Internal Server Error", 500)
+
+
+async def _start_listener(store: object, virtual: VirtualService) -> asyncio.Task[None] | None:
+    """Run the store's change listener, if it has one, once it is listening."""
+    listen = getattr(store, "listen", None)
+    if listen is None:
+        return None
+    ready = asyncio.Event()
+    task = asyncio.create_task(listen(virtual.on_change, ready.set))
+    waiter = asyncio.create_task(ready.wait())
+    await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
+    if task.done():
+        task.result()  # the listener failed to start: raise its error
+    return task
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    settings = settings or Settings()
+    clock = RealClock() if settings.realtime else VirtualClock()
+    cloud, cloud_routes = build_cloud(clock, parse_regions(settings.regions))
+    tracker = Tracker(cap=settings.tracker_cap, enabled=settings.tracking)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        store = open_store(settings.store_url)
+        await store.open()
+        virtual = VirtualService(store)
+        # A shared store tells every instance of changes (LISTEN/NOTIFY); listen before the
+        # first load so that nothing committed in between is missed.
+        listener = await _start_listener(store, virtual)
+        await virtual.start()
+        app.state.virtual = virtual
+        flusher = asyncio.create_task(_flush_periodically(virtual, settings.flush_interval_s))
+        await tracker.start(store)
+        try:
+            yield
+        finally:
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
+            try:
+                await virtual.flush()
+            except Unavailable:  # stopping during a store outage: last_used stays as stored
+                log.warning("session bookkeeping not written: the store is unavailable")
+            await tracker.stop()  # every acknowledged call is recorded before the store closes
+            if listener is not None:
+                listener.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await listener
+            await store.close()
+
+    app = Starlette(
+        routes=[
+            *api_v2.ROUTES,
+            *api_v2_admin.ROUTES,
+            *api_v2_archive.ROUTES,
+            *api_v1.ROUTES,
+            Route("/", welcome, methods=["GET"]),
+            *cloud_routes,
+        ],
+        lifespan=lifespan,
+        exception_handlers={HTTPException: http_error, Exception: server_error},
+    )
+    # Same routes and answers, fewer routes tried per request (simulacra/routing.py).
+    app.router = IndexedRouter(app.router.routes, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.cloud = cloud
+    app.state.tracker = tracker
+    return app
+
+
+async def _flush_periodically(virtual: VirtualService, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await virtual.flush()
+        except Unavailable:
+            pass  # kept for the next flush; the store logged the outage
+        except Exception:
+            log.exception("flushing session bookkeeping failed")
+
+
+def create_app_from_env() -> Starlette:
+    """Factory for the ASGI server process, which rebuilds settings from SIMULACRA_*."""
+    return create_app(Settings.from_env())

@@ -1,0 +1,157 @@
+"""``simulacra serve``: one command, one port."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from simulacra import __version__
+from simulacra.config import DEFAULT_STORE, Settings
+
+APP_FACTORY = "simulacra.app:create_app_from_env"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="simulacra", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"simulacra {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the server")
+    serve.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8900, help="port (default 8900)")
+    serve.add_argument(
+        "--store",
+        default=os.environ.get("SIMULACRA_STORE", DEFAULT_STORE),
+        help="sqlite:///relative.db, sqlite:////absolute.db, memory://, or"
+        " postgresql://user@host:port/db[?schema=name] shared by several instances"
+        f" (env SIMULACRA_STORE; default {DEFAULT_STORE}, a file in the current directory)",
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes on this port (default 1); more than one needs a PostgreSQL store",
+    )
+    serve.add_argument(
+        "--server",
+        choices=("granian", "uvicorn"),
+        default="granian",
+        help="ASGI server (uvicorn needs the 'uvicorn' extra)",
+    )
+    serve.add_argument(
+        "--regions",
+        default=Settings.regions,
+        help="cloud regions in the service catalog (default ORD,DFW,IAD)",
+    )
+    serve.add_argument(
+        "--realtime",
+        action="store_true",
+        help="run the cloud mocks on the wall clock instead of the virtual clock (no tick)",
+    )
+    serve.add_argument(
+        "--max-body-bytes", type=int, default=Settings.max_body_bytes, help="request body limit"
+    )
+    serve.add_argument(
+        "--no-tracking",
+        dest="tracking",
+        action="store_false",
+        help="do not record calls in the tracker (/api/v2/tracker/records)",
+    )
+    serve.add_argument(
+        "--tracker-cap",
+        type=int,
+        default=Settings.tracker_cap,
+        help=f"tracker records kept, the oldest deleted first (default {Settings.tracker_cap:,})",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        settings = Settings(
+            host=args.host,
+            port=args.port,
+            store_url=args.store,
+            server=args.server,
+            workers=args.workers,
+            max_body_bytes=args.max_body_bytes,
+            regions=args.regions,
+            realtime=args.realtime,
+            tracking=args.tracking,
+            tracker_cap=args.tracker_cap,
+        )
+        return serve(settings)
+    return 2
+
+
+def serve(settings: Settings) -> int:
+    from simulacra.cloud.catalog import parse_regions
+    from simulacra.store import open_store
+
+    try:  # fail fast on bad settings, before the server process starts
+        open_store(settings.store_url)
+        parse_regions(settings.regions)
+        if settings.tracker_cap < 1:
+            raise ValueError(f"--tracker-cap must be 1 or more, got {settings.tracker_cap}")
+        if settings.workers < 1:
+            raise ValueError(f"--workers must be 1 or more, got {settings.workers}")
+        if settings.workers > 1 and not settings.store_url.startswith(
+            ("postgresql://", "postgres://")
+        ):
+            # Workers learn of each other's changes through LISTEN/NOTIFY, which only the
+            # shared store has: SQLite workers would serve stale stubs and sessions.
+            raise ValueError(
+                "--workers above 1 needs a shared store: use --store postgresql://..."
+                " (see docs/scaling.md)"
+            )
+    except ValueError as exc:
+        print(f"simulacra: {exc}", file=sys.stderr)
+        return 2
+    os.environ.update(settings.to_env())
+    print(
+        f"Simulacra {__version__} on http://{settings.host}:{settings.port}/"
+        f" (store {_redacted(settings.store_url)}, server {settings.server},"
+        f" workers {settings.workers})",
+        flush=True,
+    )
+    if settings.server == "uvicorn":
+        import uvicorn
+
+        uvicorn.run(
+            APP_FACTORY,
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            log_level="warning",
+            lifespan="on",
+            workers=settings.workers,
+        )
+        return 0
+    from granian import Granian
+    from granian.constants import Interfaces
+
+    Granian(
+        APP_FACTORY,
+        factory=True,
+        address=settings.host,
+        port=settings.port,
+        interface=Interfaces.ASGI,
+        workers=settings.workers,
+        log_level="warning",  # type: ignore[arg-type]
+    ).serve()
+    return 0
+
+
+def _redacted(url: str) -> str:
+    """The store URL without its password, fit for a log."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+__all__ = ["main"]

@@ -1,0 +1,45 @@
+"""Typed domain errors.
+
+Domain code raises these; each API family renders them in its own envelope and
+maps the kind to an HTTP status (see ``virtual/api_v2.py``).
+"""
+
+
+class DomainError(Exception):
+    """Base class: ``message`` is safe to show to the client."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class Invalid(DomainError):
+    """The request is malformed or breaks a rule of the API (400)."""
+
+
+class NotFound(DomainError):
+    """A named object does not exist (404)."""
+
+
+class AlreadyExists(DomainError):
+    """A create collided with an existing object (422 in Mirage)."""
+
+
+class Conflict(DomainError):
+    """The object exists but is in a state that forbids the operation (409)."""
+
+
+class PreconditionFailed(DomainError):
+    """A precondition of the operation does not hold (412)."""
+
+
+class NoMatch(DomainError):
+    """Playback found no stub for the request."""
+
+
+class TooLarge(DomainError):
+    """A request body is over the configured limit (413)."""
+
+
+class Unavailable(DomainError):
+    """A backing service (the shared store) cannot be reached right now (503)."""

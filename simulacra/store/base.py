@@ -1,0 +1,88 @@
+"""The Store protocol: everything durable in the virtualization domain goes through it.
+
+Methods are async so that a networked backend (PostgreSQL) fits the same shape;
+the SQLite backend runs its tiny indexed statements inline, since a thread hop
+would cost more than the statement.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from simulacra.virtual.delays import DelayPolicy
+from simulacra.virtual.model import Scenario, Session, Stub
+from simulacra.virtual.tracker import TrackerQuery, TrackerRecord
+
+
+@dataclass(frozen=True)
+class StubStats:
+    count: int = 0
+    space_used: int = 0  # bytes of stub JSON
+    last_recorded: str | None = None
+
+
+@dataclass
+class ScenarioImport:
+    """One uploaded archive: a new scenario, its stubs, and the session to begin."""
+
+    scenario: Scenario
+    stubs: list[Stub]
+    session: Session | None  # None when the archive has no stubs to play
+
+
+class Store(Protocol):
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+
+    # scenarios
+    async def create_scenario(self, scenario: Scenario) -> None:
+        """Insert; raise ``AlreadyExists`` when the name is taken."""
+
+    async def get_scenario(self, name: str) -> Scenario | None: ...
+    async def list_scenarios(self) -> list[Scenario]: ...
+    async def delete_scenario(self, name: str) -> bool:
+        """Remove the scenario with its stubs and sessions; False when it did not exist."""
+
+    # stubs
+    async def list_stubs(self, scenario: str) -> list[Stub]:
+        """In insertion order."""
+
+    async def stub_stats(self, scenario: str) -> StubStats: ...
+    async def find_stub(self, scenario: str, matchers_hash: str) -> Stub | None: ...
+    async def insert_stub(self, stub: Stub) -> Stub:
+        """Assign ``id`` and ``seq``; bump the scenario's version."""
+
+    async def update_stub(self, stub: Stub) -> None:
+        """Replace responses/priority/args; bump the scenario's version."""
+
+    async def delete_stubs(self, scenario: str) -> int: ...
+    async def import_scenarios(self, imports: list[ScenarioImport]) -> None:
+        """Create every scenario with its stubs and session in one transaction: raise
+        ``AlreadyExists`` (storing nothing) when a name is taken. Assigns stub ids/seqs."""
+
+    # sessions
+    async def list_sessions(self) -> list[Session]: ...
+    async def save_session(self, session: Session) -> None:
+        """Insert or replace, keyed by (host, name)."""
+
+    async def save_sessions(self, sessions: list[Session]) -> None: ...
+
+    # delay policies (durable; the service keeps them cached in memory)
+    async def list_delay_policies(self) -> list[DelayPolicy]: ...
+    async def save_delay_policy(self, policy: DelayPolicy) -> bool:
+        """Insert or replace, keyed by (host, name); True when it was new."""
+
+    async def delete_delay_policy(self, host: str, name: str) -> bool:
+        """False when there was no such policy."""
+
+    # tracker (written in batches, off the hot path)
+    async def add_tracker_records(self, records: list[TrackerRecord], cap: int) -> None:
+        """Append, then delete the oldest records beyond the newest ``cap``."""
+
+    async def tracker_records(
+        self, query: TrackerQuery, skip: int, limit: int
+    ) -> tuple[int, list[TrackerRecord]]:
+        """(how many match, one page of them newest first)."""
+
+    async def tracker_record(self, record_id: int) -> TrackerRecord | None: ...

@@ -1,0 +1,1 @@
+"""Mirage-compatible service virtualization: scenarios, sessions, stubs, playback."""

@@ -1,0 +1,337 @@
+"""Mirage's legacy API v1 (``/stubo/api/...``): the HTTP edge only, over the v2 domain.
+
+Arguments come from the query string (Mirage read them with Tornado's ``get_argument``);
+``put/stub`` and ``get/response`` take their payload in the body. Success is
+``{"version", "data"}``, every error the v2 envelope with the HTTP status equal to
+``error.code``. Scenario and delay policy names live in the Host header's namespace, as
+in v2 (``host:name`` names another host's, and a ``host`` argument where Mirage had one).
+Deliberate differences from Mirage are in docs/compatibility.md ("API v1").
+"""
+
+from __future__ import annotations
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from simulacra import __version__
+from simulacra.errors import Conflict, Invalid, NotFound
+from simulacra.virtual.api_v2 import (
+    _delay,
+    _playback_request,
+    endpoint,
+    envelope,
+    limit,
+    scenario_ref,
+    service,
+)
+from simulacra.virtual.api_v2_admin import POLICY_OBJECTS, display_name, policy_view
+from simulacra.virtual.delays import ALL_PARAMETERS, parse_policy, split_name
+from simulacra.virtual.model import HOST_RE, PLAYBACK, RECORD, Stub, normalize_host, qualify
+from simulacra.virtual.tracking import SESSION_KEY
+from simulacra.web import read_body, request_host, truthy
+
+PREFIX = "/stubo/api/"
+# put/stub arguments that configure the stub; any other argument is kept in stub.args.
+PUT_STUB_OPTIONS = frozenset(
+    {
+        "session",
+        "delay_policy",
+        "stateful",
+        "priority",
+        "ext_module",
+        "stubbedSystem",
+        "stub_created_date",
+        "stubbedSystemDate",
+        "tracking_level",
+    }
+)
+
+
+def arg(request: Request, name: str, required: bool = False) -> str | None:
+    value = request.query_params.get(name)
+    if required and not value:
+        raise Invalid(f"the '{name}' argument is missing")
+    return value or None
+
+
+def session_arg(value: str | None) -> str | None:
+    """Mirage strips a ``,…`` suffix from the session argument (command files add one)."""
+    return value.split(",", 1)[0] if value else value
+
+
+def parse_json(body: bytes) -> object:
+    if not body.strip():
+        raise Invalid("request body is empty; a JSON document is expected")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise Invalid(f"request body is not valid JSON: {exc}") from None
+
+
+def host_of(request: Request) -> str:
+    """The namespace: the ``host`` argument where given, else the Host header."""
+    host = arg(request, "host")
+    if host is None:
+        return request_host(request)
+    if host == "all":
+        raise Invalid("host=all is not supported: name one host (or leave 'host' out)")
+    host = normalize_host(host)
+    if not HOST_RE.match(host):
+        raise Invalid(f"host {host!r} is illegal")
+    return host
+
+
+def scenario_arg(request: Request) -> str:
+    """The full ``host:name`` of the ``scenario`` argument."""
+    return qualify(arg(request, "scenario", required=True), host_of(request))
+
+
+# sessions ------------------------------------------------------------------
+
+
+@endpoint()
+async def begin_session(request: Request) -> Response:
+    """Begin a session; record mode creates the scenario (400 if it already has stubs)."""
+    name = scenario_arg(request)
+    session = session_arg(arg(request, "session", required=True))
+    request.scope[SESSION_KEY] = session  # for the tracker record
+    mode = arg(request, "mode", required=True)
+    svc = service(request)
+    if mode == RECORD:
+        data = await svc.begin_record_creating(name, session)
+    elif mode == PLAYBACK:
+        data = await svc.begin_session(name, session, mode)
+    else:
+        raise Invalid(f"mode must be 'record' or 'playback', got {mode!r}")
+    data["scenarioRef"] = scenario_ref(name)
+    return envelope(data)
+
+
+@endpoint()
+async def end_session(request: Request) -> Response:
+    """End a session (it turns dormant); its scenario is found from the session."""
+    name = session_arg(arg(request, "session", required=True))
+    request.scope[SESSION_KEY] = name  # for the tracker record
+    svc = service(request)
+    session = svc.session(request_host(request), name)
+    return envelope(await svc.end_session(session.scenario, session.name))
+
+
+@endpoint()
+async def end_sessions(request: Request) -> Response:
+    """End every active session of a scenario."""
+    return envelope(await service(request).end_all_sessions(scenario_arg(request)))
+
+
+# stubs ---------------------------------------------------------------------
+
+
+@endpoint()
+async def put_stub(request: Request) -> Response:
+    """Add a stub to the session recording (JSON body; query args become stub.args)."""
+    session = session_arg(arg(request, "session", required=True))
+    request.scope[SESSION_KEY] = session  # for the tracker record
+    body = await read_body(request, limit(request))
+    if body.lstrip().startswith(b"||"):
+        raise Invalid(
+            "the legacy '||textMatcher||...||response||...' body is not supported:"
+            ' send the stub as JSON {"request": {...}, "response": {...}}'
+        )
+    document = parse_json(body)
+    stateful = arg(request, "stateful")
+    result = await service(request).put_stub(
+        host=request_host(request),
+        session_name=session or "",
+        scenario_name=None,  # v1 finds the scenario from the session
+        document=document,
+        priority=arg(request, "priority"),
+        stateful=True if stateful is None else truthy(stateful),
+        args={k: v for k, v in request.query_params.items() if k not in PUT_STUB_OPTIONS},
+        delay_policy=arg(request, "delay_policy"),
+        recorded=arg(request, "stub_created_date"),
+    )
+    # Mirage answers 200 whatever happened, with the outcome in data.message.
+    message = {"status": result.status, "msg": result.message, "key": result.stub.id}
+    return envelope({"message": message})
+
+
+@endpoint()
+async def get_response(request: Request) -> Response:
+    """Play back: the matching stub's status, headers and body (session header or arg)."""
+    name = request.headers.get("stubo-request-session") or session_arg(arg(request, "session"))
+    if not name:
+        raise Invalid("no session: send the 'Stubo-Request-Session' header or a 'session' arg")
+    request.scope[SESSION_KEY] = name  # for the tracker record
+    svc = service(request)
+    session = svc.session(request_host(request), name)
+    body = await read_body(request, limit(request))
+    response = await svc.playback(session, _playback_request(request, body))
+    if response.delay_policy:
+        await _delay(request, svc, session.host, response.delay_policy)
+    return Response(response.body, response.status, response.headers)
+
+
+@endpoint({Conflict: 400})  # Mirage's v1 answers active sessions with 400 (v2: 409)
+async def delete_stubs(request: Request) -> Response:
+    """Delete a scenario's stubs (400 while sessions are active unless force=true)."""
+    name = scenario_arg(request)
+    try:
+        count = await service(request).delete_stubs(name, force=truthy(arg(request, "force")))
+    except NotFound:  # Mirage: deleting the stubs of a missing scenario is fine
+        return envelope(f"Deleted stubs count: 0 (no scenario {name})")
+    return envelope(f"Deleted stubs count: {count}")
+
+
+def stub_view(stub: Stub) -> dict[str, object]:
+    return {
+        "id": stub.id,
+        "stub": stub.document(),
+        "matchers_hash": stub.matchers_hash,
+        "recorded": stub.recorded,
+        "space_used": stub.space_used,
+    }
+
+
+@endpoint()
+async def get_stublist(request: Request) -> Response:
+    """List a scenario's stubs."""
+    name = scenario_arg(request)
+    stubs = await service(request).list_stubs(name)
+    return envelope({"scenario": name, "stubs": [stub_view(s) for s in stubs]})
+
+
+@endpoint()
+async def get_stubcount(request: Request) -> Response:
+    """Count a scenario's stubs (without 'scenario': all of the host's)."""
+    svc = service(request)
+    if arg(request, "scenario") is not None:
+        scenarios = [await svc.get_scenario(scenario_arg(request))]
+    else:
+        scenarios = await svc.list_scenarios(host_of(request))
+    count = sum([(await svc.describe(s))["stub_count"] for s in scenarios])
+    return envelope({"count": count})
+
+
+@endpoint()
+async def get_scenarios(request: Request) -> Response:
+    """List the host's scenarios with their stub counts and sessions."""
+    svc = service(request)
+    host = host_of(request)
+    scenarios = [await svc.describe(s) for s in await svc.list_scenarios(host)]
+    return envelope({"host": host, "scenarios": scenarios})
+
+
+@endpoint()
+async def get_export(request: Request) -> Response:
+    """Link to a scenario's export zip (the same link as the v2 export action)."""
+    from simulacra.virtual.api_v2_archive import export_action
+
+    body = {"session": arg(request, "session_id"), "runnable": arg(request, "runnable") or ""}
+    return envelope(await export_action(request, scenario_arg(request), body))
+
+
+# delay policies --------------------------------------------------------------
+
+
+@endpoint()
+async def put_delay_policy(request: Request) -> Response:
+    """Create or replace a delay policy from its args (name, delay_type, parameters)."""
+    host = request_host(request)
+    doc = {k: v for k, v in request.query_params.items() if k in ALL_PARAMETERS}
+    doc["name"] = arg(request, "name")
+    doc["delay_type"] = arg(request, "delay_type")
+    if doc["delay_type"] is None:
+        del doc["delay_type"]  # the domain's "missing" message (Mirage: a 500 KeyError)
+    policy = parse_policy(doc, host)
+    created = await service(request).put_delay_policy(policy)
+    name = display_name(policy, host)
+    return envelope(
+        {
+            "status": "new" if created else "updated",
+            "message": "Put Delay Policy Finished",
+            "name": name,
+            "delay_type": policy.delay_type,
+            "delayPolicyRef": POLICY_OBJECTS + name,
+        }
+    )
+
+
+@endpoint()
+async def get_delay_policy(request: Request) -> Response:
+    """Show one delay policy by name (404 when missing), or all of the host's."""
+    host = request_host(request)
+    svc = service(request)
+    name = arg(request, "name")
+    if name is None:
+        return envelope([policy_view(p, host) for p in svc.delay_policies(host)])
+    return envelope([policy_view(svc.delay_policy(*split_name(name, host)), host)])
+
+
+@endpoint()
+async def delete_delay_policy(request: Request) -> Response:
+    """Delete the named delay policies (404 when one is missing)."""
+    host = request_host(request)
+    names = request.query_params.getlist("name")
+    if not names:
+        raise Invalid("the 'name' argument is missing")
+    svc = service(request)
+    keys = [split_name(n, host) for n in names]
+    for key in keys:
+        svc.delay_policy(*key)  # all exist, or none is deleted
+    for key in keys:
+        await svc.delete_delay_policy(*key)
+    return envelope({"message": f"Deleted {len(keys)} delay policies from {names!r}"})
+
+
+# status --------------------------------------------------------------------
+
+
+@endpoint()
+async def get_version(request: Request) -> Response:
+    """The server version."""
+    return envelope({"version": __version__})
+
+
+@endpoint()
+async def get_status(request: Request) -> Response:
+    """Store reachability, and the sessions of a scenario (or one session) when asked."""
+    svc = service(request)
+    scenario = arg(request, "scenario")
+    name = scenario_arg(request) if scenario is not None else None
+    # One lookup by key: cheap, and it fails (503) when the store is unreachable.
+    found = await svc.store.get_scenario(name or f"{request_host(request)}:status")
+    data: dict[str, object] = {"status": "ok", "store": "ok"}
+    if name is not None:
+        if found is None:
+            raise NotFound(f"Scenario {name} not found")
+        data["scenario"] = name
+        data["sessions"] = [s.summary() for s in svc.sessions_of(name)]
+    session = session_arg(arg(request, "session"))
+    if session is not None:
+        data["session"] = svc.session(request_host(request), session).summary()
+    return envelope(data)
+
+
+BOTH = ["GET", "POST"]
+
+ROUTES = [
+    # Playback first: the router scans in order, and this is v1's hot path.
+    Route(PREFIX + "get/response", get_response, methods=["POST"]),
+    Route(PREFIX + "get/response/{rest:path}", get_response, methods=["POST"]),
+    Route(PREFIX + "begin/session", begin_session, methods=BOTH),
+    Route(PREFIX + "end/session", end_session, methods=BOTH),
+    Route(PREFIX + "end/sessions", end_sessions, methods=BOTH),
+    Route(PREFIX + "put/stub", put_stub, methods=["POST"]),
+    Route(PREFIX + "delete/stubs", delete_stubs, methods=BOTH),
+    Route(PREFIX + "get/stublist", get_stublist, methods=BOTH),
+    Route(PREFIX + "get/stubcount", get_stubcount, methods=BOTH),
+    Route(PREFIX + "get/scenarios", get_scenarios, methods=BOTH),
+    Route(PREFIX + "get/export", get_export, methods=BOTH),
+    Route(PREFIX + "put/delay_policy", put_delay_policy, methods=BOTH),
+    Route(PREFIX + "get/delay_policy", get_delay_policy, methods=BOTH),
+    Route(PREFIX + "delete/delay_policy", delete_delay_policy, methods=BOTH),
+    Route(PREFIX + "get/version", get_version, methods=BOTH),
+    Route(PREFIX + "get/status", get_status, methods=BOTH),
+]

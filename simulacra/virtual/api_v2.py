@@ -1,0 +1,338 @@
+"""Mirage REST API v2: the HTTP edge only (parse, call the domain, render the envelope).
+
+Every error is ``{"version", "error": {"code", "message"}}`` with the HTTP status
+equal to ``code``. Deliberate differences from Mirage are in docs/compatibility.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from functools import wraps
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from simulacra import __version__
+from simulacra.errors import (
+    AlreadyExists,
+    Conflict,
+    DomainError,
+    Invalid,
+    NoMatch,
+    NotFound,
+    PreconditionFailed,
+    TooLarge,
+    Unavailable,
+)
+from simulacra.virtual.matching import PlaybackRequest
+from simulacra.virtual.model import check_name, qualify
+from simulacra.virtual.service import VirtualService
+from simulacra.virtual.tracking import DELAY_KEY, SESSION_KEY, track
+from simulacra.web import json_response, read_body, read_json, request_host, truthy
+
+VERSION_HEADER = {"x-stubo-version": __version__}
+
+STATUS_OF: dict[type[DomainError], int] = {
+    Invalid: 400,
+    NotFound: 404,
+    AlreadyExists: 422,
+    Conflict: 409,
+    PreconditionFailed: 412,
+    NoMatch: 400,  # Mirage's E017 is a 400; clients test for it
+    TooLarge: 413,
+    Unavailable: 503,  # the shared store is unreachable: retry, the instance recovers
+}
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def error_response(status: int, message: str) -> Response:
+    body = {"version": __version__, "error": {"code": status, "message": message}}
+    return json_response(body, status, VERSION_HEADER)
+
+
+def envelope(data: object, status: int = 200) -> Response:
+    return json_response({"version": __version__, "data": data}, status, VERSION_HEADER)
+
+
+def endpoint(overrides: dict[type[DomainError], int] | None = None) -> Callable[[Handler], Handler]:
+    """Render domain errors in the v2 envelope; ``overrides`` remaps a kind for one route.
+
+    Also hands every outcome to the tracker, which keeps playback, stub and session calls.
+    """
+
+    def decorate(handler: Handler) -> Handler:
+        @wraps(handler)
+        async def wrapped(request: Request) -> Response:
+            t0 = time.perf_counter()
+            try:
+                response = await handler(request)
+            except DomainError as exc:
+                status = (overrides or {}).get(type(exc)) or STATUS_OF.get(type(exc), 400)
+                response = error_response(status, exc.message)
+            except Exception:
+                track(request.scope, None, t0)  # the app's error handler answers 500
+                raise
+            track(request.scope, response, t0)
+            return response
+
+        return wrapped
+
+    return decorate
+
+
+def service(request: Request) -> VirtualService:
+    return request.app.state.virtual
+
+
+def limit(request: Request) -> int:
+    return request.app.state.settings.max_body_bytes
+
+
+def scenario_ref(name: str) -> str:
+    return f"/api/v2/scenarios/objects/{name}"
+
+
+def path_scenario(request: Request) -> str:
+    host = request.headers.get("target_host") or request_host(request)
+    return qualify(request.path_params["name"], host.lower())
+
+
+def forced(request: Request) -> bool:
+    return truthy(request.headers.get("force")) or truthy(request.query_params.get("force"))
+
+
+# scenarios -----------------------------------------------------------------
+
+
+@endpoint()
+async def put_scenario(request: Request) -> Response:
+    """Create a scenario (201; 422 when it exists)."""
+    body = await read_json(request, limit(request))
+    if not isinstance(body, dict) or "scenario" not in body:
+        raise Invalid('body must be {"scenario": "<name>"}')
+    name = qualify(body["scenario"], request_host(request))
+    scenario = await service(request).create_scenario(name)
+    # Mirage answers the bare object here, without the envelope; clients read it so.
+    return json_response(
+        {"name": scenario.name, "scenarioRef": scenario_ref(scenario.name)}, 201, VERSION_HEADER
+    )
+
+
+@endpoint()
+async def list_scenarios(request: Request) -> Response:
+    """List scenarios with their scenarioRef."""
+    scenarios = await service(request).list_scenarios(_host_filter(request))
+    data = [{"name": s.name, "scenarioRef": scenario_ref(s.name)} for s in scenarios]
+    return envelope(data)
+
+
+def _host_filter(request: Request) -> str | None:
+    all_hosts = request.query_params.get("all-hosts", "true").lower() != "false"
+    return None if all_hosts else request_host(request)
+
+
+@endpoint()
+async def scenario_details(request: Request) -> Response:
+    """List scenarios with stub counts, sizes and sessions."""
+    svc = service(request)
+    data = []
+    for scenario in await svc.list_scenarios(_host_filter(request)):
+        detail = await svc.describe(scenario)
+        detail["scenarioRef"] = scenario_ref(scenario.name)
+        data.append(detail)
+    return envelope(data)
+
+
+@endpoint()
+async def get_scenario(request: Request) -> Response:
+    """Show one scenario: stubs, size, sessions."""
+    svc = service(request)
+    scenario = await svc.get_scenario(path_scenario(request))
+    detail = await svc.describe(scenario)
+    detail["stubs"] = detail["stub_count"]  # Mirage's docs name it so, its code stub_count
+    detail["scenarioRef"] = scenario_ref(scenario.name)
+    return json_response(detail, 200, VERSION_HEADER)
+
+
+@endpoint()
+async def delete_scenario(request: Request) -> Response:
+    """Delete a scenario with its stubs and sessions (409 while active unless forced)."""
+    name = path_scenario(request)
+    await service(request).delete_scenario(name, force=forced(request))
+    return envelope({"message": f"Deleted scenario {name}"})
+
+
+# sessions ------------------------------------------------------------------
+
+
+@endpoint()
+async def scenario_action(request: Request) -> Response:
+    """Begin a session (record or playback), end one, end all, or link to an export."""
+    name = path_scenario(request)
+    body = await read_json(request, limit(request))
+    if not isinstance(body, dict):
+        raise Invalid("action body must be a JSON object")
+    request.scope[SESSION_KEY] = body.get("session")  # for the tracker record
+    svc = service(request)
+    if "begin" in body:
+        data = await svc.begin_session(name, body.get("session"), body.get("mode"))
+        data["scenarioRef"] = scenario_ref(name)
+        return envelope(data)
+    if "end" in body:
+        if body["end"] == "sessions":
+            return envelope(await svc.end_all_sessions(name))
+        return envelope(await svc.end_session(name, body.get("session")))
+    if "export" in body:
+        # Imported here: api_v2_archive builds on this module's helpers.
+        from simulacra.virtual.api_v2_archive import export_action
+
+        return envelope(await export_action(request, name, body))
+    raise Invalid(
+        'unknown action: send {"begin": null, "session": s, "mode": "record|playback"},'
+        ' {"end": null, "session": s}, {"end": "sessions"} or {"export": null}'
+    )
+
+
+# stubs ---------------------------------------------------------------------
+
+
+def _session_header(request: Request) -> str:
+    name = request.headers.get("session") or request.headers.get("stubo-request-session")
+    if not name:
+        raise Invalid("the 'session' header is missing")
+    return name
+
+
+@endpoint()
+async def put_stub(request: Request) -> Response:
+    """Add a stub while recording; the same matchers again append a response."""
+    headers = request.headers
+    document = await read_json(request, limit(request))
+    stateful = headers.get("stateful")
+    result = await service(request).put_stub(
+        host=request_host_of_path(request),
+        session_name=_session_header(request),
+        scenario_name=path_scenario(request),
+        document=document,
+        priority=headers.get("priority"),
+        stateful=True if stateful is None else truthy(stateful),
+        args=dict(request.query_params),
+        delay_policy=headers.get("delay_policy"),
+        recorded=headers.get("stub_created_date"),
+    )
+    status = 201 if result.status == "created" else 200
+    data = {"message": result.message, "status": result.status, "key": result.stub.id}
+    return envelope(data, status)
+
+
+def request_host_of_path(request: Request) -> str:
+    """Sessions live in their scenario's host namespace."""
+    return path_scenario(request).rpartition(":")[0]
+
+
+@endpoint()
+async def list_stubs(request: Request) -> Response:
+    """List a scenario's stubs."""
+    stubs = await service(request).list_stubs(path_scenario(request))
+    data = [
+        {
+            "id": stub.id,
+            "stub": stub.document(),
+            "matchers_hash": stub.matchers_hash,
+            "space_used": stub.space_used,
+            "recorded": stub.recorded,
+            "scenario": stub.scenario,
+        }
+        for stub in stubs
+    ]
+    return envelope(data)
+
+
+@endpoint()
+async def delete_stubs(request: Request) -> Response:
+    """Delete a scenario's stubs (409 while sessions are active unless forced)."""
+    count = await service(request).delete_stubs(path_scenario(request), force=forced(request))
+    return envelope(f"Deleted stubs count: {count}")
+
+
+def _playback_request(request: Request, body: bytes) -> PlaybackRequest:
+    # Read the ASGI scope directly: request.url and request.headers cost more than
+    # the matching itself on this path (bench/profile_playback.md).
+    scope = request.scope
+    return PlaybackRequest.from_proxy_headers(
+        scope["method"],
+        scope["path"],
+        scope["query_string"].decode("latin-1"),
+        {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]},
+        body.decode("utf-8", errors="replace"),
+    )
+
+
+@endpoint()
+async def playback(request: Request) -> Response:
+    """Play back: the matching stub's status, headers and body."""
+    svc = service(request)
+    scenario = path_scenario(request)
+    session = await svc.find_session(scenario.rpartition(":")[0], _session_header(request))
+    if session.scenario != scenario:
+        raise Invalid(f"Session {session.name} plays scenario {session.scenario}, not {scenario}")
+    body = await read_body(request, limit(request))
+    response = await svc.playback(session, _playback_request(request, body))
+    if response.delay_policy:
+        await _delay(request, svc, session.host, response.delay_policy)
+    return Response(response.body, response.status, response.headers)
+
+
+async def _delay(request: Request, svc: VirtualService, host: str, policy: str) -> None:
+    """Hold the response for its delay policy; sleeping lets other requests run meanwhile."""
+    ms = svc.delay_ms(host, policy)
+    if ms:
+        request.scope[DELAY_KEY] = ms  # for the tracker record
+        await asyncio.sleep(ms / 1000)
+
+
+@endpoint({NoMatch: 404})
+async def matcher(request: Request) -> Response:
+    """Play back, answering the stub's response as JSON parts for a proxy."""
+    key = request.headers.get("session")
+    parts = key.split(":") if key else []
+    usage = "the 'session' header must be 'scenario:session' (or 'host:scenario:session')"
+    if len(parts) not in (2, 3) or not all(parts):
+        raise Invalid(usage)
+    *scenario_part, session_name = parts
+    try:
+        scenario = qualify(":".join(scenario_part), request_host(request))
+        check_name("session", session_name)
+    except Invalid as exc:
+        raise Invalid(f"{usage}: {exc.message}") from None
+    svc = service(request)
+    session = await svc.find_session(scenario.rpartition(":")[0], session_name)
+    if session.scenario != scenario:
+        raise NotFound(f"Session {session_name} not found in scenario {scenario}")
+    body = await read_body(request, limit(request))
+    response = await svc.playback(session, _playback_request(request, body))
+    if response.delay_policy:  # Mirage never delayed the matcher; a proxy wants the delay too
+        await _delay(request, svc, session.host, response.delay_policy)
+    return json_response(
+        {"body": response.body, "headers": response.headers, "statusCode": response.status}
+    )
+
+
+ROUTES = [
+    # Playback first: the router scans in order, and this is the hot path.
+    Route("/api/v2/scenarios/objects/{name}/stubs", playback, methods=["POST"]),
+    Route("/api/v2/scenarios", put_scenario, methods=["PUT"]),
+    Route("/api/v2/scenarios", list_scenarios, methods=["GET"]),
+    Route("/api/v2/scenarios/detail", scenario_details, methods=["GET"]),
+    Route("/api/v2/scenarios/objects/{name}", get_scenario, methods=["GET"]),
+    Route("/api/v2/scenarios/objects/{name}", delete_scenario, methods=["DELETE"]),
+    Route("/api/v2/scenarios/objects/{name}/action", scenario_action, methods=["POST"]),
+    Route("/api/v2/scenarios/objects/{name}/stubs", put_stub, methods=["PUT"]),
+    Route("/api/v2/scenarios/objects/{name}/stubs", list_stubs, methods=["GET"]),
+    Route("/api/v2/scenarios/objects/{name}/stubs", delete_stubs, methods=["DELETE"]),
+    Route("/api/v2/matcher", matcher, methods=["POST"]),
+]

@@ -1,0 +1,136 @@
+"""Mirage REST API v2: delay policies and the tracker (the HTTP edge only).
+
+Delay policies live in the Host header's namespace, as scenarios do: ``name`` is this
+host's policy, ``host:name`` another host's. Errors use the v2 envelope of ``api_v2``.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from simulacra import __version__
+from simulacra.errors import Invalid, NotFound
+from simulacra.virtual.api_v2 import VERSION_HEADER, endpoint, envelope, limit, service
+from simulacra.virtual.delays import DelayPolicy, parse_policy, split_name
+from simulacra.virtual.tracker import paging, parse_paging, parse_query
+from simulacra.virtual.tracking import Tracker
+from simulacra.web import json_response, read_json, request_host
+
+POLICY_OBJECTS = "/api/v2/delay-policy/objects/"
+
+
+def display_name(policy: DelayPolicy, host: str) -> str:
+    """The name that finds the policy again from this host: bare here, ``host:name`` else."""
+    return policy.name if policy.host == host else f"{policy.host}:{policy.name}"
+
+
+def policy_view(policy: DelayPolicy, host: str) -> dict[str, object]:
+    name = display_name(policy, host)
+    return {**policy.document(), "name": name, "delayPolicyRef": POLICY_OBJECTS + name}
+
+
+def path_policy(request: Request) -> tuple[str, str]:
+    """(host, name) from the path; a name no policy can have is simply not found."""
+    raw = request.path_params["name"]
+    try:
+        return split_name(raw, request_host(request))
+    except Invalid:
+        raise NotFound(f"Delay policy '{raw}' not found") from None
+
+
+def tracker(request: Request) -> Tracker:
+    return request.app.state.tracker
+
+
+# delay policies --------------------------------------------------------------
+
+
+@endpoint()
+async def put_delay_policy(request: Request) -> Response:
+    """Create or replace a delay policy (201 new, 200 updated; 409 wrong options)."""
+    host = request_host(request)
+    policy = parse_policy(await read_json(request, limit(request)), host)
+    created = await service(request).put_delay_policy(policy)
+    status = 201 if created else 200
+    name = display_name(policy, host)
+    data = {
+        "status": "new" if created else "updated",
+        "message": "Put Delay Policy Finished",
+        "name": name,
+        "delay_type": policy.delay_type,
+        "delayPolicyRef": POLICY_OBJECTS + name,
+    }
+    body = {"version": __version__, "status_code": status, "data": data}
+    return json_response(body, status, VERSION_HEADER)
+
+
+@endpoint()
+async def list_delay_policies(request: Request) -> Response:
+    """List this host's delay policies with their delayPolicyRef."""
+    host = request_host(request)
+    return envelope([policy_view(p, host) for p in service(request).delay_policies(host)])
+
+
+@endpoint()
+async def get_delay_policy(request: Request) -> Response:
+    """Show one delay policy (404 when missing)."""
+    policy = service(request).delay_policy(*path_policy(request))
+    return envelope([policy_view(policy, request_host(request))])
+
+
+@endpoint()
+async def delete_delay_policy(request: Request) -> Response:
+    """Delete a delay policy (404 when missing); stubs naming it then play without delay."""
+    host, name = path_policy(request)
+    await service(request).delete_delay_policy(host, name)
+    shown = request.path_params["name"]
+    return envelope({"message": f"Deleted 1 delay policies from [{shown!r}]"})
+
+
+# tracker ---------------------------------------------------------------------
+
+
+@endpoint()
+async def tracker_records(request: Request) -> Response:
+    """List tracked calls newest first, paged; `q` filters (words, sc:, rt:, d:, session:)."""
+    params = request.query_params
+    skip, page_size = parse_paging(params.get("skip"), params.get("limit"))
+    q = params.get("q") or ""
+    all_hosts = params.get("all-hosts", "true").lower() != "false"
+    query = parse_query(q, None if all_hosts else request_host(request))
+    total, records = await tracker(request).records(query, skip, page_size)
+    keep = {"q": q} if q else {}
+    if not all_hosts:
+        keep["all-hosts"] = "false"
+    body = {
+        "data": [r.summary() for r in records],
+        "paging": paging(skip, page_size, total, keep),
+    }
+    return json_response(body, 200, VERSION_HEADER)
+
+
+@endpoint()
+async def tracker_record(request: Request) -> Response:
+    """Show one tracked call in full (404 when missing)."""
+    raw = request.path_params["id"]
+    # Ids are positive 64-bit integers; anything else cannot name a record.
+    record = (
+        await tracker(request).record(int(raw))
+        if raw.isascii() and raw.isdigit() and len(raw) < 19
+        else None
+    )
+    if record is None:
+        raise NotFound(f"Tracker record {raw} not found")
+    return json_response({"data": record.full()}, 200, VERSION_HEADER)
+
+
+ROUTES = [
+    Route("/api/v2/delay-policy", put_delay_policy, methods=["PUT"]),
+    Route("/api/v2/delay-policy/detail", list_delay_policies, methods=["GET"]),
+    Route("/api/v2/delay-policy/objects/{name}", get_delay_policy, methods=["GET"]),
+    Route("/api/v2/delay-policy/objects/{name}", delete_delay_policy, methods=["DELETE"]),
+    Route("/api/v2/tracker/records", tracker_records, methods=["GET"]),
+    Route("/api/v2/tracker/records/objects/{id}", tracker_record, methods=["GET"]),
+]

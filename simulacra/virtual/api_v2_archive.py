@@ -1,0 +1,236 @@
+"""Mirage REST API v2: zip upload and export (the HTTP edge; the format is in archive.py).
+
+Upload takes ``multipart/form-data`` with one or more ``.zip`` file parts (any field
+name; Mirage's example uses ``files``). Each archive is read and validated before
+anything is stored, and all archives are stored in one transaction: an upload
+either imports every archive or changes nothing.
+
+Export builds the zip from the live stubs on each request; nothing is written to
+the server's disk, so an export link works on any instance behind a load balancer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from simulacra.errors import Invalid
+from simulacra.virtual.api_v2 import (
+    VERSION_HEADER,
+    endpoint,
+    envelope,
+    limit,
+    path_scenario,
+    scenario_ref,
+    service,
+)
+from simulacra.virtual.archive import ArchiveLimits, NotAnArchive, read_archive, write_archive
+from simulacra.virtual.model import check_name, qualify
+from simulacra.web import json_response, read_body, request_host, truthy
+
+MAX_PARTS = 100  # archives plus form fields in one upload
+# What clients send for a .zip: browsers vary, curl -F sends octet-stream.
+ZIP_TYPES = frozenset(
+    {
+        "application/zip",
+        "application/x-zip-compressed",
+        "application/x-zip",
+        "application/octet-stream",
+        "multipart/x-zip",
+    }
+)
+
+
+@dataclass
+class Part:
+    name: str = ""
+    filename: str | None = None
+    content_type: str = ""
+    data: bytearray = field(default_factory=bytearray)
+
+
+class _MultipartCollector:
+    """python-multipart callbacks that keep parts in memory (the body is already bounded)."""
+
+    def __init__(self) -> None:
+        self.parts: list[Part] = []
+        self.done = False
+        self._header_name = b""
+        self._header_value = b""
+        self._headers: dict[bytes, bytes] = {}
+
+    def callbacks(self) -> dict[str, Any]:
+        return {
+            "on_part_begin": self.on_part_begin,
+            "on_part_data": self.on_part_data,
+            "on_header_field": self.on_header_field,
+            "on_header_value": self.on_header_value,
+            "on_header_end": self.on_header_end,
+            "on_headers_finished": self.on_headers_finished,
+            "on_end": self.on_end,
+        }
+
+    def on_part_begin(self) -> None:
+        if len(self.parts) >= MAX_PARTS:
+            raise Invalid(f"too many parts in the upload; at most {MAX_PARTS} are accepted")
+        self.parts.append(Part())
+        self._headers = {}
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        self.parts[-1].data += data[start:end]
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self._header_name += data[start:end]
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self._header_value += data[start:end]
+
+    def on_header_end(self) -> None:
+        self._headers[self._header_name.lower()] = self._header_value
+        self._header_name = self._header_value = b""
+
+    def on_headers_finished(self) -> None:
+        part = self.parts[-1]
+        _, options = parse_options_header(self._headers.get(b"content-disposition", b""))
+        part.name = options.get(b"name", b"").decode("utf-8", "replace")
+        if b"filename" in options:
+            part.filename = options[b"filename"].decode("utf-8", "replace") or "upload.zip"
+        content_type, _ = parse_options_header(self._headers.get(b"content-type", b""))
+        part.content_type = content_type.decode("latin-1").lower()
+
+    def on_end(self) -> None:
+        self.done = True
+
+
+def parse_multipart(content_type: str, body: bytes) -> list[Part]:
+    """The parts of a multipart/form-data body; ``NotAnArchive`` (415) for another type."""
+    media_type, options = parse_options_header(content_type)
+    if media_type.lower() != b"multipart/form-data":
+        raise NotAnArchive(
+            f"Content type {media_type.decode('latin-1') or '(none)'} not supported:"
+            " upload .zip archives as multipart/form-data file parts"
+        )
+    boundary = options.get(b"boundary")
+    if not boundary:
+        raise Invalid("the multipart Content-Type has no boundary")
+    collector = _MultipartCollector()
+    try:
+        parser = MultipartParser(boundary, collector.callbacks())
+        parser.write(body)
+        parser.finalize()
+    except MultipartParseError as exc:
+        raise Invalid(f"the multipart body is malformed: {exc}") from None
+    if not collector.done:
+        raise Invalid("the multipart body is incomplete: its closing boundary is missing")
+    return collector.parts
+
+
+@endpoint({NotAnArchive: 415})
+async def upload(request: Request) -> Response:
+    """Upload zip archives (YAML + stub JSON files): create each scenario, begin playback."""
+    body = await read_body(request, limit(request))
+    parts = parse_multipart(request.headers.get("content-type", ""), body)
+    files = [p for p in parts if p.filename is not None]
+    if not files:
+        raise Invalid(
+            "no archive in the upload: send each .zip as a multipart file part,"
+            " e.g. files=[('files', ('scenario.zip', stream, 'application/zip'))]"
+        )
+    limits = ArchiveLimits(max_entry_bytes=limit(request))
+    archives = []
+    for part in files:
+        source = part.filename or "upload.zip"
+        if part.content_type and part.content_type not in ZIP_TYPES:
+            raise NotAnArchive(
+                f"{source}: Content type {part.content_type} not supported. Accepted format: .zip"
+            )
+        # Unpacking and parsing is CPU work: a thread keeps the event loop serving playback.
+        archives.append(await asyncio.to_thread(read_archive, bytes(part.data), source, limits))
+    results = await service(request).import_scenarios(request_host(request), archives)
+    for result in results:
+        result["scenarioRef"] = scenario_ref(result["name"])
+    if len(results) == 1:
+        # Mirage answers one archive with the bare {scenario, session, total}.
+        return json_response(results[0], 200, VERSION_HEADER)
+    return envelope(results)
+
+
+def _export_names(
+    request: Request, name: str, scenario: str | None, session: str | None
+) -> tuple[str, str]:
+    """The names written into the exported YAML (defaults as Mirage: short name, epoch)."""
+    short = name.rpartition(":")[2]
+    if scenario:
+        qualify(scenario, request_host(request))  # the same rules upload applies
+    if session:
+        check_name("session", session)
+    epoch = int(service(request).now().timestamp())
+    return scenario or short, session or f"{short}_{epoch}"
+
+
+@endpoint()
+async def export(request: Request) -> Response:
+    """Export a scenario's stubs as a zip that upload accepts (query: scenario, session)."""
+    name = path_scenario(request)
+    svc = service(request)
+    scenario = await svc.get_scenario(name)
+    stubs = await svc.list_stubs(scenario.name)
+    yaml_scenario, session = _export_names(
+        request,
+        scenario.name,
+        request.query_params.get("scenario"),
+        request.query_params.get("session"),
+    )
+    data = write_archive(yaml_scenario, session, stubs)
+    filename = f"{yaml_scenario.rpartition(':')[2]}.zip"
+    headers = {**VERSION_HEADER, "content-disposition": _attachment(filename)}
+    return Response(data, 200, headers, media_type="application/zip")
+
+
+def _attachment(filename: str) -> str:
+    """Names may be any Unicode word characters; headers are Latin-1 (RFC 6266 filename*)."""
+    if filename.isascii():
+        return f'attachment; filename="{filename}"'
+    fallback = filename.encode("ascii", "replace").decode().replace("?", "_")
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename)}"
+
+
+async def export_action(request: Request, name: str, body: dict[str, Any]) -> dict[str, Any]:
+    """``{"export": null}`` on the action route: a link to the export, nothing on disk."""
+    if truthy(str(body.get("runnable", "")).lower()):
+        raise Invalid(
+            "runnable exports (replaying a tracked playback session) are not supported;"
+            " export without 'runnable'"
+        )
+    scenario = await service(request).get_scenario(name)
+    session = body.get("session")
+    if session is not None and not isinstance(session, str):
+        raise Invalid("export 'session' must be a session name")
+    yaml_scenario, _ = _export_names(request, scenario.name, None, session)
+    query = urlencode({"session": session}) if session else ""
+    url = (
+        f"{str(request.base_url).rstrip('/')}{scenario_ref(quote(scenario.name, safe=':'))}/export"
+    )
+    url += f"?{query}" if query else ""
+    return {
+        "scenario": yaml_scenario,
+        "scenarioRef": scenario_ref(scenario.name),
+        "links": [url],
+        # Mirage's keys, for its UI and scripts: [file, url] pairs.
+        "yaml_links": [[f"{yaml_scenario}.zip", url]],
+        "command_links": [],
+    }
+
+
+ROUTES = [
+    Route("/api/v2/scenarios/upload", upload, methods=["POST"]),
+    Route("/api/v2/scenarios/objects/{name}/export", export, methods=["GET"]),
+]

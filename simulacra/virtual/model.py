@@ -1,0 +1,300 @@
+"""Plain values of the virtualization domain, and the rules that build them.
+
+Nothing here touches HTTP or the store: the API edge parses JSON into these,
+the store persists them, playback reads them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from simulacra.errors import Invalid
+
+NAME_RE = re.compile(r"^[\w-]+$")
+# An explicit ``host:`` prefix: a DNS name or IPv4 address, or a bracketed IPv6 address.
+HOST_RE = re.compile(r"^(?:[\w.-]+|\[[0-9a-f:.]+\])$")
+
+RECORD = "record"
+PLAYBACK = "playback"
+DORMANT = "dormant"
+MODES = (RECORD, PLAYBACK)
+
+
+def check_name(kind: str, name: object) -> str:
+    """Mirage names are ``[\\w-]+``; anything else would break the host:name keys."""
+    if not isinstance(name, str) or not name:
+        raise Invalid(f"{kind} name is missing")
+    if not NAME_RE.match(name):
+        raise Invalid(f"{kind} name {name!r} is illegal: use letters, digits, '_' and '-' only")
+    return name
+
+
+def normalize_host(host: str) -> str:
+    """Host header minus port, lowercased (Mirage's namespace key)."""
+    host = host.strip().lower()
+    if host.startswith("["):  # [::1]:8900
+        end = host.find("]")
+        return host[: end + 1] if end != -1 else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def qualify(name: object, host: str) -> str:
+    """``name`` or ``host:name`` -> the full ``host:name`` key, validated."""
+    if not isinstance(name, str) or not name:
+        raise Invalid("scenario name is missing")
+    if ":" in name:
+        given_host, _, short = name.rpartition(":")
+        if not given_host:
+            raise Invalid(f"scenario name {name!r} has an empty host")
+        if not HOST_RE.match(given_host.lower()):
+            raise Invalid(f"scenario name {name!r} has an illegal host {given_host!r}")
+        check_name("scenario", short)
+        return f"{given_host.lower()}:{short}"
+    check_name("scenario", name)
+    return f"{host}:{name}"
+
+
+@dataclass
+class Scenario:
+    name: str  # "host:name"
+    created: str  # ISO timestamp
+    version: int = 0  # bumped on every stub change; caches key on it
+
+    @property
+    def host(self) -> str:
+        return self.name.rpartition(":")[0]
+
+    @property
+    def short_name(self) -> str:
+        return self.name.rpartition(":")[2]
+
+
+@dataclass
+class Response:
+    status: int = 200
+    body: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
+    delay_policy: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"status": self.status, "body": self.body}
+        if self.headers:
+            out["headers"] = self.headers
+        if self.delay_policy:
+            out["delayPolicy"] = self.delay_policy
+        return out
+
+
+@dataclass
+class Stub:
+    scenario: str
+    request: dict[str, Any]
+    responses: list[Response]
+    priority: int | None = None
+    args: dict[str, str] = field(default_factory=dict)
+    recorded: str = ""
+    id: str = ""
+    seq: int = 0  # insertion order, assigned by the store
+
+    @property
+    def matchers_hash(self) -> str:
+        return matchers_hash(self.request)
+
+    def document(self) -> dict[str, Any]:
+        """The stub as Mirage shows it: a list body when it holds a sequence."""
+        first = self.responses[0]
+        response = first.to_dict()
+        if len(self.responses) > 1:
+            response["body"] = [r.body for r in self.responses]
+        doc: dict[str, Any] = {
+            "priority": self.priority,
+            "request": self.request,
+            "response": response,
+            "args": self.args,
+            "recorded": self.recorded,
+        }
+        if len(self.responses) > 1 and any(
+            (r.status, r.headers, r.delay_policy)
+            != (first.status, first.headers, first.delay_policy)
+            for r in self.responses
+        ):
+            # Mirage's list body cannot say that statuses differ; we can.
+            doc["responses"] = [r.to_dict() for r in self.responses]
+        return doc
+
+    @property
+    def space_used(self) -> int:
+        return len(orjson.dumps(self.document()))
+
+
+@dataclass
+class Session:
+    host: str
+    name: str
+    scenario: str  # "host:name"
+    status: str  # record | playback | dormant
+    loaded: str | None = None  # date the current mode began
+    last_used: str | None = None  # "YYYY-MM-DD HH:MM:SS"
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "status": self.status,
+            "loaded": self.loaded or "-",
+            "last_used": self.last_used or "-",
+        }
+
+
+def matchers_hash(request: dict[str, Any]) -> str:
+    """Two stubs with equal matchers share this hash (and so a response sequence)."""
+    return hashlib.md5(orjson.dumps(request, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def _body_text(value: object, where: str) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict | list | int | float | bool) or value is None:
+        return orjson.dumps(value).decode() if value is not None else ""
+    raise Invalid(f"{where} must be a string or JSON value")
+
+
+def parse_priority(value: object, where: str = "priority") -> int | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise Invalid(f"{where} must be an integer")
+    number = value
+    if isinstance(value, str):
+        try:
+            number = int(value.strip())
+        except ValueError:
+            raise Invalid(f"{where} must be an integer, got {value!r}") from None
+    if not isinstance(number, int):
+        raise Invalid(f"{where} must be an integer, got {value!r}")
+    if not -(2**63) <= number < 2**63:  # the store keeps a 64-bit integer
+        raise Invalid(f"{where} is out of range, got {value!r}")
+    return number
+
+
+def _parse_status(value: object) -> int:
+    if value is None:
+        return 200
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 100 <= value <= 599:
+        raise Invalid(f"response.status must be an HTTP status code (100-599), got {value!r}")
+    return value
+
+
+def _parse_headers(value: object, where: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise Invalid(f"{where} must be an object of header names to values")
+    out = {}
+    for k, v in value.items():
+        if not isinstance(v, str | int | float) or isinstance(v, bool):
+            raise Invalid(f"{where}[{k!r}] must be a string")
+        out[str(k)] = str(v)
+    return out
+
+
+def parse_responses(doc: object, delay_policy: str | None = None) -> list[Response]:
+    """A stub's ``response`` object -> one Response per body (a list body is a sequence)."""
+    if not isinstance(doc, dict):
+        raise Invalid("stub 'response' must be an object")
+    status = _parse_status(doc.get("status"))
+    headers = _parse_headers(doc.get("headers"), "response.headers")
+    policy = doc.get("delayPolicy", delay_policy)
+    if policy is not None and not isinstance(policy, str):
+        raise Invalid("response.delayPolicy must be a string")
+    body = doc.get("body", "")
+    bodies = body if isinstance(body, list) else [body]
+    if not bodies:
+        raise Invalid("response.body must not be an empty list")
+    return [
+        Response(status, _body_text(b, "response.body"), dict(headers), policy or None)
+        for b in bodies
+    ]
+
+
+def stub_from_document(
+    doc: object,
+    *,
+    scenario: str,
+    priority: object = None,
+    args: dict[str, str] | None = None,
+    delay_policy: str | None = None,
+    recorded: str = "",
+) -> Stub:
+    """Validate a stub JSON document (Mirage's shape) into a Stub.
+
+    ``priority`` and ``delay_policy`` come from headers and lose to the document's own.
+    Matchers are validated by compiling them (see ``matching.compile_request``).
+    """
+    from simulacra.virtual.matching import compile_request
+    from simulacra.virtual.templates import check_bodies
+
+    if not isinstance(doc, dict):
+        raise Invalid("a stub must be a JSON object with 'request' and 'response'")
+    request = doc.get("request")
+    if not isinstance(request, dict):
+        raise Invalid("stub 'request' must be an object of matchers")
+    if "response" not in doc:
+        raise Invalid("stub 'response' is missing")
+    request = normalize_request(request)
+    compile_request(request)  # raises Invalid on a bad matcher
+    responses = parse_responses(doc["response"], delay_policy)
+    extra = doc.get("responses")
+    if extra is not None:
+        if not isinstance(extra, list) or not extra:
+            raise Invalid("stub 'responses' must be a non-empty list of response objects")
+        responses = [r for item in extra for r in parse_responses(item, delay_policy)]
+    # A template body that cannot compile is refused now, not at every playback.
+    check_bodies(r.body for r in responses)
+    stub_priority = parse_priority(doc.get("priority"))
+    if stub_priority is None:
+        stub_priority = parse_priority(priority, "priority header")
+    stub_args = doc.get("args")
+    if stub_args is None:
+        stub_args = {}
+    if not isinstance(stub_args, dict):
+        raise Invalid("stub 'args' must be an object")
+    merged_args = {str(k): str(v) for k, v in stub_args.items()}
+    merged_args.update(args or {})
+    return Stub(
+        scenario=scenario,
+        request=request,
+        responses=responses,
+        priority=stub_priority,
+        args=merged_args,
+        recorded=str(doc.get("recorded") or recorded),
+    )
+
+
+def normalize_request(request: dict[str, Any]) -> dict[str, Any]:
+    """Mirage's legacy list form ``bodyPatterns: [{contains: [...]}, ...]`` -> one object.
+
+    Mirage kept only the first element; we merge them all, so no matcher is dropped.
+    """
+    out = dict(request)
+    patterns = out.get("bodyPatterns")
+    if isinstance(patterns, list):
+        merged: dict[str, Any] = {}
+        for item in patterns:
+            if not isinstance(item, dict):
+                raise Invalid("request.bodyPatterns list items must be objects")
+            for k, v in item.items():
+                if k == "namespaces":
+                    if not isinstance(v, dict):
+                        raise Invalid("bodyPatterns.namespaces must map prefixes to namespace URIs")
+                    merged.setdefault(k, {}).update(v)
+                else:
+                    merged.setdefault(k, []).extend(v if isinstance(v, list) else [v])
+        out["bodyPatterns"] = merged
+    return out

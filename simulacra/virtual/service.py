@@ -1,0 +1,519 @@
+"""The virtualization domain: scenarios, sessions, stubs, playback.
+
+Takes plain values, returns plain values, raises ``simulacra.errors`` types.
+Sessions and compiled stub indexes are held in memory (loaded at start, written
+through to the store on change), so playback never waits on the store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from simulacra.errors import (
+    AlreadyExists,
+    Conflict,
+    Invalid,
+    NoMatch,
+    NotFound,
+    PreconditionFailed,
+    Unavailable,
+)
+from simulacra.store.base import ScenarioImport, Store
+from simulacra.virtual.archive import ArchiveContent, build_stubs
+from simulacra.virtual.delays import DelayPolicy, sample_ms, split_name
+from simulacra.virtual.matching import PlaybackRequest, StubIndex
+from simulacra.virtual.model import (
+    DORMANT,
+    MODES,
+    PLAYBACK,
+    RECORD,
+    Response,
+    Scenario,
+    Session,
+    Stub,
+    check_name,
+    qualify,
+    stub_from_document,
+)
+from simulacra.virtual.playback import SequenceCounters
+from simulacra.virtual.templates import is_template, render_response
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class PutResult:
+    status: str  # "created" | "updated" | "ignored"
+    stub: Stub
+
+    @property
+    def message(self) -> str:
+        if self.status == "created":
+            return f"inserted scenario_stub: {self.stub.id}"
+        if self.status == "updated":
+            return "updated with stateful response"
+        return "ignored: identical stub exists (stateful is false)"
+
+
+class VirtualService:
+    def __init__(self, store: Store, now: Callable[[], datetime] = utcnow) -> None:
+        self.store = store
+        self.now = now
+        self._sessions: dict[tuple[str, str], Session] = {}  # (host, name) -> session
+        self._indexes: dict[str, StubIndex] = {}  # scenario -> compiled stubs
+        self._counters = SequenceCounters()
+        self._dirty: set[tuple[str, str]] = set()  # sessions with unsaved last_used
+        self._stamp_second, self._stamp = -1, ""
+        # Delay policies, cached so playback resolves one without the store; PUT and
+        # DELETE write through and update the cache, so an edit applies at once.
+        self._policies: dict[tuple[str, str], DelayPolicy] = {}
+        self.rng = random.Random()
+        # A shared store (PostgreSQL) advances sequences in the store, so a stateful stub plays
+        # in order whichever instance answers; that is one round-trip per playback of a stub
+        # with several responses (docs/scaling.md). Otherwise counters stay in memory.
+        self._shared = hasattr(store, "next_response")
+
+    async def start(self) -> None:
+        self._sessions = {(s.host, s.name): s for s in await self.store.list_sessions()}
+        self._policies = {p.key: p for p in await self.store.list_delay_policies()}
+
+    async def on_change(self, kind: str, key: str) -> None:
+        """Shared state changed (told by the store's LISTEN task, possibly for this instance's
+        own write): drop or reload the cached copies. Never called on the hot path.
+
+        ``kind`` is ``scenario`` (key: its name), ``session``/``sessions``, ``policy``, or
+        ``*`` (resync everything, e.g. after the listener reconnected)."""
+        if kind == "*":
+            self._indexes.clear()
+        elif kind == "scenario":
+            self._indexes.pop(key, None)
+        if kind == "session":  # key: "host name"
+            host, _, name = key.partition(" ")
+            await self._sync_session(host, name)
+        elif kind in ("sessions", "*"):
+            await self._reload_sessions()
+        if kind in ("policy", "*"):
+            self._policies = {p.key: p for p in await self.store.list_delay_policies()}
+
+    async def _reload_sessions(self) -> None:
+        stored = {(s.host, s.name): s for s in await self.store.list_sessions()}
+        for key, fresh in stored.items():
+            self._merge_session(key, fresh)
+        for key in [k for k in self._sessions if k not in stored]:
+            self._merge_session(key, None)
+
+    def _merge_session(self, key: tuple[str, str], fresh: Session | None) -> None:
+        """Take the stored state of one session into the cache (None: it is gone)."""
+        mine = self._sessions.get(key)
+        if fresh is None:
+            if mine is not None:
+                del self._sessions[key]  # its scenario was deleted elsewhere
+                self._dirty.discard(key)
+            return
+        if mine is None:
+            self._sessions[key] = fresh
+            return
+        before = (mine.status, mine.loaded, mine.scenario)
+        if before != (fresh.status, fresh.loaded, fresh.scenario):
+            self._counters.reset(key)  # begun again elsewhere: its sequences restart
+        # In place: a request in flight may hold this object.
+        mine.status, mine.scenario, mine.loaded = fresh.status, fresh.scenario, fresh.loaded
+        if key not in self._dirty:
+            mine.last_used = fresh.last_used
+
+    async def _sync_session(self, host: str, name: str) -> Session | None:
+        """The session as stored now. With a shared store another instance may have changed
+        it before its NOTIFY arrived, so admin calls and cache misses re-read it (one keyed
+        query); steady-state playback never does."""
+        if self._shared:
+            fresh = await self.store.get_session(host, name)  # type: ignore[attr-defined]
+            self._merge_session((host, name), fresh)
+        return self._sessions.get((host, name))
+
+    async def find_session(self, host: str, name: str) -> Session:
+        """``session()``, but a miss is re-read from a shared store before it is NotFound."""
+        session = self._sessions.get((host, name))
+        if session is None:
+            session = await self._sync_session(host, name)
+        if session is None:
+            raise NotFound(f"session not found - {host}:{name}")
+        return session
+
+    async def _reset_counters(self, key: tuple[str, str]) -> None:
+        self._counters.reset(key)
+        if self._shared:
+            await self.store.reset_counters(f"{key[0]} {key[1]}")  # type: ignore[attr-defined]
+
+    async def flush(self) -> None:
+        """Write playback bookkeeping (last_used) that the hot path kept in memory."""
+        keys = self._dirty
+        self._dirty = set()
+        try:
+            await self.store.save_sessions([self._sessions[k] for k in keys if k in self._sessions])
+        except Unavailable:
+            self._dirty |= keys  # a shared store is briefly down: write them next time
+            raise
+
+    # time formats as Mirage shows them
+    def _date(self) -> str:
+        return self.now().strftime("%Y-%m-%d")
+
+    def _timestamp(self) -> str:
+        # Called on every playback; formatting once per second is enough.
+        now = self.now()
+        second = int(now.timestamp())
+        if second != self._stamp_second:
+            self._stamp_second, self._stamp = second, now.strftime("%Y-%m-%d %H:%M:%S")
+        return self._stamp
+
+    # scenarios -------------------------------------------------------------
+
+    async def create_scenario(self, name: str) -> Scenario:
+        scenario = Scenario(name=name, created=self.now().isoformat())
+        await self.store.create_scenario(scenario)
+        return scenario
+
+    async def get_scenario(self, name: str) -> Scenario:
+        scenario = await self.store.get_scenario(name)
+        if scenario is None:
+            raise NotFound(f"Scenario {name} not found")
+        return scenario
+
+    async def list_scenarios(self, host: str | None = None) -> list[Scenario]:
+        scenarios = await self.store.list_scenarios()
+        return [s for s in scenarios if host is None or s.host == host]
+
+    async def describe(self, scenario: Scenario) -> dict[str, Any]:
+        stats = await self.store.stub_stats(scenario.name)
+        return {
+            "name": scenario.name,
+            "stub_count": stats.count,
+            "recorded": stats.last_recorded or "-",
+            "space_used_kb": stats.space_used // 1024,
+            "sessions": [s.summary() for s in self.sessions_of(scenario.name)],
+        }
+
+    def sessions_of(self, scenario: str) -> list[Session]:
+        return sorted(
+            (s for s in self._sessions.values() if s.scenario == scenario), key=lambda s: s.name
+        )
+
+    def _active_sessions(self, scenario: str) -> list[Session]:
+        return [s for s in self.sessions_of(scenario) if s.status != DORMANT]
+
+    async def delete_scenario(self, name: str, force: bool = False) -> None:
+        if await self.store.get_scenario(name) is None:
+            raise PreconditionFailed(f"Scenario {name} does not exist")
+        active = self._active_sessions(name)
+        if active and not force:
+            names = ", ".join(s.name for s in active)
+            raise Conflict(
+                f"Scenario {name} has active sessions ({names}): end them first or use force"
+            )
+        await self.store.delete_scenario(name)
+        for session in self.sessions_of(name):
+            key = (session.host, session.name)
+            self._counters.reset(key)
+            del self._sessions[key]
+        self._indexes.pop(name, None)
+
+    async def import_scenarios(
+        self, host: str, archives: list[ArchiveContent]
+    ) -> list[dict[str, Any]]:
+        """Create each uploaded archive's scenario with its stubs; begin its session in playback.
+
+        All or nothing: every archive is checked before anything is stored, and the
+        store writes them all in one transaction.
+        """
+        imports: list[ScenarioImport] = []
+        results: list[dict[str, Any]] = []
+        names: set[str] = set()
+        keys: set[tuple[str, str]] = set()
+        today = self._date()
+        for archive in archives:
+            try:
+                name = qualify(archive.scenario, host)
+                session_name = check_name("session", archive.session)
+            except Invalid as exc:
+                raise Invalid(f"{archive.source}: {exc.message}") from None
+            if name in names or await self.store.get_scenario(name) is not None:
+                raise AlreadyExists(f"{archive.source}: Scenario {name} already exists")
+            names.add(name)
+            scenario = Scenario(name=name, created=self.now().isoformat())
+            stubs = build_stubs(archive, name, today)
+            result: dict[str, Any] = {
+                "scenario": archive.scenario,
+                "session": session_name,
+                "total": len(archive.stubs),
+                "name": name,
+                "stub_count": len(stubs),
+            }
+            session = None
+            if stubs:
+                key = (scenario.host, session_name)
+                existing = self._sessions.get(key)
+                if existing is not None or key in keys:
+                    owner = existing.scenario if existing else "another archive of this upload"
+                    raise Invalid(
+                        f"{archive.source}: Session {session_name} already belongs to {owner};"
+                        " name another session in the YAML"
+                    )
+                keys.add(key)
+                session = Session(scenario.host, session_name, name, PLAYBACK, today, None)
+            else:  # nothing to play: Mirage too creates the scenario and begins no session
+                result["status"] = [f"no stubs in the archive: session {session_name} not begun"]
+            imports.append(ScenarioImport(scenario, stubs, session))
+            results.append(result)
+        await self.store.import_scenarios(imports)
+        for item in imports:
+            self._indexes.pop(item.scenario.name, None)
+            if item.session is not None:
+                key = (item.session.host, item.session.name)
+                self._sessions[key] = item.session
+                self._counters.reset(key)
+                await self._index(item.scenario.name)  # compile now, not on the first request
+        return results
+
+    # sessions --------------------------------------------------------------
+
+    async def begin_session(self, scenario_name: str, session_name: object, mode: object) -> dict:
+        scenario = await self.get_scenario(scenario_name)
+        session_name = check_name("session", session_name)
+        if mode not in MODES:
+            raise Invalid(f"mode must be 'record' or 'playback', got {mode!r}")
+        host = scenario.host
+        key = (host, session_name)
+        existing = await self._sync_session(host, session_name)
+        if existing is not None:
+            if existing.scenario != scenario.name:
+                raise Invalid(
+                    f"Session {session_name} already belongs to scenario {existing.scenario}"
+                )
+            if existing.status != DORMANT:
+                raise Invalid(
+                    f"Session {session_name} already exists in {existing.status} mode;"
+                    " end it before beginning it again"
+                )
+        stats = await self.store.stub_stats(scenario.name)
+        if mode == RECORD and stats.count:
+            raise Invalid(
+                f"Scenario ({scenario.name}) has existing stubs, delete them before recording"
+                " or create another scenario!"
+            )
+        if mode == PLAYBACK:
+            recording = [s.name for s in self._active_sessions(scenario.name) if s.status == RECORD]
+            if recording:
+                raise Invalid(
+                    f"Scenario {scenario.name} is being recorded in session {recording[0]};"
+                    " end it before playback"
+                )
+            if not stats.count:
+                raise PreconditionFailed(
+                    f"Scenario {scenario.name} has no stubs: record or add stubs before playback"
+                )
+            await self._index(scenario.name)  # compile now, not on the first request
+        session = Session(host, session_name, scenario.name, str(mode), self._date(), None)
+        await self._reset_counters(key)
+        await self.store.save_session(session)
+        self._sessions[key] = session
+        verb = "Record" if mode == RECORD else "Playback"
+        return {
+            "message": f"{verb} mode initiated....",
+            "status": mode,
+            "scenario": scenario.name,
+            "session": session_name,
+        }
+
+    async def begin_record_creating(self, scenario_name: str, session_name: object) -> dict:
+        """API v1's begin record: creates the scenario when missing (v2 needs it first).
+
+        An existing scenario is recorded only while it has no stubs, as in v2 (Mirage v1's
+        "Duplicate scenario"; its delete/stubs dropped the scenario, ours keeps it empty).
+        """
+        name = check_name("session", session_name)
+        existing = self._sessions.get((scenario_name.rpartition(":")[0], name))
+        if existing is not None and existing.scenario != scenario_name:
+            # Checked before creating, so a refused begin leaves no stray scenario behind.
+            raise Invalid(f"Session {name} already belongs to scenario {existing.scenario}")
+        if await self.store.get_scenario(scenario_name) is None:
+            # Created meanwhile by another request: record into it all the same.
+            with contextlib.suppress(AlreadyExists):
+                await self.create_scenario(scenario_name)
+        try:
+            return await self.begin_session(scenario_name, name, RECORD)
+        except Invalid as exc:
+            if "existing stubs" in exc.message:
+                raise Invalid(f"Duplicate scenario: {exc.message}") from None
+            raise
+
+    async def end_session(self, scenario_name: str, session_name: object) -> dict:
+        await self.get_scenario(scenario_name)
+        host = scenario_name.rpartition(":")[0]
+        name = check_name("session", session_name)
+        session = await self._sync_session(host, name)
+        if session is None or session.scenario != scenario_name:
+            raise NotFound(f"Session {name} not found in scenario {scenario_name}")
+        await self._end(session)
+        return {"message": "Session ended"}
+
+    async def end_all_sessions(self, scenario_name: str) -> dict:
+        await self.get_scenario(scenario_name)
+        ended = {}
+        for session in self._active_sessions(scenario_name):
+            await self._end(session)
+            ended[session.name] = {"message": "Session ended"}
+        return ended
+
+    async def _end(self, session: Session) -> None:
+        session.status = DORMANT
+        await self.store.save_session(session)
+        key = (session.host, session.name)
+        self._dirty.discard(key)
+        await self._reset_counters(key)
+
+    def session(self, host: str, name: str) -> Session:
+        session = self._sessions.get((host, name))
+        if session is None:
+            raise NotFound(f"session not found - {host}:{name}")
+        return session
+
+    # stubs -----------------------------------------------------------------
+
+    async def put_stub(
+        self,
+        *,
+        host: str,
+        session_name: str,
+        scenario_name: str | None,
+        document: object,
+        priority: object = None,
+        stateful: bool = True,
+        args: dict[str, str] | None = None,
+        delay_policy: str | None = None,
+        recorded: str | None = None,
+    ) -> PutResult:
+        await self._sync_session(host, session_name)
+        session = self.session(host, session_name)
+        if scenario_name is not None and scenario_name != session.scenario:
+            raise Invalid(
+                f"Session {session_name} records scenario {session.scenario}, not {scenario_name}"
+            )
+        if session.status != RECORD:
+            raise Conflict(f"Session {session_name} is in {session.status} mode, not record")
+        stub = stub_from_document(
+            document,
+            scenario=session.scenario,
+            priority=priority,
+            args=args,
+            delay_policy=delay_policy,
+            recorded=recorded or self._date(),
+        )
+        existing = await self.store.find_stub(session.scenario, stub.matchers_hash)
+        self._indexes.pop(session.scenario, None)
+        if existing is None:
+            return PutResult("created", await self.store.insert_stub(stub))
+        if not stateful and [r.body for r in existing.responses] == [
+            r.body for r in stub.responses
+        ]:
+            return PutResult("ignored", existing)
+        existing.responses.extend(stub.responses)
+        await self.store.update_stub(existing)
+        return PutResult("updated", existing)
+
+    async def list_stubs(self, scenario_name: str) -> list[Stub]:
+        await self.get_scenario(scenario_name)
+        return await self.store.list_stubs(scenario_name)
+
+    async def delete_stubs(self, scenario_name: str, force: bool = False) -> int:
+        await self.get_scenario(scenario_name)
+        active = self._active_sessions(scenario_name)
+        if active and not force:
+            raise Conflict(
+                f"Sessions in playback/record mode ({', '.join(s.name for s in active)}):"
+                " end them before deleting stubs, or use force"
+            )
+        count = await self.store.delete_stubs(scenario_name)
+        self._indexes.pop(scenario_name, None)
+        return count
+
+    # delay policies --------------------------------------------------------
+
+    async def put_delay_policy(self, policy: DelayPolicy) -> bool:
+        """Create or replace; True when it is new."""
+        created = await self.store.save_delay_policy(policy)
+        self._policies[policy.key] = policy
+        return created
+
+    def delay_policies(self, host: str) -> list[DelayPolicy]:
+        return sorted((p for p in self._policies.values() if p.host == host), key=lambda p: p.name)
+
+    def delay_policy(self, host: str, name: str) -> DelayPolicy:
+        policy = self._policies.get((host, name))
+        if policy is None:
+            raise NotFound(f"Delay policy '{name}' not found in host {host}")
+        return policy
+
+    async def delete_delay_policy(self, host: str, name: str) -> None:
+        self.delay_policy(host, name)
+        await self.store.delete_delay_policy(host, name)
+        del self._policies[(host, name)]
+
+    def delay_ms(self, host: str, policy_name: str) -> int:
+        """The delay a stub's named policy asks for now; 0 when there is no such policy.
+
+        Resolved in the scenario's host (``host:name`` names another), on every call, so
+        an edited policy applies to the next response. A missing policy is no delay, as
+        in Mirage: stubs may name a policy before it is created.
+        """
+        policy = self._policies.get((host, policy_name))
+        if policy is None and ":" in policy_name:
+            try:
+                policy = self._policies.get(split_name(policy_name, host))
+            except Invalid:
+                policy = None
+        return sample_ms(policy, self.rng) if policy is not None else 0
+
+    # playback --------------------------------------------------------------
+
+    async def _index(self, scenario: str) -> StubIndex:
+        index = self._indexes.get(scenario)
+        if index is None:
+            index = StubIndex(await self.store.list_stubs(scenario))
+            self._indexes[scenario] = index
+        return index
+
+    async def playback(self, session: Session, request: PlaybackRequest) -> Response:
+        if session.status != PLAYBACK and self._shared:
+            # Begun for playback on another instance whose NOTIFY has not arrived yet?
+            await self._sync_session(session.host, session.name)
+        if session.status != PLAYBACK:
+            raise Conflict(
+                f"Session {session.name} is in {session.status} mode;"
+                " begin it in playback mode to get responses"
+            )
+        index = self._indexes.get(session.scenario)
+        if index is None:
+            index = await self._index(session.scenario)
+        stub = index.match(request)
+        key = (session.host, session.name)
+        session.last_used = self._timestamp()
+        self._dirty.add(key)
+        if stub is None:
+            raise NoMatch("E017:No matching response found")
+        if self._shared and len(stub.responses) > 1:
+            served = await self.store.next_response(  # type: ignore[attr-defined]
+                f"{key[0]} {key[1]}", stub.id
+            )
+            response = stub.responses[min(served, len(stub.responses) - 1)]
+        else:
+            response = self._counters.next_response(key, stub)
+        if is_template(response.body):  # only bodies with {{ or {% are rendered
+            response = render_response(response, stub, request, self.now())
+        return response

@@ -1,0 +1,492 @@
+"""The tracker's pure parts: the record, the ``q`` query language, paging, the pending queue.
+
+The edge (``tracking.py``) queues a ``capture`` of each tracked call (a tuple of plain
+values); ``build_record`` turns one into a TrackerRecord when the queue is flushed.
+A record keeps the few fields queries filter on as columns and packs the rest (header
+blocks and query string as they came in, the start of the body) into one JSON value, so
+writing one is cheap; only the records a client reads are unpacked (``summary``,
+``full``). Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import deque
+from collections.abc import MutableMapping
+from dataclasses import dataclass
+from itertools import chain
+from typing import Any, NamedTuple
+from urllib.parse import parse_qsl, urlencode
+
+import orjson
+
+from simulacra.errors import Invalid
+from simulacra.virtual.model import normalize_host
+
+RECORDS_PATH = "/api/v2/tracker/records"
+SCENARIO_PREFIX = "/api/v2/scenarios/objects/"
+MATCHER_PATH = "/api/v2/matcher"
+V1_PREFIX = "/stubo/api/"
+RESPONSE_PREVIEW_CHARS = 120  # Mirage's stubo_response is cut to 120 characters
+BODY_CAPTURE_BYTES = 1024  # enough for the preview and most error messages
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+# Handlers note facts only they know in the ASGI scope, for the record: the delay they
+# applied (ms) and, for session actions, the session named in the body.
+DELAY_KEY = "simulacra.delay"
+SESSION_KEY = "simulacra.session"
+# Captures carry perf_counter readings (cheap); this turns one into wall-clock time.
+_EPOCH_OFFSET = time.time() - time.perf_counter()
+
+
+def is_tracked(path: str) -> bool:
+    """Playback, stub and session calls: ``.../stubs``, ``.../action``, the matcher, and all of
+    API v1 (Mirage tracked every v1 call)."""
+    if path.startswith(SCENARIO_PREFIX):
+        return path.endswith("/stubs") or path.endswith("/action")
+    return path == MATCHER_PATH or path.startswith(V1_PREFIX)
+
+
+# the record ------------------------------------------------------------------
+
+
+class TrackerRecord(NamedTuple):
+    """One tracked call as stored: the fields queries filter on, and the rest packed.
+
+    A tuple in column order, so a store writes it as it is; ``detail`` is the JSON of a
+    CallDetail, packed once when the record is built and unpacked only when it is shown.
+    """
+
+    id: int | None = None  # assigned by the store
+    function: str = ""  # the request path
+    scenario: str | None = None  # "host:name"
+    session: str | None = None
+    host: str = ""  # Host header minus port, lowercased
+    return_code: int = 0
+    duration_ms: int = 0  # from the handler's start to its response, the delay included
+    delay: int = 0  # ms of delay policy applied
+    detail: bytes = b"[]"
+
+    @property
+    def href(self) -> str:
+        return f"{RECORDS_PATH}/objects/{self.id}"
+
+    def details(self) -> CallDetail:
+        return CallDetail(*orjson.loads(self.detail))
+
+    def summary(self) -> dict[str, Any]:
+        """The list view (Mirage's projection, plus ``session``)."""
+        call = self.details()
+        params = call.request_params
+        return {
+            "id": str(self.id),
+            "href": self.href,
+            "start_time": call.start_time,
+            "function": self.function,
+            "scenario": self.scenario,
+            "session": self.session,
+            "request_params": {"session": params["session"]} if "session" in params else {},
+            "return_code": self.return_code,
+            "duration_ms": self.duration_ms,
+            "delay": self.delay,
+            "stubo_response": call.stubo_response,
+        }
+
+    def full(self) -> dict[str, Any]:
+        """The whole record."""
+        call = self.details()
+        return {
+            "id": str(self.id),
+            "start_time": call.start_time,
+            "function": self.function,
+            "scenario": self.scenario,
+            "session": self.session,
+            "host": self.host,
+            "port": str(call.port),
+            "remote_ip": call.remote_ip,
+            "server": call.server,
+            "request_method": call.request_method,
+            "request_params": call.request_params,
+            "request_headers": decode_headers(call.request_headers),
+            "request_size": call.request_size,
+            "return_code": self.return_code,
+            "response_headers": decode_headers(call.response_headers),
+            "response_size": call.response_size,
+            "stubo_response": call.stubo_response,
+            "duration_ms": self.duration_ms,
+            "delay": self.delay,
+            "error": call.error(self.return_code),
+            "tracking_level": "normal",
+        }
+
+
+class CallDetail(NamedTuple):
+    """The part of a record nobody filters on, kept as it came in (packed as a JSON list)."""
+
+    started: float = 0.0  # epoch seconds
+    request_method: str = ""
+    remote_ip: str = ""
+    port: int = 0  # the server's
+    server: str = ""  # the server's host name
+    query: str = ""  # the raw query string
+    request_headers: str = ""  # encode_headers() of the headers as received
+    request_size: int = 0
+    response_headers: str = ""
+    response_size: int = 0
+    body_start: str = ""  # the first BODY_CAPTURE_BYTES of the response body, decoded
+
+    @property
+    def start_time(self) -> str:
+        """Mirage's "YYYY-MM-DD HH:MM:SS" (UTC)."""
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(self.started))
+
+    @property
+    def stubo_response(self) -> str:
+        """The start of the response body (Mirage's name for it)."""
+        return self.body_start[:RESPONSE_PREVIEW_CHARS]
+
+    @property
+    def request_params(self) -> dict[str, str]:
+        return dict(parse_qsl(self.query, keep_blank_values=True))
+
+    def error(self, status: int) -> str | None:
+        """For an error status: the v2 envelope's message, else the start of the body."""
+        if status < 400:
+            return None
+        try:
+            document = orjson.loads(self.body_start)
+        except orjson.JSONDecodeError:
+            document = None
+        if isinstance(document, dict):
+            error = document.get("error")
+            if isinstance(error, dict) and isinstance(error.get("message"), str):
+                return error["message"]
+        return self.body_start[:RESPONSE_PREVIEW_CHARS]
+
+
+def decode_headers(block: str) -> dict[str, str]:
+    """A header block as ``capture`` joins it (name NUL value NUL ...) -> a dict."""
+    if not block:
+        return {}
+    parts = block.split("\0")
+    return dict(zip(parts[::2], parts[1::2], strict=False))
+
+
+_hosts: dict[bytes, str] = {}  # Host header -> host; a handful of distinct values
+
+
+def host_of(header: bytes) -> str:
+    """The Host header minus port, lowercased (memoized: every record needs it)."""
+    host = _hosts.get(header)
+    if host is None:
+        if len(_hosts) > 1000:  # a client inventing Host headers must not grow this forever
+            _hosts.clear()
+        host = _hosts[header] = normalize_host(header.decode("latin-1") or "localhost")
+    return host
+
+
+def locate(
+    path: str, host: str, session: str | None, target_host: str | None
+) -> tuple[str | None, str | None]:
+    """(scenario, session) of a tracked call, from its path and headers.
+
+    The scenario is the path's (``host:name``, or the Host's namespace, or
+    ``target_host``'s); the matcher's ``session`` header is ``scenario:session``.
+    """
+    if path.startswith(SCENARIO_PREFIX):
+        name = path[len(SCENARIO_PREFIX) :].split("/", 1)[0]
+        if ":" in name:
+            given, _, short = name.rpartition(":")
+            return f"{given.lower()}:{short}", session
+        return f"{(target_host or host).lower()}:{name}", session
+    if path == MATCHER_PATH and session:
+        *scenario_part, last = session.split(":")
+        if scenario_part and all(scenario_part) and last:
+            name = ":".join(scenario_part)
+            if ":" in name:
+                given, _, short = name.rpartition(":")
+                return f"{given.lower()}:{short}", last
+            return f"{host}:{name}", last
+    return None, session
+
+
+def capture(
+    scope: MutableMapping[str, Any], response: Any, t0: float, t1: float
+) -> tuple[Any, ...]:
+    """What the request path keeps of a tracked call: a tuple of plain values only.
+
+    Headers are joined into one bytes block and the body cut to its start, so the tuple
+    holds no container: the garbage collector soon stops visiting it, and the scope and
+    response die with the request (holding them until the flush made every collection
+    slower, measurably so on a server with many stubs). ``response`` None is a failure.
+    """
+    client, bound = scope.get("client"), scope.get("server")
+    noted = scope.get(SESSION_KEY)
+    if response is None:
+        status, response_headers, body_start, size = 500, b"", b"internal error", 0
+    else:
+        body = getattr(response, "body", b"")
+        status, size = response.status_code, len(body)
+        # Name NUL value NUL ...: one bytes object, and HTTP forbids NUL in headers.
+        response_headers = b"\0".join(chain.from_iterable(response.raw_headers))
+        body_start = body[:BODY_CAPTURE_BYTES]
+    return (
+        t0,
+        t1,
+        scope["path"],
+        scope["method"],
+        scope["query_string"],
+        b"\0".join(chain.from_iterable(scope["headers"])),
+        client[0] if client else "",
+        bound[1] if bound else 0,
+        scope.get(DELAY_KEY, 0),
+        noted if isinstance(noted, str) else None,
+        status,
+        response_headers,
+        size,
+        body_start,
+    )
+
+
+_located: dict[tuple[Any, ...], tuple[str, str | None, str | None]] = {}
+
+
+def build_record(captured: tuple[Any, ...], server: str = "") -> TrackerRecord:
+    """A ``capture`` -> a TrackerRecord: find host, scenario and session; pack the rest."""
+    (
+        t0,
+        t1,
+        path,
+        method,
+        query,
+        request_headers,
+        remote_ip,
+        port,
+        delay,
+        noted,
+        status,
+        response_headers,
+        size,
+        body_start,
+    ) = captured
+    parts = request_headers.split(b"\0")
+    host = b""
+    session = fallback_session = target_host = length = None
+    for i in range(0, len(parts) - 1, 2):  # ASGI header names are lowercase
+        name = parts[i]
+        if name == b"host":
+            host = parts[i + 1]
+        elif name == b"content-length":
+            length = parts[i + 1]
+        elif name == b"session":
+            session = parts[i + 1]
+        elif name == b"stubo-request-session":
+            fallback_session = parts[i + 1]
+        elif name == b"target_host":
+            target_host = parts[i + 1]
+    session = session or fallback_session
+    key = (path, host, session, target_host)
+    located = _located.get(key)
+    if located is None:  # a playback run repeats a few of these: remember them
+        if len(_located) > 10_000:
+            _located.clear()
+        where = host_of(host)
+        located = _located[key] = (
+            where,
+            *locate(
+                path,
+                where,
+                session.decode("latin-1") if session else None,
+                target_host.decode("latin-1") if target_host else None,
+            ),
+        )
+    where, scenario, session_name = located
+    if noted:
+        session_name = noted
+    detail = orjson.dumps(
+        (
+            _EPOCH_OFFSET + t0,
+            method,
+            remote_ip,
+            port,
+            server,
+            query.decode("latin-1"),
+            request_headers.decode("latin-1"),
+            int(length) if length and length.isdigit() else 0,
+            response_headers.decode("latin-1"),
+            size,
+            body_start.decode("utf-8", errors="replace"),
+        )
+    )
+    return TrackerRecord(
+        None, path, scenario, session_name, where, status, round((t1 - t0) * 1000), delay, detail
+    )
+
+
+# the pending queue -----------------------------------------------------------
+
+
+class TrackerQueue:
+    """Captures waiting to be written; bounded, so memory stays flat under load.
+
+    When the store falls behind, the oldest pending captures are dropped (and counted)
+    rather than letting the queue grow without limit.
+    """
+
+    def __init__(self, max_pending: int = 50_000) -> None:
+        self.max_pending = max_pending
+        self._pending: deque[tuple[Any, ...]] = deque(maxlen=max_pending)
+        self.dropped = 0
+
+    def add(self, captured: tuple[Any, ...]) -> None:
+        pending = self._pending
+        if len(pending) == self.max_pending:
+            self.dropped += 1
+        pending.append(captured)
+
+    def drain(self) -> deque[tuple[Any, ...]]:
+        """Everything pending, oldest first; the queue starts empty again."""
+        pending, self._pending = self._pending, deque(maxlen=self.max_pending)
+        return pending
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+
+# the q query -----------------------------------------------------------------
+
+OPERATORS = ("<=", ">=", "<", ">", "=")
+FIELDS = {"sc": "return_code", "rt": "duration_ms", "d": "delay"}
+_INTEGER = re.compile(r"^-?\d+$")
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def ascii_lower(text: str) -> str:
+    """Lowercase A-Z only: the same case folding as SQLite's lower() and LIKE."""
+    return text.translate(_ASCII_LOWER)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    field: str  # return_code | duration_ms | delay
+    op: str  # one of OPERATORS
+    value: int
+
+    def holds(self, actual: int) -> bool:
+        op, value = self.op, self.value
+        if op == "<":
+            return actual < value
+        if op == "<=":
+            return actual <= value
+        if op == ">":
+            return actual > value
+        if op == ">=":
+            return actual >= value
+        return actual == value
+
+
+@dataclass(frozen=True)
+class TrackerQuery:
+    """Every part must hold (AND). ``words`` match the path or scenario, case-insensitively."""
+
+    words: tuple[str, ...] = ()  # ascii-lowered
+    comparisons: tuple[Comparison, ...] = ()
+    sessions: tuple[str, ...] = ()
+    host: str | None = None  # only this host (``all-hosts=false``)
+
+    def matches(self, record: TrackerRecord) -> bool:
+        if self.host is not None and record.host != self.host:
+            return False
+        if any(record.session != s for s in self.sessions):
+            return False
+        for c in self.comparisons:
+            if not c.holds(getattr(record, c.field)):
+                return False
+        function = ascii_lower(record.function)
+        scenario = ascii_lower(record.scenario or "")
+        return all(w in function or w in scenario for w in self.words)
+
+
+def parse_query(q: str | None, host: str | None = None) -> TrackerQuery:
+    """``"my_suite sc:>=200 sc:<=201 rt:>200 d:>0 session:s1"`` -> a TrackerQuery.
+
+    Space-separated parts, all of which must hold: ``sc:`` (status), ``rt:`` (duration ms)
+    and ``d:`` (delay ms) take ``<``, ``<=``, ``>``, ``>=``, ``=`` or nothing (equal) and an
+    integer; ``session:`` an exact session name; any other word is a case-insensitive
+    substring of the path or the scenario. A malformed filter is ``Invalid`` (Mirage
+    silently ignored it, which showed unfiltered results).
+    """
+    words: list[str] = []
+    comparisons: list[Comparison] = []
+    sessions: list[str] = []
+    for token in (q or "").split():
+        prefix, colon, rest = token.partition(":")
+        key = prefix.lower()
+        if colon and key in FIELDS:
+            comparisons.append(_comparison(FIELDS[key], rest, token))
+        elif colon and key == "session":
+            if not rest:
+                raise Invalid(f"query part {token!r} needs a session name after 'session:'")
+            sessions.append(rest)
+        else:
+            words.append(ascii_lower(token))
+    return TrackerQuery(tuple(words), tuple(comparisons), tuple(sessions), host)
+
+
+def _comparison(field_name: str, text: str, token: str) -> Comparison:
+    op = next((o for o in OPERATORS if text.startswith(o)), "=")
+    number = text[len(op) :] if text.startswith(op) else text
+    if not _INTEGER.match(number):
+        raise Invalid(
+            f"query part {token!r} must be like 'sc:200', 'rt:>=100' or 'd:<50'"
+            " (an operator <, <=, >, >=, = and an integer)"
+        )
+    return Comparison(field_name, op, int(number))
+
+
+# paging ----------------------------------------------------------------------
+
+
+def parse_paging(skip: str | None, limit: str | None) -> tuple[int, int]:
+    """``skip`` >= 0 (default 0); ``limit`` >= 1 (default 100), above MAX_LIMIT clamped."""
+
+    def integer(text: str | None, name: str, default: int) -> int:
+        if text is None or text == "":
+            return default
+        if not _INTEGER.match(text.strip()):
+            raise Invalid(f"{name} must be an integer, got {text!r}")
+        return int(text)
+
+    skip_n, limit_n = integer(skip, "skip", 0), integer(limit, "limit", DEFAULT_LIMIT)
+    if skip_n < 0:
+        raise Invalid(f"skip must be 0 or more, got {skip_n}")
+    if limit_n < 1:
+        raise Invalid(f"limit must be 1 or more, got {limit_n}")
+    return skip_n, min(limit_n, MAX_LIMIT)
+
+
+def paging(
+    skip: int, limit: int, total: int, extra: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Links for the pages around ``skip``, keeping the query (``q``, ``all-hosts``).
+
+    Fixes Mirage's off-by-one bugs: ``next`` exists while anything lies past this page
+    (Mirage hid the last partial page), ``last`` is the start of the final page counting
+    from 0 in steps of ``limit`` (Mirage's ``total - limit`` went negative), and
+    ``previous`` from beyond the end goes to the last page.
+    """
+    suffix = "&" + urlencode(extra) if extra else ""
+
+    def link(at: int) -> str:
+        return f"{RECORDS_PATH}?skip={at}&limit={limit}{suffix}"
+
+    last = (total - 1) // limit * limit if total > 0 else 0
+    return {
+        "first": link(0),
+        "previous": link(max(0, min(skip - limit, last))) if skip > 0 else None,
+        "next": link(skip + limit) if skip + limit < total else None,
+        "last": link(last),
+        "currentLimit": limit,
+        "totalItems": total,
+    }

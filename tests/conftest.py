@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from tests.pg import pg_url  # noqa: F401 - a fixture for the shared-store tests
+from tests.server import RunningServer
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """One real server for the session, on a throw-away SQLite file."""
+    db = tmp_path_factory.mktemp("store") / "simulacra.db"
+    running = RunningServer(store=f"sqlite:///{db}").start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def base_url(server: RunningServer) -> str:
+    return server.url
+
+
+@pytest.fixture
+def http() -> Iterator[requests.Session]:
+    with requests.Session() as session:
+        yield session
+
+
+@pytest.fixture
+def name() -> str:
+    """A fresh scenario/session name, so tests sharing one server never collide."""
+    return "t" + uuid.uuid4().hex[:12]

@@ -1,0 +1,170 @@
+"""The Store contract, run against every backend: SQLite (file) and PostgreSQL (shared).
+
+The PostgreSQL cases use the machine's real server, each in a schema of its own
+(tests/pg.py); they skip where none answers, and fail instead in CI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pytest
+
+from simulacra.errors import AlreadyExists
+from simulacra.store import Store, open_store
+from simulacra.store.base import ScenarioImport
+from simulacra.virtual.delays import parse_policy
+from simulacra.virtual.model import Response, Scenario, Session, Stub
+from simulacra.virtual.tracker import TrackerRecord, parse_query
+from tests.pg import drop_schema, require_postgres
+
+SC = "localhost:contract"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'contract.db'}"
+        return
+    base = require_postgres()
+    schema = f"contract_{abs(hash(request.node.nodeid)) % 10**12}"
+    drop_schema(schema)
+    yield f"{base}?schema={schema}"
+    drop_schema(schema)
+
+
+def run(store_url: str, body: Any) -> Any:
+    """Open the store, run ``body(store)`` (a coroutine function), close it."""
+
+    async def main() -> Any:
+        store: Store = open_store(store_url)
+        await store.open()
+        try:
+            return await body(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(main())
+
+
+def stub(body: str = "<a/>", responses: tuple[str, ...] = ("one",), scenario: str = SC) -> Stub:
+    return Stub(
+        scenario=scenario,
+        request={"method": "POST", "bodyPatterns": {"contains": [body]}},
+        responses=[Response(200, r, {"X": "1"}) for r in responses],
+        recorded="2026-01-01",
+    )
+
+
+def test_scenarios(store_url):
+    async def body(store: Store) -> None:
+        await store.create_scenario(Scenario(SC, "2026-01-01"))
+        with pytest.raises(AlreadyExists):
+            await store.create_scenario(Scenario(SC, "2026-01-02"))
+        assert await store.get_scenario(SC) == Scenario(SC, "2026-01-01", 0)
+        assert [s.name for s in await store.list_scenarios()] == [SC]
+        assert await store.delete_scenario(SC) is True
+        assert await store.delete_scenario(SC) is False
+        assert await store.get_scenario(SC) is None
+
+    run(store_url, body)
+
+
+def test_stubs_keep_order_and_bump_version(store_url):
+    async def body(store: Store) -> None:
+        await store.create_scenario(Scenario(SC, "2026-01-01"))
+        first = await store.insert_stub(stub("<a/>", ("1", "2")))
+        second = await store.insert_stub(stub("<b/>"))
+        assert first.id and second.id and first.seq < second.seq
+        listed = await store.list_stubs(SC)
+        assert [s.id for s in listed] == [first.id, second.id]
+        assert [r.body for r in listed[0].responses] == ["1", "2"]
+        assert listed[0].responses[0].headers == {"X": "1"}
+        scenario = await store.get_scenario(SC)
+        assert scenario is not None and scenario.version == 2
+        found = await store.find_stub(SC, first.matchers_hash)
+        assert found is not None and found.id == first.id
+        first.responses = [Response(201, "changed")]
+        await store.update_stub(first)
+        again = await store.find_stub(SC, first.matchers_hash)
+        assert again is not None and again.responses[0].body == "changed"
+        stats = await store.stub_stats(SC)
+        assert stats.count == 2 and stats.last_recorded == "2026-01-01"
+        assert await store.delete_stubs(SC) == 2
+        assert await store.list_stubs(SC) == []
+
+    run(store_url, body)
+
+
+def test_import_is_all_or_nothing(store_url):
+    async def body(store: Store) -> None:
+        await store.create_scenario(Scenario("localhost:taken", "2026-01-01"))
+        fresh = Scenario("localhost:fresh", "2026-01-01")
+        taken = Scenario("localhost:taken", "2026-01-01")
+        session = Session("localhost", "s", "localhost:fresh", "playback")
+        item = ScenarioImport(fresh, [stub(scenario=fresh.name)], session)
+        with pytest.raises(AlreadyExists):
+            await store.import_scenarios([item, ScenarioImport(taken, [], None)])
+        assert await store.get_scenario("localhost:fresh") is None
+        await store.import_scenarios([ScenarioImport(fresh, [stub(scenario=fresh.name)], session)])
+        assert len(await store.list_stubs("localhost:fresh")) == 1
+        assert await store.list_sessions() == [session]
+
+    run(store_url, body)
+
+
+def test_sessions_upsert_and_cascade(store_url):
+    async def body(store: Store) -> None:
+        await store.create_scenario(Scenario(SC, "2026-01-01"))
+        session = Session("localhost", "s1", SC, "record", "2026-01-01")
+        await store.save_session(session)
+        session.status, session.last_used = "playback", "2026-01-02 00:00:00"
+        await store.save_sessions([session, Session("localhost", "s2", SC, "dormant")])
+        assert [(s.name, s.status) for s in await store.list_sessions()] == [
+            ("s1", "playback"),
+            ("s2", "dormant"),
+        ]
+        await store.delete_scenario(SC)
+        assert await store.list_sessions() == []
+
+    run(store_url, body)
+
+
+def test_delay_policies(store_url):
+    async def body(store: Store) -> None:
+        policy = parse_policy({"name": "p", "delay_type": "fixed", "milliseconds": 5}, "h")
+        assert await store.save_delay_policy(policy) is True
+        assert await store.save_delay_policy(policy) is False
+        assert [p.key for p in await store.list_delay_policies()] == [("h", "p")]
+        assert await store.delete_delay_policy("h", "p") is True
+        assert await store.delete_delay_policy("h", "p") is False
+
+    run(store_url, body)
+
+
+def record(i: int, scenario: str | None = SC) -> TrackerRecord:
+    return TrackerRecord(
+        None, f"/api/v2/x{i}", scenario, "s1", "localhost", 200 + i % 2, i, 0, orjson.dumps([i])
+    )
+
+
+def test_tracker_cap_and_queries(store_url):
+    async def body(store: Store) -> None:
+        await store.add_tracker_records([record(i) for i in range(10)], cap=6)
+        total, page = await store.tracker_records(parse_query(None), skip=0, limit=3)
+        assert total == 6
+        assert [r.function for r in page] == ["/api/v2/x9", "/api/v2/x8", "/api/v2/x7"]
+        assert isinstance(page[0].detail, bytes) and orjson.loads(page[0].detail) == [9]
+        total, page = await store.tracker_records(parse_query("sc:201 X9"), skip=0, limit=10)
+        assert (total, [r.function for r in page]) == (1, ["/api/v2/x9"])
+        total, _ = await store.tracker_records(parse_query("CONTRACT rt:>=8"), skip=0, limit=10)
+        assert total == 2
+        first = page[0]
+        assert first.id is not None
+        assert await store.tracker_record(first.id) == first
+        assert await store.tracker_record(10**9) is None
+
+    run(store_url, body)

@@ -1,0 +1,621 @@
+"""Unit tests: tracker records, the q query language, paging math, the bounded queue, and
+the SQLite store's tracker table (which must agree with the pure predicate)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from types import NoneType
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from starlette.responses import Response
+
+from simulacra.errors import Invalid
+from simulacra.store.sqlite import SQLiteStore
+from simulacra.virtual.tracker import (
+    DELAY_KEY,
+    MAX_LIMIT,
+    RESPONSE_PREVIEW_CHARS,
+    SESSION_KEY,
+    Comparison,
+    TrackerQueue,
+    TrackerRecord,
+    build_record,
+    decode_headers,
+    is_tracked,
+    paging,
+    parse_paging,
+    parse_query,
+)
+from simulacra.virtual.tracker import capture as tracker_capture
+from simulacra.virtual.tracking import Tracker, track
+
+
+def capture(
+    path: str = "/api/v2/scenarios/objects/shop/stubs",
+    *,
+    method: str = "POST",
+    query: bytes = b"",
+    headers: dict[str, str] | None = None,
+    status: int = 200,
+    body: bytes = b"ok",
+    failed: bool = False,
+    noted: dict[str, Any] | None = None,
+    duration: float = 0.0123,
+) -> tuple[Any, ...]:
+    """A capture of a call, as ``tracking.track`` queues it."""
+    all_headers = {"host": "Example.COM:8001", **(headers or {})}
+    scope = {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "query_string": query,
+        "headers": [(k.lower().encode(), v.encode("latin-1")) for k, v in all_headers.items()],
+        "client": ("10.0.0.7", 51234),
+        "server": ("0.0.0.0", 8001),
+        **(noted or {}),
+    }
+    response = None if failed else Response(body, status, {"X-Kind": "test"}, "text/plain")
+    return tracker_capture(scope, response, 100.0, 100.0 + duration)
+
+
+def record(**fields: Any) -> TrackerRecord:
+    base: dict[str, Any] = {
+        "function": "/api/v2/scenarios/objects/a/stubs",
+        "host": "localhost",
+        "return_code": 200,
+        "duration_ms": 5,
+    }
+    base.update(fields)
+    return TrackerRecord(**base)
+
+
+class TestTrackedPaths:
+    @pytest.mark.parametrize(
+        "path",
+        [
+            "/api/v2/scenarios/objects/a/stubs",
+            "/api/v2/scenarios/objects/h:a/action",
+            "/api/v2/matcher",
+        ],
+    )
+    def test_tracked(self, path):
+        assert is_tracked(path)
+
+    @pytest.mark.parametrize(
+        "path",
+        [
+            "/api/v2/scenarios",
+            "/api/v2/scenarios/objects/a",
+            "/api/v2/delay-policy",
+            "/api/v2/tracker/records",
+            "/",
+            "/identity/v2.0/tokens",
+        ],
+    )
+    def test_not_tracked(self, path):
+        assert not is_tracked(path)
+
+
+class TestBuildRecord:
+    def test_playback_capture(self):
+        r = build_record(
+            capture(
+                query=b"a=1&b=&a=2",
+                headers={"session": "s1", "Content-Length": "3"},
+                noted={DELAY_KEY: 40},
+            ),
+            server="box",
+        )
+        call = r.details()
+        assert r.function == "/api/v2/scenarios/objects/shop/stubs"
+        assert r.host == "example.com"
+        assert (call.port, call.remote_ip, call.server) == (8001, "10.0.0.7", "box")
+        assert (r.scenario, r.session) == ("example.com:shop", "s1")
+        assert call.request_method == "POST"
+        assert call.request_params == {"a": "2", "b": ""}
+        assert decode_headers(call.request_headers)["session"] == "s1"
+        assert decode_headers(call.request_headers)["host"] == "Example.COM:8001"
+        assert (call.request_size, call.response_size) == (3, 2)
+        assert decode_headers(call.response_headers) == {
+            "x-kind": "test",
+            "content-length": "2",
+            "content-type": "text/plain; charset=utf-8",
+        }
+        assert (r.return_code, r.duration_ms, r.delay) == (200, 12, 40)
+        assert (call.stubo_response, call.error(r.return_code)) == ("ok", None)
+
+    def test_start_time_is_wall_clock_utc(self):
+        before = time.time()
+        t0 = time.perf_counter()
+        call = build_record((t0, t0, *capture()[2:])).details()
+        assert before - 1 <= call.started <= time.time() + 1
+        assert call.start_time == time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(call.started))
+
+    def test_explicit_host_and_target_host(self):
+        r = build_record(capture("/api/v2/scenarios/objects/Other.Host:shop/stubs"))
+        assert r.scenario == "other.host:shop"
+        r = build_record(capture(headers={"target_host": "Target.Host"}))
+        assert r.scenario == "target.host:shop"
+
+    def test_session_noted_by_an_action(self):
+        path = "/api/v2/scenarios/objects/shop/action"
+        r = build_record(capture(path, noted={SESSION_KEY: "rec"}))
+        assert (r.scenario, r.session) == ("example.com:shop", "rec")
+        r = build_record(capture(path, noted={SESSION_KEY: ["not", "a", "name"]}))
+        assert r.session is None
+
+    @pytest.mark.parametrize(
+        ("header", "scenario", "session"),
+        [
+            ("shop:s1", "example.com:shop", "s1"),
+            ("H.x:shop:s1", "h.x:shop", "s1"),
+            ("garbage", None, "garbage"),
+            (":s1", None, ":s1"),
+        ],
+    )
+    def test_matcher_session_header(self, header, scenario, session):
+        r = build_record(capture("/api/v2/matcher", headers={"session": header}))
+        assert (r.scenario, r.session) == (scenario, session)
+
+    def test_error_message_from_the_envelope(self):
+        body = orjson.dumps({"version": "1", "error": {"code": 400, "message": "E017:No match"}})
+        r = build_record(capture(status=400, body=body))
+        assert r.details().error(r.return_code) == "E017:No match"
+        r = build_record(capture(status=503, body=b"down"))
+        assert r.details().error(r.return_code) == "down"
+
+    def test_a_failed_handler_is_a_500(self):
+        r = build_record(capture(failed=True))
+        call = r.details()
+        assert (r.return_code, call.response_size, call.error(500)) == (500, 0, "internal error")
+
+    def test_preview_is_cut(self):
+        body = ("é" * 600).encode()
+        call = build_record(capture(body=body)).details()
+        assert call.stubo_response == "é" * RESPONSE_PREVIEW_CHARS
+        assert (call.response_size, call.body_start) == (1200, "é" * 512)
+
+    def test_stubo_request_session_header(self):
+        r = build_record(capture(headers={"Stubo-Request-Session": "s2"}))
+        assert r.session == "s2"
+        r = build_record(capture(headers={"Stubo-Request-Session": "s2", "session": "s1"}))
+        assert r.session == "s1"
+
+    def test_a_capture_holds_no_container(self):
+        # Plain values only: the scope and response die with the request, and the garbage
+        # collector does not have to visit pending captures.
+        captured = capture(query=b"a=1", noted={DELAY_KEY: 5, SESSION_KEY: {"x": 1}})
+        assert all(isinstance(v, str | bytes | int | float | NoneType) for v in captured)
+        assert captured[9] is None  # a session noted as a non-string is dropped
+
+    def test_headers_round_trip(self):
+        headers = {"a": "1", "b": "", "c": "x: y, \xe9"}
+        call = build_record(capture(headers=headers)).details()
+        assert decode_headers(call.request_headers) == {"host": "Example.COM:8001", **headers}
+        assert decode_headers("") == {}
+
+    def test_summary_and_full_shapes(self):
+        r = build_record(capture(query=b"session=q"))._replace(id=42)
+        summary = r.summary()
+        assert summary["id"] == "42"
+        assert summary["href"] == "/api/v2/tracker/records/objects/42"
+        assert summary["request_params"] == {"session": "q"}
+        assert set(summary) == {
+            "id",
+            "href",
+            "start_time",
+            "function",
+            "scenario",
+            "session",
+            "request_params",
+            "return_code",
+            "duration_ms",
+            "delay",
+            "stubo_response",
+        }
+        full = r.full()
+        assert full["id"] == "42"
+        assert set(full) == {
+            "id",
+            "start_time",
+            "function",
+            "scenario",
+            "session",
+            "host",
+            "port",
+            "remote_ip",
+            "server",
+            "request_method",
+            "request_params",
+            "request_headers",
+            "request_size",
+            "return_code",
+            "response_headers",
+            "response_size",
+            "stubo_response",
+            "duration_ms",
+            "delay",
+            "error",
+            "tracking_level",
+        }
+        assert full["request_headers"]["host"] == "Example.COM:8001"
+        assert full["request_params"] == {"session": "q"}
+        assert full["port"] == "8001"
+
+
+class TestQueue:
+    def test_bounded_oldest_dropped(self):
+        queue = TrackerQueue(max_pending=3)
+        for i in range(5):
+            queue.add((i,))
+        assert len(queue) == 3
+        assert queue.dropped == 2
+        assert list(queue.drain()) == [(2,), (3,), (4,)]
+        assert len(queue) == 0
+        queue.add((9,))
+        assert list(queue.drain()) == [(9,)]
+
+
+class TestQuery:
+    def test_words_and_filters(self):
+        q = parse_query("My_Suite sc:>=200 SC:<=201 rt:>200 d:0 session:s-1 /stubs")
+        assert q.words == ("my_suite", "/stubs")
+        assert q.comparisons == (
+            Comparison("return_code", ">=", 200),
+            Comparison("return_code", "<=", 201),
+            Comparison("duration_ms", ">", 200),
+            Comparison("delay", "=", 0),
+        )
+        assert q.sessions == ("s-1",)
+
+    @pytest.mark.parametrize("op", ["<", "<=", ">", ">=", "="])
+    def test_every_operator(self, op):
+        [c] = parse_query(f"rt:{op}10").comparisons
+        assert c.op == op
+        expected = {"<": [9], "<=": [9, 10], ">": [11], ">=": [10, 11], "=": [10]}[op]
+        assert [v for v in (9, 10, 11) if c.holds(v)] == expected
+
+    def test_empty_query_matches_everything(self):
+        assert parse_query(None) == parse_query("  ") == parse_query("")
+        assert parse_query("").matches(record())
+
+    def test_a_word_containing_sc_colon_is_a_word(self):
+        # Mirage looked for "sc:" anywhere in a token, so "misc:1" became a status filter.
+        q = parse_query("misc:1")
+        assert (q.words, q.comparisons) == (("misc:1",), ())
+
+    @pytest.mark.parametrize(
+        "q", ["sc:", "sc:abc", "rt:>>5", "rt:>=", "d:<x", "sc:2.5", "session:", "rt:=>3"]
+    )
+    def test_malformed_filter_is_invalid(self, q):
+        with pytest.raises(Invalid):
+            parse_query(q)
+
+    def test_matches_combines_status_and_time(self):
+        q = parse_query("shop sc:>=400 rt:>100")
+        assert q.matches(record(scenario="h:shop", return_code=400, duration_ms=101))
+        assert not q.matches(record(scenario="h:shop", return_code=400, duration_ms=100))
+        assert not q.matches(record(scenario="h:shop", return_code=200, duration_ms=500))
+        assert not q.matches(record(scenario="h:other", return_code=500, duration_ms=500))
+        # a word may match the path instead of the scenario
+        assert q.matches(record(function="/x/SHOP/stubs", return_code=500, duration_ms=500))
+
+    def test_session_and_host(self):
+        q = parse_query("session:s1", host="a")
+        assert q.matches(record(session="s1", host="a"))
+        assert not q.matches(record(session="s2", host="a"))
+        assert not q.matches(record(session="s1", host="b"))
+        assert not q.matches(record(session=None, host="a"))
+
+
+class TestPaging:
+    def test_parse(self):
+        assert parse_paging(None, None) == (0, 100)
+        assert parse_paging("5", "7") == (5, 7)
+        assert parse_paging("", "") == (0, 100)
+        assert parse_paging("0", str(MAX_LIMIT + 5)) == (0, MAX_LIMIT)
+
+    @pytest.mark.parametrize(
+        ("skip", "limit"), [("-1", "1"), ("0", "0"), ("x", "1"), ("1", "1.5"), ("0", "-3")]
+    )
+    def test_parse_rejects(self, skip, limit):
+        with pytest.raises(Invalid):
+            parse_paging(skip, limit)
+
+    @staticmethod
+    def skips(page: dict[str, Any]) -> dict[str, int | None]:
+        out: dict[str, int | None] = {}
+        for key in ("first", "previous", "next", "last"):
+            link = page[key]
+            out[key] = None if link is None else int(parse_qs(urlsplit(link).query)["skip"][0])
+        return out
+
+    @pytest.mark.parametrize(
+        ("skip", "limit", "total", "expected"),
+        [
+            (0, 2, 0, {"first": 0, "previous": None, "next": None, "last": 0}),
+            (0, 2, 5, {"first": 0, "previous": None, "next": 2, "last": 4}),
+            (2, 2, 5, {"first": 0, "previous": 0, "next": 4, "last": 4}),
+            # Mirage: next is None here (skip+2*limit >= total), hiding the last record.
+            (2, 2, 5, {"first": 0, "previous": 0, "next": 4, "last": 4}),
+            (4, 2, 5, {"first": 0, "previous": 2, "next": None, "last": 4}),
+            (0, 2, 4, {"first": 0, "previous": None, "next": 2, "last": 2}),
+            (1, 2, 4, {"first": 0, "previous": 0, "next": 3, "last": 2}),
+            (0, 10, 3, {"first": 0, "previous": None, "next": None, "last": 0}),
+            # beyond the end: previous leads back to the last page
+            (50, 10, 25, {"first": 0, "previous": 20, "next": None, "last": 20}),
+        ],
+    )
+    def test_links(self, skip, limit, total, expected):
+        page = paging(skip, limit, total)
+        assert self.skips(page) == expected
+        assert (page["currentLimit"], page["totalItems"]) == (limit, total)
+
+    def test_links_keep_the_query(self):
+        page = paging(0, 5, 20, {"q": "a b sc:>=400", "all-hosts": "false"})
+        assert page["next"] == (
+            "/api/v2/tracker/records?skip=5&limit=5&q=a+b+sc%3A%3E%3D400&all-hosts=false"
+        )
+        parsed = parse_qs(urlsplit(page["last"]).query)
+        assert parsed == {
+            "skip": ["15"],
+            "limit": ["5"],
+            "q": ["a b sc:>=400"],
+            "all-hosts": ["false"],
+        }
+
+    @given(total=st.integers(0, 300), limit=st.integers(1, 40))
+    def test_following_next_visits_every_item_once_and_ends_on_last(self, total, limit):
+        seen: list[int] = []
+        skip = 0
+        pages = 0
+        while True:
+            seen.extend(range(skip, min(skip + limit, total)))
+            page = self.skips(paging(skip, limit, total))
+            pages += 1
+            if page["next"] is None:
+                assert skip == page["last"]
+                break
+            skip = page["next"]
+        assert seen == list(range(total))
+        assert pages == max(1, -(-total // limit))
+
+    @given(total=st.integers(1, 300), limit=st.integers(1, 40))
+    def test_following_previous_from_last_reaches_first(self, total, limit):
+        skip = self.skips(paging(0, limit, total))["last"]
+        assert skip is not None and 0 <= skip < total
+        while skip:
+            previous = self.skips(paging(skip, limit, total))["previous"]
+            assert previous is not None and previous < skip
+            skip = previous
+        assert self.skips(paging(0, limit, total))["previous"] is None
+
+
+# the store -------------------------------------------------------------------
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+async def opened() -> SQLiteStore:
+    store = SQLiteStore(":memory:")
+    await store.open()
+    return store
+
+
+def sample_records() -> list[TrackerRecord]:
+    """Varied records: every combination of a few statuses, durations, delays, sessions."""
+    out = []
+    combos = itertools.product(
+        [200, 201, 400, 404, 500],
+        [0, 99, 100, 101, 250],
+        [0, 100],
+        [None, "s1", "S1"],
+        [("h1", "h1:Shop"), ("h2", None), ("h2", "h2:café")],
+    )
+    for i, (code, duration, delay, session, (host, scenario)) in enumerate(combos):
+        out.append(
+            record(
+                function=f"/api/v2/scenarios/objects/{'Shop' if i % 2 else 'x'}/stubs",
+                return_code=code,
+                duration_ms=duration,
+                delay=delay,
+                session=session,
+                host=host,
+                scenario=scenario,
+                detail=orjson.dumps([i]),
+            )
+        )
+    return out
+
+
+QUERIES = [
+    "",
+    "shop",
+    "SHOP",
+    "/stubs",
+    "h2:",
+    "café",
+    "CAFÉ",  # ASCII-only case folding, as SQLite: no match for É vs é
+    "sc:200",
+    "sc:>=400",
+    "sc:>=200 sc:<=201",
+    "rt:>100",
+    "rt:<100",
+    "rt:=100",
+    "rt:<=100 sc:<400",
+    "shop sc:>=400 rt:>=100",
+    "d:>0",
+    "d:0 rt:>99",
+    "session:s1",
+    "session:S1 sc:500",
+    "x shop",
+    "nothing-matches",
+]
+
+
+class TestStoreTracker:
+    @pytest.mark.parametrize("q", QUERIES)
+    @pytest.mark.parametrize("host", [None, "h2"])
+    def test_sql_agrees_with_the_predicate(self, q, host):
+        async def go() -> None:
+            store = await opened()
+            try:
+                records = sample_records()
+                await store.add_tracker_records(records, cap=10_000)
+                query = parse_query(q, host)
+                total, page = await store.tracker_records(query, 0, 10_000)
+                stored = [r for r in [await store.tracker_record(i) for i in range(1, 451)] if r]
+                expected = [r.id for r in reversed(stored) if query.matches(r)]
+                assert [r.id for r in page] == expected
+                assert total == len(expected)
+            finally:
+                await store.close()
+
+        run(go())
+
+    def test_newest_first_paging_and_round_trip(self):
+        async def go() -> None:
+            store = await opened()
+            try:
+                records = [record(detail=orjson.dumps([i])) for i in range(7)]
+                await store.add_tracker_records(records[:3], cap=100)
+                await store.add_tracker_records(records[3:], cap=100)
+                total, page = await store.tracker_records(parse_query(""), 2, 3)
+                assert total == 7
+                assert [r.details().started for r in page] == [4, 3, 2]
+                assert [r.id for r in page] == [5, 4, 3]
+                again = await store.tracker_record(5)
+                assert again == page[0]
+                assert await store.tracker_record(99) is None
+            finally:
+                await store.close()
+
+        run(go())
+
+    def test_cap_keeps_the_newest(self):
+        async def go() -> None:
+            store = await opened()
+            try:
+                for batch in range(4):
+                    batch_records = [record(function=f"{batch}.{i}") for i in range(5)]
+                    await store.add_tracker_records(batch_records, cap=8)
+                total, page = await store.tracker_records(parse_query(""), 0, 100)
+                assert total == 8
+                assert [r.function for r in page] == [
+                    "3.4",
+                    "3.3",
+                    "3.2",
+                    "3.1",
+                    "3.0",
+                    "2.4",
+                    "2.3",
+                    "2.2",
+                ]
+                # ids keep growing after deletes: an old href never shows another record
+                assert page[0].id == 20
+                await store.add_tracker_records([record()], cap=8)
+                assert (await store.tracker_records(parse_query(""), 0, 1))[1][0].id == 21
+            finally:
+                await store.close()
+
+        run(go())
+
+
+# the writer --------------------------------------------------------------------
+
+
+class _App:
+    """Just enough of a Starlette app for ``track``: ``app.state.tracker``."""
+
+    def __init__(self, tracker: Tracker) -> None:
+        self.state = type("State", (), {"tracker": tracker})()
+
+
+def tracked_scope(app: _App, path: str = "/api/v2/scenarios/objects/shop/stubs") -> dict:
+    scope = capture_scope(path)
+    scope["app"] = app
+    return scope
+
+
+def capture_scope(path: str) -> dict[str, Any]:
+    return {
+        "type": "http",
+        "method": "POST",
+        "path": path,
+        "query_string": b"",
+        "headers": [(b"host", b"localhost:8900"), (b"session", b"s1")],
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 8900),
+    }
+
+
+class TestWriter:
+    def test_track_flush_and_read(self):
+        async def go() -> None:
+            store = await opened()
+            tracker = Tracker(cap=3, interval=3600)
+            await tracker.start(store)
+            try:
+                app = _App(tracker)
+                for i in range(5):
+                    track(tracked_scope(app), Response(f"r{i}"), time.perf_counter())
+                track(tracked_scope(app, "/api/v2/scenarios"), Response("no"), 0.0)
+                track(tracked_scope(app), None, time.perf_counter())  # a failure
+                assert len(tracker.queue) == 6  # the scenarios call is not tracked
+                total, page = await tracker.records(parse_query(""), 0, 10)
+                assert len(tracker.queue) == 0
+                assert total == 3  # the cap
+                assert [r.return_code for r in page] == [500, 200, 200]
+                assert [r.details().stubo_response for r in page[1:]] == ["r4", "r3"]
+                assert (page[0].scenario, page[0].session) == ("localhost:shop", "s1")
+                assert await tracker.record(page[0].id) == page[0]
+            finally:
+                await tracker.stop()
+                await store.close()
+
+        run(go())
+
+    def test_disabled_tracker_records_nothing(self):
+        tracker = Tracker(enabled=False)
+        track(tracked_scope(_App(tracker)), Response("x"), 0.0)
+        assert len(tracker.queue) == 0
+
+    def test_stop_writes_what_is_pending(self):
+        async def go() -> None:
+            store = await opened()
+            tracker = Tracker(interval=3600)
+            await tracker.start(store)
+            track(tracked_scope(_App(tracker)), Response("x"), time.perf_counter())
+            await tracker.stop()
+            total, _ = await store.tracker_records(parse_query(""), 0, 10)
+            assert total == 1
+            await store.close()
+
+        run(go())
+
+    def test_periodic_flush(self):
+        async def go() -> None:
+            store = await opened()
+            tracker = Tracker(interval=0.01)
+            await tracker.start(store)
+            try:
+                track(tracked_scope(_App(tracker)), Response("x"), time.perf_counter())
+                for _ in range(200):
+                    await asyncio.sleep(0.01)
+                    if (await store.tracker_records(parse_query(""), 0, 1))[0]:
+                        break
+                assert (await store.tracker_records(parse_query(""), 0, 1))[0] == 1
+            finally:
+                await tracker.stop()
+                await store.close()
+
+        run(go())
