@@ -126,6 +126,22 @@ class TestSessions:
         )
         assert data["session"] == name
 
+    def test_arguments_in_a_form_body_count_as_in_the_query(self, http, base_url, name):
+        # Tornado's get_argument (Mirage) reads a form-encoded POST body as well.
+        response = http.post(
+            base_url + V1 + "begin/session",
+            data={"scenario": name, "session": name, "mode": "record"},
+        )
+        assert assert_data(response)["status"] == "record"
+        # the body's value wins over the query's, as Tornado returns the last one
+        response = http.post(
+            base_url + V1 + "end/session", params={"session": "nope"}, data={"session": name}
+        )
+        assert assert_data(response) == {"message": "Session ended"}
+        # a JSON body is not a form: the argument is missing
+        response = http.post(base_url + V1 + "end/sessions", json={"scenario": name})
+        assert_error(response, 400, "'scenario'")
+
     def test_begin_playback_errors(self, http, base_url, name):
         response = call(
             http, base_url, "begin/session", scenario=name, session=name, mode="playback"
@@ -374,6 +390,15 @@ class TestDelayPolicies:
         data = ok(http, base_url, "delete/delay_policy", name=[name, name + "w"])
         assert "Deleted 2 delay policies" in data["message"]
         assert_error(call(http, base_url, "get/delay_policy", name=name), 404, "not found")
+
+    def test_form_body_policy_and_repeated_names(self, http, base_url, name):
+        form = {"name": name, "delay_type": "fixed", "milliseconds": "7"}
+        data = assert_data(http.post(base_url + V1 + "put/delay_policy", data=form))
+        assert data["status"] == "new"
+        [policy] = ok(http, base_url, "get/delay_policy", name=name)
+        assert policy["milliseconds"] == "7"
+        response = http.post(base_url + V1 + "delete/delay_policy", data=[("name", name)])
+        assert "Deleted 1 delay policies" in assert_data(response)["message"]
 
     def test_delay_policy_errors(self, http, base_url, name):
         assert_error(call(http, base_url, "put/delay_policy"), 400, "'name'")

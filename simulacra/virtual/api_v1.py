@@ -1,7 +1,9 @@
 """Mirage's legacy API v1 (``/stubo/api/...``): the HTTP edge only, over the v2 domain.
 
-Arguments come from the query string (Mirage read them with Tornado's ``get_argument``);
-``put/stub`` and ``get/response`` take their payload in the body. Success is
+Arguments come from the query string and, on a form-encoded POST, the form body (Mirage
+read them with Tornado's ``get_argument``, which reads both; the body's value wins);
+``put/stub`` and ``get/response`` take their payload in the body, so only their query
+string holds arguments. Success is
 ``{"version", "data"}``, every error the v2 envelope with the HTTP status equal to
 ``error.code``. Scenario and delay policy names live in the Host header's namespace, as
 in v2 (``host:name`` names another host's, and a ``host`` argument where Mirage had one).
@@ -10,13 +12,17 @@ Deliberate differences from Mirage are in docs/compatibility.md ("API v1").
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from functools import wraps
+from urllib.parse import parse_qsl
+
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from simulacra import __version__
-from simulacra.errors import Conflict, Invalid, NotFound
+from simulacra.errors import Conflict, DomainError, Invalid, NotFound
 from simulacra.virtual.api_v2 import (
     _delay,
     _playback_request,
@@ -49,8 +55,55 @@ PUT_STUB_OPTIONS = frozenset(
 )
 
 
+ARGS_KEY = "simulacra.v1_args"
+FORM = "application/x-www-form-urlencoded"
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+async def load_args(request: Request) -> None:
+    """Gather the arguments once: the query string, then a form body's (Tornado's order)."""
+    args = list(request.query_params.multi_items())
+    content_type = request.headers.get("content-type", "")
+    if request.method == "POST" and content_type.split(";", 1)[0].strip().lower() == FORM:
+        body = await read_body(request, limit(request))
+        args += parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
+    request.scope[ARGS_KEY] = args
+
+
+def v1_endpoint(
+    overrides: dict[type[DomainError], int] | None = None, *, form: bool = True
+) -> Callable[[Handler], Handler]:
+    """``endpoint()`` (the v2 envelope, the tracker) with the arguments loaded first.
+
+    ``form=False`` for the routes whose body is their payload (put/stub, get/response).
+    """
+
+    def decorate(handler: Handler) -> Handler:
+        @wraps(handler)
+        async def with_args(request: Request) -> Response:
+            if form:
+                await load_args(request)
+            else:
+                request.scope[ARGS_KEY] = list(request.query_params.multi_items())
+            return await handler(request)
+
+        return endpoint(overrides)(with_args)
+
+    return decorate
+
+
+def args_of(request: Request) -> list[tuple[str, str]]:
+    return request.scope[ARGS_KEY]
+
+
+def arg_list(request: Request, name: str) -> list[str]:
+    return [v for k, v in args_of(request) if k == name]
+
+
 def arg(request: Request, name: str, required: bool = False) -> str | None:
-    value = request.query_params.get(name)
+    values = arg_list(request, name)
+    value = values[-1] if values else None  # Tornado's get_argument: the last one
     if required and not value:
         raise Invalid(f"the '{name}' argument is missing")
     return value or None
@@ -91,7 +144,7 @@ def scenario_arg(request: Request) -> str:
 # sessions ------------------------------------------------------------------
 
 
-@endpoint()
+@v1_endpoint()
 async def begin_session(request: Request) -> Response:
     """Begin a session; record mode creates the scenario (400 if it already has stubs)."""
     name = scenario_arg(request)
@@ -109,17 +162,17 @@ async def begin_session(request: Request) -> Response:
     return envelope(data)
 
 
-@endpoint()
+@v1_endpoint()
 async def end_session(request: Request) -> Response:
     """End a session (it turns dormant); its scenario is found from the session."""
     name = session_arg(arg(request, "session", required=True))
     request.scope[SESSION_KEY] = name  # for the tracker record
     svc = service(request)
-    session = svc.session(request_host(request), name)
+    session = await svc.find_session(request_host(request), name)
     return envelope(await svc.end_session(session.scenario, session.name))
 
 
-@endpoint()
+@v1_endpoint()
 async def end_sessions(request: Request) -> Response:
     """End every active session of a scenario."""
     return envelope(await service(request).end_all_sessions(scenario_arg(request)))
@@ -128,7 +181,7 @@ async def end_sessions(request: Request) -> Response:
 # stubs ---------------------------------------------------------------------
 
 
-@endpoint()
+@v1_endpoint(form=False)
 async def put_stub(request: Request) -> Response:
     """Add a stub to the session recording (JSON body; query args become stub.args)."""
     session = session_arg(arg(request, "session", required=True))
@@ -148,7 +201,7 @@ async def put_stub(request: Request) -> Response:
         document=document,
         priority=arg(request, "priority"),
         stateful=True if stateful is None else truthy(stateful),
-        args={k: v for k, v in request.query_params.items() if k not in PUT_STUB_OPTIONS},
+        args={k: v for k, v in args_of(request) if k not in PUT_STUB_OPTIONS},
         delay_policy=arg(request, "delay_policy"),
         recorded=arg(request, "stub_created_date"),
     )
@@ -157,7 +210,7 @@ async def put_stub(request: Request) -> Response:
     return envelope({"message": message})
 
 
-@endpoint()
+@v1_endpoint(form=False)
 async def get_response(request: Request) -> Response:
     """Play back: the matching stub's status, headers and body (session header or arg)."""
     name = request.headers.get("stubo-request-session") or session_arg(arg(request, "session"))
@@ -165,7 +218,7 @@ async def get_response(request: Request) -> Response:
         raise Invalid("no session: send the 'Stubo-Request-Session' header or a 'session' arg")
     request.scope[SESSION_KEY] = name  # for the tracker record
     svc = service(request)
-    session = svc.session(request_host(request), name)
+    session = await svc.find_session(request_host(request), name)
     body = await read_body(request, limit(request))
     response = await svc.playback(session, _playback_request(request, body))
     if response.delay_policy:
@@ -173,7 +226,7 @@ async def get_response(request: Request) -> Response:
     return Response(response.body, response.status, response.headers)
 
 
-@endpoint({Conflict: 400})  # Mirage's v1 answers active sessions with 400 (v2: 409)
+@v1_endpoint({Conflict: 400})  # Mirage's v1 answers active sessions with 400 (v2: 409)
 async def delete_stubs(request: Request) -> Response:
     """Delete a scenario's stubs (400 while sessions are active unless force=true)."""
     name = scenario_arg(request)
@@ -194,7 +247,7 @@ def stub_view(stub: Stub) -> dict[str, object]:
     }
 
 
-@endpoint()
+@v1_endpoint()
 async def get_stublist(request: Request) -> Response:
     """List a scenario's stubs."""
     name = scenario_arg(request)
@@ -202,7 +255,7 @@ async def get_stublist(request: Request) -> Response:
     return envelope({"scenario": name, "stubs": [stub_view(s) for s in stubs]})
 
 
-@endpoint()
+@v1_endpoint()
 async def get_stubcount(request: Request) -> Response:
     """Count a scenario's stubs (without 'scenario': all of the host's)."""
     svc = service(request)
@@ -214,7 +267,7 @@ async def get_stubcount(request: Request) -> Response:
     return envelope({"count": count})
 
 
-@endpoint()
+@v1_endpoint()
 async def get_scenarios(request: Request) -> Response:
     """List the host's scenarios with their stub counts and sessions."""
     svc = service(request)
@@ -223,7 +276,7 @@ async def get_scenarios(request: Request) -> Response:
     return envelope({"host": host, "scenarios": scenarios})
 
 
-@endpoint()
+@v1_endpoint()
 async def get_export(request: Request) -> Response:
     """Link to a scenario's export zip (the same link as the v2 export action)."""
     from simulacra.virtual.api_v2_archive import export_action
@@ -235,11 +288,11 @@ async def get_export(request: Request) -> Response:
 # delay policies --------------------------------------------------------------
 
 
-@endpoint()
+@v1_endpoint()
 async def put_delay_policy(request: Request) -> Response:
     """Create or replace a delay policy from its args (name, delay_type, parameters)."""
     host = request_host(request)
-    doc = {k: v for k, v in request.query_params.items() if k in ALL_PARAMETERS}
+    doc = {k: v for k, v in args_of(request) if k in ALL_PARAMETERS}
     doc["name"] = arg(request, "name")
     doc["delay_type"] = arg(request, "delay_type")
     if doc["delay_type"] is None:
@@ -258,7 +311,7 @@ async def put_delay_policy(request: Request) -> Response:
     )
 
 
-@endpoint()
+@v1_endpoint()
 async def get_delay_policy(request: Request) -> Response:
     """Show one delay policy by name (404 when missing), or all of the host's."""
     host = request_host(request)
@@ -269,11 +322,11 @@ async def get_delay_policy(request: Request) -> Response:
     return envelope([policy_view(svc.delay_policy(*split_name(name, host)), host)])
 
 
-@endpoint()
+@v1_endpoint()
 async def delete_delay_policy(request: Request) -> Response:
     """Delete the named delay policies (404 when one is missing)."""
     host = request_host(request)
-    names = request.query_params.getlist("name")
+    names = arg_list(request, "name")
     if not names:
         raise Invalid("the 'name' argument is missing")
     svc = service(request)
@@ -288,13 +341,13 @@ async def delete_delay_policy(request: Request) -> Response:
 # status --------------------------------------------------------------------
 
 
-@endpoint()
+@v1_endpoint()
 async def get_version(request: Request) -> Response:
     """The server version."""
     return envelope({"version": __version__})
 
 
-@endpoint()
+@v1_endpoint()
 async def get_status(request: Request) -> Response:
     """Store reachability, and the sessions of a scenario (or one session) when asked."""
     svc = service(request)
@@ -310,7 +363,7 @@ async def get_status(request: Request) -> Response:
         data["sessions"] = [s.summary() for s in svc.sessions_of(name)]
     session = session_arg(arg(request, "session"))
     if session is not None:
-        data["session"] = svc.session(request_host(request), session).summary()
+        data["session"] = (await svc.find_session(request_host(request), session)).summary()
     return envelope(data)
 
 
