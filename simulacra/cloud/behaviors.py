@@ -106,6 +106,24 @@ class BehaviorRegistry:
         self.event = event
         self._rules: list[Rule] = []
 
+    # Pickled by --shared-cloud (simulacra/cloud/shared.py): the predicates are closures,
+    # so the rules keep their criteria documents and are compiled again on load.
+    def __getstate__(self) -> dict[str, Any]:
+        rules = [(r.id, r.name, r.parameters, r.criteria, r.steps, r._next) for r in self._rules]
+        return {"event": self.event, "rules": rules}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.event = state["event"]
+        self._rules = []
+        for rule_id, name, parameters, criteria, steps, next_step in state["rules"]:
+            predicates = [
+                (criterion, self.event.criteria[criterion](value))
+                for item in criteria
+                for criterion, value in item.items()
+            ]
+            rule = Rule(rule_id, name, parameters, criteria, predicates, steps, next_step)
+            self._rules.append(rule)
+
     def add(self, document: object) -> Rule:
         """Validate ``{"name", "parameters", "criteria": [{criterion: value}, ...]}``."""
         if not isinstance(document, dict):
@@ -160,6 +178,11 @@ class BehaviorRegistry:
 
     def list(self) -> list[dict[str, Any]]:
         return [rule.describe() for rule in self._rules]
+
+    @property
+    def has_rules(self) -> bool:
+        """Whether ``choose`` can answer anything but None: callers skip building its input."""
+        return bool(self._rules)
 
     def choose(self, attributes: dict[str, Any]) -> Outcome | None:
         """The outcome of the first matching rule; None means the default behavior."""

@@ -122,6 +122,8 @@ def _creation_outcomes(metadata: dict[str, str]) -> list[Outcome]:
 
 def creation_preset(metadata: dict[str, str]) -> Outcome | None:
     """The outcome the metadata presets ask for at creation, or None (ask the behaviors)."""
+    if not metadata:  # most creates: nothing to look for
+        return None
     outcomes = _creation_outcomes(metadata)
     return outcomes[0] if outcomes else None
 

@@ -70,6 +70,11 @@ def server_created(server: Server, urls: Urls) -> dict[str, Any]:
     }
 
 
+def server_created_json(server: Server, urls: Urls) -> bytes:
+    """``{"server": server_created(...)}`` as JSON, the answer to a create."""
+    return orjson.dumps({"server": server_created(server, urls)})
+
+
 def server_brief(server: Server, urls: Urls) -> dict[str, Any]:
     return {"name": server.name, "links": urls.links("servers", server.id), "id": server.id}
 

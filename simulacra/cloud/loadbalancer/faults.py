@@ -133,8 +133,13 @@ def _seconds(key: str, value: object, *, falsy_default: bool) -> float:
         ) from None
 
 
+_NO_PRESETS = Presets()  # immutable: every load balancer without metadata shares it
+
+
 def compile_presets(metadata: dict[str, object]) -> Presets:
     """The presets in ``{key: value}`` metadata; Invalid (400) for a value that is no time."""
+    if not metadata:
+        return _NO_PRESETS
     creation = change = deletion = None
     if "lb_building" in metadata:
         seconds = _seconds("lb_building", metadata["lb_building"], falsy_default=True)

@@ -17,9 +17,10 @@ import functools
 import hashlib
 import ipaddress
 import itertools
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from simulacra.clock import Clock
 from simulacra.cloud.behaviors import BehaviorRegistry, Outcome
@@ -62,6 +63,7 @@ PROTOCOLS: dict[str, int | None] = {
     "UDP": None,
     "UDP_STREAM": None,
 }
+_PROTOCOL_NAMES = tuple(PROTOCOLS)
 ALGORITHMS = (
     "LEAST_CONNECTIONS",
     "RANDOM",
@@ -132,8 +134,7 @@ def _enabled(container: dict[str, Any], key: str) -> dict[str, bool]:
     return {"enabled": value["enabled"]}
 
 
-@dataclass(frozen=True)
-class NodeRequest:
+class NodeRequest(NamedTuple):  # a named tuple: a third of a frozen dataclass's cost
     address: str
     port: int
     condition: str = "ENABLED"
@@ -147,13 +148,27 @@ class NodeRequest:
 
 _NODE_KEYS = frozenset({"address", "port", "condition", "type", "weight"})
 
+# An IPv4 address as ``ipaddress`` writes it (four decimal octets, no leading zeros): its own
+# canonical text. ``ipaddress`` parses one in ~2 us, a tenth of a node add; this in ~0.3.
+_CANONICAL_IPV4 = re.compile(
+    r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}"
+    r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+)
+
+
+def canonical_address(text: str) -> str:
+    """``str(ipaddress.ip_address(text))``: ValueError when ``text`` is no IP address."""
+    if _CANONICAL_IPV4.fullmatch(text):
+        return text
+    return str(ipaddress.ip_address(text))
+
 
 def parse_node(document: object) -> NodeRequest:
     """One node of ``{"nodes": [...]}``: address and port required, the rest defaulted."""
     if not isinstance(document, dict):
         raise schema_error("each node must be an object")
-    unknown = sorted(set(document) - _NODE_KEYS)
-    if unknown:
+    if not _NODE_KEYS.issuperset(document):
+        unknown = sorted(set(document) - _NODE_KEYS)
         # "status" included: it is set by the health monitor, never by the client.
         raise schema_error(f"unexpected node attributes: {', '.join(unknown)}")
     address = document.get("address")
@@ -162,7 +177,7 @@ def parse_node(document: object) -> NodeRequest:
     if not isinstance(address, str):
         raise schema_error("node address must be a string")
     try:
-        address = str(ipaddress.ip_address(address.strip()))
+        address = canonical_address(address.strip())
     except ValueError:
         raise validation_error(f"Node address '{address}' is not a valid IP address.") from None
     return NodeRequest(
@@ -217,9 +232,8 @@ def parse_health_monitor(value: object) -> dict[str, Any]:
     return monitor
 
 
-@dataclass(frozen=True)
-class LoadBalancerRequest:
-    """A validated ``POST /loadbalancers`` body."""
+class LoadBalancerRequest(NamedTuple):
+    """A validated ``POST /loadbalancers`` body (a named tuple, as ``NodeRequest``)."""
 
     name: str
     protocol: str
@@ -268,7 +282,7 @@ def parse_load_balancer_request(body: dict[str, Any]) -> LoadBalancerRequest:
         raise schema_error("loadBalancer name must be a non-empty string")
     if len(name) > 128:
         raise validation_error("Load balancer name must be at most 128 characters.")
-    protocol = _choice(lb["protocol"], "protocol", tuple(PROTOCOLS))
+    protocol = _choice(lb["protocol"], "protocol", _PROTOCOL_NAMES)
     port = lb.get("port")
     if port is None:
         port = PROTOCOLS[protocol] or DEFAULT_PORT
@@ -394,14 +408,15 @@ class LoadBalancer:
     algorithm: str
     timeout: int
     virtual_ips: list[VirtualIp]
-    metadata: list[MetadataItem]
+    metadata: tuple[MetadataItem, ...]  # never changed after the create: a tuple, () if none
     options: dict[str, Any]
     presets: Presets
     created: float
     updated: float
     status: str = "ACTIVE"
-    # Transitions still due: [(at, status), ...], earliest first.
-    pending: list[tuple[float, str]] = field(default_factory=list)
+    # Transitions still due: [(at, status), ...], earliest first; none is the shared empty
+    # tuple (``move`` makes a list): one object less for the garbage collector to track.
+    pending: list[tuple[float, str]] | tuple[()] = ()
     nodes: dict[int, Node] = field(default_factory=dict)
     health_monitor: dict[str, Any] = field(default_factory=dict)
 
@@ -545,7 +560,7 @@ class RegionLoadBalancers:
         metadata = dict(request.metadata)
         presets = compile_presets(metadata)
         outcome = presets.creation
-        if outcome is None:
+        if outcome is None and self.registry.has_rules:
             texts = {key: str(value) for key, value in metadata.items()}
             outcome = self.registry.choose({"loadbalancer_name": request.name, "metadata": texts})
         if outcome is not None and outcome.name == "fail":
@@ -573,9 +588,9 @@ class RegionLoadBalancers:
             algorithm=request.algorithm,
             timeout=request.timeout,
             virtual_ips=virtual_ips,
-            metadata=[
+            metadata=tuple(
                 MetadataItem(i, key, value) for i, (key, value) in enumerate(request.metadata, 1)
-            ],
+            ),
             options=request.options,
             presets=presets,
             created=now,

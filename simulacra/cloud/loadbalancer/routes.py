@@ -13,11 +13,18 @@ from functools import wraps
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope
 
 from simulacra.cloud import control
 from simulacra.cloud.behaviors import BehaviorRegistry
 from simulacra.cloud.catalog import ServiceSpec
-from simulacra.cloud.http import cloud, read_json_object, status_of
+from simulacra.cloud.http import (
+    JsonEndpoint,
+    read_json_object,
+    receive_json_object,
+    scope_cloud,
+    status_of,
+)
 from simulacra.cloud.loadbalancer import views
 from simulacra.cloud.loadbalancer.faults import SCHEMA_MESSAGE, ClbError
 from simulacra.cloud.loadbalancer.model import (
@@ -68,12 +75,18 @@ def clb_errors(handler: Handler) -> Handler:
 
 
 def _region(request: Request, spec: ServiceSpec) -> RegionLoadBalancers:
-    region = request.path_params["region"]
-    if not cloud(request).catalog.serves(spec, region):
+    return _scope_region(request.scope, spec)
+
+
+def _scope_region(scope: Scope, spec: ServiceSpec) -> RegionLoadBalancers:
+    params = scope["path_params"]
+    region = params["region"]
+    core = scope_cloud(scope)
+    if not core.catalog.serves(spec, region):
         # NotFound, not ClbError: the behavior routes render it too, through control.flat_errors.
         raise NotFound(f"region {region} is not served by {spec.name}")
-    backend: LoadBalancerBackend = cloud(request).services["loadbalancer"]
-    return backend.region(request.path_params["tenant"], region)
+    backend: LoadBalancerBackend = core.services["loadbalancer"]
+    return backend.region(params["tenant"], region)
 
 
 def _clb(request: Request) -> RegionLoadBalancers:
@@ -95,12 +108,15 @@ def _empty(status: int) -> Response:
 # Load balancers ----------------------------------------------------------------------
 
 
-@clb_errors
-async def create_load_balancer(request: Request) -> Response:
+async def _create_load_balancer(scope: Scope, receive: Receive) -> tuple[int, bytes]:
     """Create a load balancer; metadata presets and creation behaviors may fail or delay it."""
-    region = _clb(request)
-    lb = region.create(await read_json_object(request))
-    return json_response({"loadBalancer": views.load_balancer_detail(lb)}, 202)
+    region = _scope_region(scope, CLB)  # before the body: a bad region wins
+    lb = region.create(await receive_json_object(scope, receive))
+    return 202, views.load_balancer_json(lb)
+
+
+# Called in bulk (bench/cloud.py): a plain ASGI endpoint (cloud/http.py, JsonEndpoint).
+create_load_balancer = JsonEndpoint(_create_load_balancer, clb_error)
 
 
 @clb_errors
@@ -168,13 +184,15 @@ async def delete_health_monitor(request: Request) -> Response:
 # Nodes -------------------------------------------------------------------------------
 
 
-@clb_errors
-async def add_nodes(request: Request) -> Response:
+async def _add_nodes(scope: Scope, receive: Receive) -> tuple[int, bytes]:
     """Add a batch of nodes: 413 for duplicates or more than 25, 422 while immutable."""
-    region = _clb(request)
-    body = await read_json_object(request)
-    nodes = region.add_nodes(request.path_params["lb_id"], body)
-    return json_response({"nodes": [views.node_view(node) for node in nodes]}, 202)
+    region = _scope_region(scope, CLB)
+    body = await receive_json_object(scope, receive)
+    nodes = region.add_nodes(scope["path_params"]["lb_id"], body)
+    return 202, views.nodes_json(nodes)
+
+
+add_nodes = JsonEndpoint(_add_nodes, clb_error)  # called in bulk, as create_load_balancer
 
 
 @clb_errors
@@ -261,10 +279,12 @@ def routes() -> list[BaseRoute]:
         Route(p + "/loadbalancers/algorithms", list_algorithms, methods=["GET"]),
         Route(lb, get_load_balancer, methods=["GET"]),
         Route(lb, delete_load_balancer, methods=["DELETE"]),
+        # Node adds come in bulk: tried before the health monitor's routes (no path matches
+        # both, so the order changes no answer, only how many routes a node add tries).
+        Route(lb + "/nodes", add_nodes, methods=["POST"]),
         Route(lb + "/healthmonitor", get_health_monitor, methods=["GET"]),
         Route(lb + "/healthmonitor", set_health_monitor, methods=["PUT"]),
         Route(lb + "/healthmonitor", delete_health_monitor, methods=["DELETE"]),
-        Route(lb + "/nodes", add_nodes, methods=["POST"]),
         Route(lb + "/nodes", list_nodes, methods=["GET"]),
         Route(lb + "/nodes", delete_nodes, methods=["DELETE"]),
         # Before the plain node route, which would take "<id>.atom" as a node id.

@@ -6,8 +6,11 @@ did; the list shows a ``nodeCount`` instead of nodes.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 from xml.sax.saxutils import escape
+
+import orjson
 
 from simulacra.clock import iso8601
 from simulacra.cloud.loadbalancer.model import LoadBalancer, Node, VirtualIp, source_addresses
@@ -26,6 +29,11 @@ def node_view(node: Node) -> dict[str, Any]:
         "id": node.id,
         "status": node.status,
     }
+
+
+def nodes_json(nodes: Iterable[Node]) -> bytes:
+    """``{"nodes": [...]}`` as JSON, the answer to a node add."""
+    return orjson.dumps({"nodes": [node_view(node) for node in nodes]})
 
 
 def _virtual_ip(vip: VirtualIp) -> dict[str, Any]:
@@ -82,6 +90,11 @@ def load_balancer_detail(lb: LoadBalancer) -> dict[str, Any]:
     if lb.nodes:
         detail["nodes"] = [node_view(node) for node in lb.nodes.values()]
     return detail
+
+
+def load_balancer_json(lb: LoadBalancer) -> bytes:
+    """``{"loadBalancer": ...}`` as JSON, the answer to a create."""
+    return orjson.dumps({"loadBalancer": load_balancer_detail(lb)})
 
 
 def node_feed(node: Node) -> str:
