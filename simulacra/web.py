@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
+from starlette.types import Receive
 
 from simulacra.errors import Invalid, TooLarge
 
@@ -18,6 +19,16 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
     )
 
 
+def check_declared_length(declared: str | None, limit: int) -> None:
+    """Refuse (413) a declared Content-Length over ``limit`` before reading anything."""
+    if declared is not None:
+        try:
+            if int(declared) > limit:
+                raise TooLarge(f"request body of {declared} bytes is over the {limit} byte limit")
+        except ValueError:
+            raise Invalid("Content-Length is not a number") from None
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refusing (413) anything over ``limit`` bytes before reading it all."""
     # ASGI header names are lower-case bytes: look the one header up without building
@@ -26,12 +37,7 @@ async def read_body(request: Request, limit: int) -> bytes:
         (v.decode("latin-1") for k, v in request.scope["headers"] if k == b"content-length"),
         None,
     )
-    if declared is not None:
-        try:
-            if int(declared) > limit:
-                raise TooLarge(f"request body of {declared} bytes is over the {limit} byte limit")
-        except ValueError:
-            raise Invalid("Content-Length is not a number") from None
+    check_declared_length(declared, limit)
     chunks: list[bytes] = []
     size = 0
     async for chunk in _chunks(request):
@@ -44,6 +50,40 @@ async def read_body(request: Request, limit: int) -> bytes:
                 break
             continue
         chunks.append(chunk)
+    if size > limit:
+        raise TooLarge(f"request body is over the {limit} byte limit")
+    return b"".join(chunks)
+
+
+async def receive_body(receive: Receive, limit: int, declared: str | None) -> bytes:
+    """``read_body`` straight from ASGI ``receive`` (no Request): the same limits and errors.
+
+    ``declared`` is the first Content-Length header, decoded, or None.
+    """
+    check_declared_length(declared, limit)
+    message = await receive()
+    if message["type"] == "http.request" and not message.get("more_body", False):
+        body: bytes = message.get("body", b"")  # the usual case: the whole body at once
+        if len(body) > limit:
+            raise TooLarge(f"request body is over the {limit} byte limit")
+        return body
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        if message["type"] == "http.request":
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                chunks.clear()
+                if size > 2 * limit:  # read and drop a while, as read_body does
+                    break
+            elif chunk:
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        elif message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        message = await receive()
     if size > limit:
         raise TooLarge(f"request body is over the {limit} byte limit")
     return b"".join(chunks)

@@ -118,10 +118,10 @@ class TestWhatIsRecorded:
         assert (full["scenario"], full["session"]) == (f"127.0.0.1:{name}", session)
         assert full["request_method"] == "POST"
         assert full["request_params"] == {"trace": "yes"}
-        assert full["request_headers"]["session"] == session
+        assert full["request_headers"]["Session"] == session
         assert full["request_size"] == 3
         assert full["return_code"] == 202
-        assert full["response_headers"]["x-kind"] == "long"
+        assert full["response_headers"]["X-Kind"] == "long"
         assert full["response_size"] == 500
         assert full["stubo_response"] == "x" * 120
         assert (full["delay"], full["error"]) == (0, None)

@@ -1053,11 +1053,6 @@ class TestMirageSpecTracker:
         assert response_headers["content-type"].startswith("application/json")
         assert_error(http.get(base_url + RECORDS + "/objects/999999999"), 404)
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="tracker bug: header names are recorded lower-cased (ASGI's form); the spec's "
-        "record shows Tornado's spelling ('Host', 'User-Agent', 'Content-Type')",
-    )
     def test_record_header_names_are_spelled_as_the_spec_shows(self, http, base_url, tracked):
         [newest] = http.get(base_url + RECORDS, params={"limit": 1}).json()["data"]
         record = http.get(base_url + newest["href"]).json()["data"]

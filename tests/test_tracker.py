@@ -19,19 +19,26 @@ from starlette.responses import Response
 from simulacra.errors import Invalid
 from simulacra.store.sqlite import SQLiteStore
 from simulacra.virtual.tracker import (
+    COMMON_HEADERS,
     DELAY_KEY,
     MAX_LIMIT,
     RESPONSE_PREVIEW_CHARS,
     SESSION_KEY,
+    CallDetail,
     Comparison,
     TrackerQueue,
     TrackerRecord,
     build_record,
+    compact_headers,
     decode_headers,
+    expand_headers,
+    header_name,
     is_tracked,
+    pack_detail,
     paging,
     parse_paging,
     parse_query,
+    unpack_detail,
 )
 from simulacra.virtual.tracker import capture as tracker_capture
 from simulacra.virtual.tracking import Tracker, track
@@ -245,7 +252,7 @@ class TestBuildRecord:
             "error",
             "tracking_level",
         }
-        assert full["request_headers"]["host"] == "Example.COM:8001"
+        assert full["request_headers"]["Host"] == "Example.COM:8001"  # Tornado's spelling
         assert full["request_params"] == {"session": "q"}
         assert full["port"] == "8001"
 
@@ -619,3 +626,100 @@ class TestWriter:
                 await store.close()
 
         run(go())
+
+
+class TestPackedDetail:
+    def fields(self, **changes: Any) -> dict[str, Any]:
+        base: dict[str, Any] = {
+            "started": 1700000000.25,
+            "method": "POST",
+            "remote_ip": "10.0.0.7",
+            "port": 8001,
+            "server": "box",
+            "query": b"a=1&b=%C3%A9",
+            "request_headers": b"host\0h:1\0content-length\x003\0x-odd\0content-type",
+            "length": b"3",
+            "response_headers": b"content-length\x002\0x-stubo-version\x001",
+            "size": 2,
+            "body_start": "ok \u00e9\0".encode(),
+        }
+        base.update(changes)
+        return base
+
+    def expected(self, f: dict[str, Any]) -> CallDetail:
+        return CallDetail(
+            f["started"],
+            f["method"],
+            f["remote_ip"],
+            f["port"],
+            f["server"],
+            f["query"].decode("latin-1"),
+            f["request_headers"].decode("latin-1"),
+            int(f["length"]) if f["length"] else 0,
+            f["response_headers"].decode("latin-1"),
+            f["size"],
+            f["body_start"].decode("utf-8", errors="replace"),
+        )
+
+    def test_round_trip(self):
+        f = self.fields()
+        packed = pack_detail(**f)
+        assert packed[:1] == b"\x01"
+        assert unpack_detail(packed) == self.expected(f)
+        # Smaller than the JSON it replaces (which spelled each NUL as \u0000).
+        assert len(packed) < len(orjson.dumps(tuple(self.expected(f)))) * 0.8
+
+    @pytest.mark.parametrize(
+        "changes",
+        [
+            {"port": None},
+            {"port": 0},
+            {"length": b""},
+            {"query": b"", "request_headers": b"", "response_headers": b"", "body_start": b""},
+            {"length": b"9" * 30},  # over 64 bits: JSON could not hold it as a number
+            {"body_start": b"\xff\xfe"},  # not UTF-8: replaced when shown, as before
+        ],
+    )
+    def test_edges(self, changes):
+        f = self.fields(**changes)
+        assert unpack_detail(pack_detail(**f)) == self.expected(f)
+
+    def test_port_as_text(self):
+        # granian gives the server port as text; the record shows it as text either way
+        call = unpack_detail(pack_detail(**self.fields(port="8900")))
+        assert str(call.port) == "8900"
+
+    def test_odd_values_fall_back_to_json(self):
+        f = self.fields(port=2**40)
+        packed = pack_detail(**f)
+        assert packed[:1] == b"["
+        assert unpack_detail(packed) == self.expected(f)
+
+    def test_json_details_of_older_records_still_read(self):
+        old = orjson.dumps([1.5, "GET", "ip", 80, "srv", "q=1", "host\0h", 0, "", 0, "body"])
+        call = unpack_detail(old)
+        assert (call.request_method, call.query, call.request_headers) == ("GET", "q=1", "host\0h")
+
+    @given(st.lists(st.binary(max_size=20).filter(lambda b: b"\0" not in b), max_size=8))
+    def test_compacted_headers_expand_back(self, parts):
+        # any block of parts (not lone control bytes, which HTTP forbids in headers)
+        parts = [p for p in parts if not (len(p) == 1 and p[0] < 0x20)]
+        names = [n.encode() for n in COMMON_HEADERS[:3]]
+        block = b"\0".join(parts + names + parts[:1])
+        compact = compact_headers(block)
+        assert len(compact) <= len(block)
+        assert expand_headers(compact.decode("latin-1")) == block.decode("latin-1")
+
+
+@pytest.mark.parametrize(
+    ("asgi", "tornado"),
+    [
+        ("content-type", "Content-Type"),
+        ("host", "Host"),
+        ("x-request-id", "X-Request-Id"),
+        ("dnt", "Dnt"),  # as the spec's record shows it
+        ("stubo-request-method", "Stubo-Request-Method"),
+    ],
+)
+def test_record_header_names_are_spelled_as_tornado_did(asgi, tornado):
+    assert header_name(asgi) == tornado

@@ -10,10 +10,12 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from functools import wraps
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from simulacra import __version__
 from simulacra.errors import (
@@ -28,10 +30,19 @@ from simulacra.errors import (
     Unavailable,
 )
 from simulacra.virtual.matching import PlaybackRequest
-from simulacra.virtual.model import check_name, qualify
+from simulacra.virtual.model import Response as ModelResponse
+from simulacra.virtual.model import check_name, normalize_host, qualify
 from simulacra.virtual.service import VirtualService
+from simulacra.virtual.tracker import BODY_CAPTURE_BYTES, capture, capture_sent, join_headers
 from simulacra.virtual.tracking import DELAY_KEY, SESSION_KEY, track
-from simulacra.web import json_response, read_body, read_json, request_host, truthy
+from simulacra.web import (
+    json_response,
+    read_body,
+    read_json,
+    receive_body,
+    request_host,
+    truthy,
+)
 
 VERSION_HEADER = {"x-stubo-version": __version__}
 
@@ -288,11 +299,175 @@ async def playback(request: Request) -> Response:
 
 
 async def _delay(request: Request, svc: VirtualService, host: str, policy: str) -> None:
+    await _delay_scope(request.scope, svc, host, policy)
+
+
+async def _delay_scope(scope: Scope, svc: VirtualService, host: str, policy: str) -> None:
     """Hold the response for its delay policy; sleeping lets other requests run meanwhile."""
     ms = svc.delay_ms(host, policy)
     if ms:
-        request.scope[DELAY_KEY] = ms  # for the tracker record
+        scope[DELAY_KEY] = ms  # for the tracker record
         await asyncio.sleep(ms / 1000)
+
+
+# playback without the framework ---------------------------------------------
+#
+# Playback is the hot path, and Starlette's middleware, router, Request and Response cost
+# about as much as playback itself (bench/profile_playback.md). ``FastPlayback`` answers
+# exactly the requests Starlette would route to ``playback`` (the first route), from the
+# ASGI scope, with the same answers, errors and tracker records; everything else goes on
+# to Starlette. It sits inside ServerErrorMiddleware, so an unexpected error is still a
+# logged 500 envelope.
+
+PLAYBACK_PREFIX = "/api/v2/scenarios/objects/"
+_STUBS = "/stubs"
+
+
+def playback_name(scope: Scope) -> str | None:
+    """The ``{name}`` of a request that Starlette would route to ``playback``, else None.
+
+    ``POST /api/v2/scenarios/objects/{name}/stubs`` with ``{name}`` one non-empty segment;
+    a mounted app (``root_path``) is left to Starlette.
+    """
+    if scope["type"] != "http" or scope["method"] != "POST" or scope.get("root_path"):
+        return None
+    path: str = scope["path"]
+    if not path.startswith(PLAYBACK_PREFIX) or not path.endswith(_STUBS):
+        return None
+    name = path[len(PLAYBACK_PREFIX) : -len(_STUBS)]
+    if not name or "/" in name:
+        return None
+    return name
+
+
+class PlaybackHeaders:
+    """The headers playback reads, from ASGI's raw list, as starlette's Headers gives them.
+
+    ``all`` maps every (lowercase) name to its last value, as ``_playback_request`` passes
+    them to matching; ``first`` gives a name's first value, as ``Headers.get`` does.
+    """
+
+    __slots__ = ("all", "raw")
+
+    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
+        self.raw = raw
+        self.all = {k.decode("latin-1"): v.decode("latin-1") for k, v in raw}
+
+    def first(self, name: str) -> str | None:
+        if len(self.all) == len(self.raw):  # no name repeats: first and last are the same
+            return self.all.get(name)
+        key = name.encode("latin-1")
+        return next((v.decode("latin-1") for k, v in self.raw if k == key), None)
+
+
+_scenarios: dict[tuple[str, str | None, str | None], str] = {}
+
+
+def playback_scenario(name: str, headers: PlaybackHeaders) -> str:
+    """``path_scenario`` for the fast path, memoized: a run plays a few scenarios many times."""
+    target_host, host = headers.first("target_host"), headers.first("host")
+    key = (name, target_host, host)
+    scenario = _scenarios.get(key)
+    if scenario is None:
+        where = target_host or normalize_host(host or "localhost")
+        scenario = qualify(name, where.lower())  # Invalid is raised, never remembered
+        if len(_scenarios) >= 1024:  # invented Host headers must not grow it forever
+            _scenarios.clear()
+        _scenarios[key] = scenario
+    return scenario
+
+
+def wire(response: ModelResponse) -> tuple[int, list[tuple[bytes, bytes]], bytes, bytes, bytes]:
+    """What playback sends for ``response``: status, raw headers and body as starlette's
+    ``Response`` builds them, plus the tracker's header block and body start; built once
+    per stub response (a rendered template is new each time)."""
+    sent = response.wire
+    if sent is None:
+        built = Response(response.body, response.status, response.headers)
+        body = bytes(built.body)
+        sent = (
+            built.status_code,
+            built.raw_headers,
+            body,
+            join_headers(built.raw_headers),
+            body[:BODY_CAPTURE_BYTES],
+        )
+        response.wire = sent
+    return sent
+
+
+class FastPlayback:
+    """ASGI middleware: playback answered here, every other request passed on."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        name = playback_name(scope)
+        if name is None:
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        state = scope["app"].state
+        tracker = getattr(state, "tracker", None)
+        if tracker is not None and not tracker.enabled:
+            tracker = None
+        try:
+            sent = await self._playback(scope, receive, state, name)
+        except DomainError as exc:
+            error = error_response(STATUS_OF.get(type(exc), 400), exc.message)
+            if tracker is not None:
+                tracker.queue.add(capture(scope, error, t0, time.perf_counter()))
+            await error(scope, receive, send)
+            return
+        except Exception:
+            if tracker is not None:
+                tracker.queue.add(capture(scope, None, t0, time.perf_counter()))
+            raise  # ServerErrorMiddleware logs it and answers the 500 envelope
+        status, raw_headers, body, header_block, body_start = sent
+        if tracker is not None:
+            tracker.queue.add(
+                capture_sent(
+                    scope, status, header_block, len(body), body_start, t0, time.perf_counter()
+                )
+            )
+        # A copy: the cached list must survive whatever a server or middleware does to it.
+        headers = list(raw_headers)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    @staticmethod
+    async def _playback(
+        scope: Scope, receive: Receive, state: Any, name: str
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes, bytes, bytes]:
+        """``playback`` on the scope: the same steps, in the same order, the same errors."""
+        svc: VirtualService = state.virtual
+        headers = PlaybackHeaders(scope["headers"])
+        scenario = playback_scenario(name, headers)
+        session_name = headers.first("session") or headers.first("stubo-request-session")
+        if not session_name:
+            raise Invalid("the 'session' header is missing")
+        host = scenario.rpartition(":")[0]
+        session = svc.cached_session(host, session_name)
+        if session is None:
+            session = await svc.find_session(host, session_name)
+        if session.scenario != scenario:
+            raise Invalid(
+                f"Session {session.name} plays scenario {session.scenario}, not {scenario}"
+            )
+        limit = state.settings.max_body_bytes
+        body = await receive_body(receive, limit, headers.first("content-length"))
+        request = PlaybackRequest.from_proxy_headers(
+            scope["method"],
+            scope["path"],
+            scope["query_string"].decode("latin-1"),
+            headers.all,
+            body.decode("utf-8", errors="replace"),
+        )
+        response = await svc.playback(session, request)
+        if response.delay_policy:
+            await _delay_scope(scope, svc, session.host, response.delay_policy)
+        return wire(response)
 
 
 @endpoint({NoMatch: 404})

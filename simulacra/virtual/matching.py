@@ -114,8 +114,18 @@ class PlaybackRequest:
         query = headers.get("stubo-request-query", query)
         raw = headers.get("stubo-request-headers")
         if raw is not None:
-            headers = parse_header_literal(raw)
-        return cls(method, path, query, headers, body)
+            return cls(method, path, query, parse_header_literal(raw), body)
+        # Names are lowercase already: keep the dict instead of copying it (hot path).
+        request = cls.__new__(cls)
+        request.method = method.upper()
+        request.path = path
+        request.query = query
+        request.headers = headers
+        request.body = body
+        request._norm = None
+        request._json = request._xml = _MISSING
+        request._query = None
+        return request
 
 
 def parse_header_literal(raw: str) -> dict[str, str]:

@@ -80,6 +80,9 @@ class Response:
     body: str = ""
     headers: dict[str, str] = field(default_factory=dict)
     delay_policy: str | None = None
+    # What playback sends for it, built on first use (api_v2.wire): never mutate a
+    # Response that has been played (nothing does; edits make new ones).
+    wire: Any = field(default=None, init=False, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"status": self.status, "body": self.body}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -71,6 +72,7 @@ class VirtualService:
         self._counters = SequenceCounters()
         self._dirty: set[tuple[str, str]] = set()  # sessions with unsaved last_used
         self._stamp_second, self._stamp = -1, ""
+        self._stamp_until = 0.0  # epoch second at which self._stamp is stale
         # Delay policies, cached so playback resolves one without the store; PUT and
         # DELETE write through and update the cache, so an edit applies at once.
         self._policies: dict[tuple[str, str], DelayPolicy] = {}
@@ -137,6 +139,10 @@ class VirtualService:
             self._merge_session((host, name), fresh)
         return self._sessions.get((host, name))
 
+    def cached_session(self, host: str, name: str) -> Session | None:
+        """The session as this instance holds it, or None (``find_session`` then asks)."""
+        return self._sessions.get((host, name))
+
     async def find_session(self, host: str, name: str) -> Session:
         """``session()``, but a miss is re-read from a shared store before it is NotFound."""
         session = self._sessions.get((host, name))
@@ -166,11 +172,15 @@ class VirtualService:
         return self.now().strftime("%Y-%m-%d")
 
     def _timestamp(self) -> str:
-        # Called on every playback; formatting once per second is enough.
+        # Called on every playback; formatting once per second is enough, and with the real
+        # clock, time.time() tells whether the second changed without building a datetime.
+        if self.now is utcnow and time.time() < self._stamp_until:
+            return self._stamp
         now = self.now()
         second = int(now.timestamp())
         if second != self._stamp_second:
             self._stamp_second, self._stamp = second, now.strftime("%Y-%m-%d %H:%M:%S")
+            self._stamp_until = second + 1.0
         return self._stamp
 
     # scenarios -------------------------------------------------------------

@@ -3,14 +3,16 @@
 The edge (``tracking.py``) queues a ``capture`` of each tracked call (a tuple of plain
 values); ``build_record`` turns one into a TrackerRecord when the queue is flushed.
 A record keeps the few fields queries filter on as columns and packs the rest (header
-blocks and query string as they came in, the start of the body) into one JSON value, so
-writing one is cheap; only the records a client reads are unpacked (``summary``,
-``full``). Nothing here does I/O.
+blocks and query string as they came in, the start of the body) into one binary value
+(``pack_detail``), so writing one is cheap and the store holds it in few bytes; only the
+records a client reads are unpacked (``summary``, ``full``). Nothing here does I/O.
 """
 
 from __future__ import annotations
 
+import functools
 import re
+import struct
 import time
 from collections import deque
 from collections.abc import MutableMapping
@@ -73,7 +75,7 @@ class TrackerRecord(NamedTuple):
         return f"{RECORDS_PATH}/objects/{self.id}"
 
     def details(self) -> CallDetail:
-        return CallDetail(*orjson.loads(self.detail))
+        return unpack_detail(self.detail)
 
     def summary(self) -> dict[str, Any]:
         """The list view (Mirage's projection, plus ``session``)."""
@@ -108,10 +110,10 @@ class TrackerRecord(NamedTuple):
             "server": call.server,
             "request_method": call.request_method,
             "request_params": call.request_params,
-            "request_headers": decode_headers(call.request_headers),
+            "request_headers": display_headers(call.request_headers),
             "request_size": call.request_size,
             "return_code": self.return_code,
-            "response_headers": decode_headers(call.response_headers),
+            "response_headers": display_headers(call.response_headers),
             "response_size": call.response_size,
             "stubo_response": call.stubo_response,
             "duration_ms": self.duration_ms,
@@ -122,7 +124,7 @@ class TrackerRecord(NamedTuple):
 
 
 class CallDetail(NamedTuple):
-    """The part of a record nobody filters on, kept as it came in (packed as a JSON list)."""
+    """The part of a record nobody filters on, kept as it came in (``pack_detail``)."""
 
     started: float = 0.0  # epoch seconds
     request_method: str = ""
@@ -165,12 +167,163 @@ class CallDetail(NamedTuple):
         return self.body_start[:RESPONSE_PREVIEW_CHARS]
 
 
+# The packed detail ----------------------------------------------------------
+#
+# A record's detail is most of its size, and the store keeps up to ``tracker_cap`` of them
+# (in memory with ``memory://``). Packed as binary, not JSON: no escaping (JSON spelled each
+# header separator as \u0000), headers and body kept as the bytes they came as, and the
+# commonest header names as one byte each. Records packed as JSON (older stores) still read.
+
+DETAIL_BINARY = 1  # first byte of a binary detail (a JSON one starts with "[")
+# version, started, port (+1; 0: none), response size, then the lengths of: method,
+# remote ip, server, content-length digits, body start, query, request headers, response
+# headers; the fields follow in that order.
+_DETAIL = struct.Struct("<BdIIHHHHHIII")
+# Header names HTTP forbids control bytes in, so a lone byte below 0x20 never was one.
+COMMON_HEADERS = (
+    "host",
+    "content-length",
+    "content-type",
+    "session",
+    "user-agent",
+    "accept",
+    "accept-encoding",
+    "connection",
+    "stubo-request-session",
+    "x-stubo-version",
+    "target_host",
+    "priority",
+    "stateful",
+    "authorization",
+    "date",
+    "server",
+)
+_NAME_CODE = {name.encode(): bytes([i + 1]) for i, name in enumerate(COMMON_HEADERS)}
+_CODE_NAME = {chr(i + 1): name for i, name in enumerate(COMMON_HEADERS)}
+
+
+_compact: dict[bytes, bytes] = {}
+MEMO_BYTES = 2048  # header blocks up to this size are memoized (1,000 of them at most)
+
+
+def compact_headers(block: bytes) -> bytes:
+    """A header block with each part that is a common header name as its one-byte code."""
+    compact = _compact.get(block)
+    if compact is None:  # memoized: most calls repeat the headers of earlier ones
+        codes = _NAME_CODE
+        compact = b"\0".join([codes.get(part, part) for part in block.split(b"\0")])
+        if len(block) <= MEMO_BYTES:
+            if len(_compact) >= 1000:
+                _compact.clear()
+            _compact[block] = compact
+    return compact
+
+
+def expand_headers(block: str) -> str:
+    """``compact_headers`` undone (on the latin-1 text of the block)."""
+    if not block:
+        return block
+    names = _CODE_NAME
+    return "\0".join([names.get(part, part) for part in block.split("\0")])
+
+
+def pack_detail(
+    started: float,
+    method: str,
+    remote_ip: str,
+    port: int | str | None,
+    server: str,
+    query: bytes,
+    request_headers: bytes,
+    length: bytes,
+    response_headers: bytes,
+    size: int,
+    body_start: bytes,
+) -> bytes:
+    """A CallDetail as bytes (``unpack_detail`` reads it back); headers as captured."""
+    request_headers = compact_headers(request_headers)
+    response_headers = compact_headers(response_headers)
+    if isinstance(port, str) and port.isdigit():
+        port = int(port)  # granian gives it as text; records show it as text either way
+    try:
+        texts = (method.encode(), remote_ip.encode(), server.encode())
+        head = _DETAIL.pack(
+            DETAIL_BINARY,
+            started,
+            0 if port is None else port + 1,
+            size,
+            *map(len, texts),
+            len(length),
+            len(body_start),
+            len(query),
+            len(request_headers),
+            len(response_headers),
+        )
+    except (struct.error, TypeError, AttributeError, UnicodeError):  # odd values: JSON
+        return orjson.dumps(
+            (
+                started,
+                method,
+                remote_ip,
+                port,
+                server,
+                query.decode("latin-1"),
+                expand_headers(request_headers.decode("latin-1")),
+                int(length) if length else 0,
+                expand_headers(response_headers.decode("latin-1")),
+                size,
+                body_start.decode("utf-8", errors="replace"),
+            )
+        )
+    return b"".join((head, *texts, length, body_start, query, request_headers, response_headers))
+
+
+def unpack_detail(detail: bytes) -> CallDetail:
+    if detail[:1] != b"\x01":
+        return CallDetail(*orjson.loads(detail))
+    (_, started, port, size, *lengths) = _DETAIL.unpack_from(detail)
+    fields = []
+    at = _DETAIL.size
+    for n in lengths:
+        fields.append(detail[at : at + n])
+        at += n
+    method, remote_ip, server, length, body_start, query, request_headers, response_headers = fields
+    return CallDetail(
+        started,
+        method.decode(),
+        remote_ip.decode(),
+        port - 1 if port else None,  # type: ignore[arg-type]
+        server.decode(),
+        query.decode("latin-1"),
+        expand_headers(request_headers.decode("latin-1")),
+        int(length) if length else 0,
+        expand_headers(response_headers.decode("latin-1")),
+        size,
+        body_start.decode("utf-8", errors="replace"),
+    )
+
+
 def decode_headers(block: str) -> dict[str, str]:
     """A header block as ``capture`` joins it (name NUL value NUL ...) -> a dict."""
     if not block:
         return {}
     parts = block.split("\0")
     return dict(zip(parts[::2], parts[1::2], strict=False))
+
+
+@functools.lru_cache(maxsize=1024)
+def header_name(name: str) -> str:
+    """Tornado's spelling of a header name (``content-type`` -> ``Content-Type``).
+
+    ASGI servers hand over lower-cased names; Mirage's records showed Tornado's, and
+    clients read ``record["request_headers"]["Host"]``.
+    """
+    return "-".join(word.capitalize() for word in name.split("-"))
+
+
+def display_headers(block: str) -> dict[str, str]:
+    """A header block for a record's detail, with the names spelled as Mirage showed them."""
+    return {header_name(name): value for name, value in decode_headers(block).items()}
 
 
 _hosts: dict[bytes, str] = {}  # Host header -> host; a handful of distinct values
@@ -221,16 +374,38 @@ def capture(
     response die with the request (holding them until the flush made every collection
     slower, measurably so on a server with many stubs). ``response`` None is a failure.
     """
+    if response is None:
+        return capture_sent(scope, 500, b"", 0, b"internal error", t0, t1)
+    body = getattr(response, "body", b"")
+    return capture_sent(
+        scope,
+        response.status_code,
+        join_headers(response.raw_headers),
+        len(body),
+        body[:BODY_CAPTURE_BYTES],
+        t0,
+        t1,
+    )
+
+
+def join_headers(raw: list[tuple[bytes, bytes]]) -> bytes:
+    """Name NUL value NUL ...: one bytes object (HTTP forbids NUL in headers)."""
+    return b"\0".join(chain.from_iterable(raw))
+
+
+def capture_sent(
+    scope: MutableMapping[str, Any],
+    status: int,
+    response_headers: bytes,
+    size: int,
+    body_start: bytes,
+    t0: float,
+    t1: float,
+) -> tuple[Any, ...]:
+    """``capture`` of a response given by its parts: ``join_headers`` of its headers, its
+    body's size and first BODY_CAPTURE_BYTES (playback keeps these per stub response)."""
     client, bound = scope.get("client"), scope.get("server")
     noted = scope.get(SESSION_KEY)
-    if response is None:
-        status, response_headers, body_start, size = 500, b"", b"internal error", 0
-    else:
-        body = getattr(response, "body", b"")
-        status, size = response.status_code, len(body)
-        # Name NUL value NUL ...: one bytes object, and HTTP forbids NUL in headers.
-        response_headers = b"\0".join(chain.from_iterable(response.raw_headers))
-        body_start = body[:BODY_CAPTURE_BYTES]
     return (
         t0,
         t1,
@@ -250,6 +425,35 @@ def capture(
 
 
 _located: dict[tuple[Any, ...], tuple[str, str | None, str | None]] = {}
+RequestFacts = tuple[bytes, bytes | None, bytes | None, bytes | None]
+_facts: dict[bytes, RequestFacts] = {}
+
+
+def _request_facts(block: bytes) -> RequestFacts:
+    """(host, session, target_host, content-length) of a request's header block; memoized,
+    as a client repeats the same headers (the last of a repeated name counts)."""
+    facts = _facts.get(block)
+    if facts is not None:
+        return facts
+    parts = block.split(b"\0")
+    host = b""
+    session = fallback_session = target_host = length = None
+    for i in range(0, len(parts) - 1, 2):  # ASGI header names are lowercase
+        name = parts[i]
+        if name == b"host":
+            host = parts[i + 1]
+        elif name == b"content-length":
+            length = parts[i + 1]
+        elif name == b"session":
+            session = parts[i + 1]
+        elif name == b"stubo-request-session":
+            fallback_session = parts[i + 1]
+        elif name == b"target_host":
+            target_host = parts[i + 1]
+    if len(_facts) >= 1000:  # bounded: headers that change on every call would fill it
+        _facts.clear()
+    facts = _facts[block] = (host, session or fallback_session, target_host, length)
+    return facts
 
 
 def build_record(captured: tuple[Any, ...], server: str = "") -> TrackerRecord:
@@ -270,22 +474,7 @@ def build_record(captured: tuple[Any, ...], server: str = "") -> TrackerRecord:
         size,
         body_start,
     ) = captured
-    parts = request_headers.split(b"\0")
-    host = b""
-    session = fallback_session = target_host = length = None
-    for i in range(0, len(parts) - 1, 2):  # ASGI header names are lowercase
-        name = parts[i]
-        if name == b"host":
-            host = parts[i + 1]
-        elif name == b"content-length":
-            length = parts[i + 1]
-        elif name == b"session":
-            session = parts[i + 1]
-        elif name == b"stubo-request-session":
-            fallback_session = parts[i + 1]
-        elif name == b"target_host":
-            target_host = parts[i + 1]
-    session = session or fallback_session
+    host, session, target_host, length = _request_facts(request_headers)
     key = (path, host, session, target_host)
     located = _located.get(key)
     if located is None:  # a playback run repeats a few of these: remember them
@@ -304,20 +493,18 @@ def build_record(captured: tuple[Any, ...], server: str = "") -> TrackerRecord:
     where, scenario, session_name = located
     if noted:
         session_name = noted
-    detail = orjson.dumps(
-        (
-            _EPOCH_OFFSET + t0,
-            method,
-            remote_ip,
-            port,
-            server,
-            query.decode("latin-1"),
-            request_headers.decode("latin-1"),
-            int(length) if length and length.isdigit() else 0,
-            response_headers.decode("latin-1"),
-            size,
-            body_start.decode("utf-8", errors="replace"),
-        )
+    detail = pack_detail(
+        _EPOCH_OFFSET + t0,
+        method,
+        remote_ip,
+        port,
+        server,
+        query,
+        request_headers,
+        length if length and length.isdigit() else b"",
+        response_headers,
+        size,
+        body_start,
     )
     return TrackerRecord(
         None, path, scenario, session_name, where, status, round((t1 - t0) * 1000), delay, detail
