@@ -15,8 +15,8 @@ from starlette.routing import Route
 
 from simulacra.clock import RealClock, VirtualClock
 from simulacra.cloud import build_cloud
-from simulacra.cloud.catalog import parse_regions
-from simulacra.config import Settings
+from simulacra.cloud.shared import SharedCloud, SharedCloudMiddleware
+from simulacra.config import Settings, parse_regions
 from simulacra.errors import Unavailable
 from simulacra.routing import IndexedRouter
 from simulacra.store import open_store
@@ -78,10 +78,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
     clock = RealClock() if settings.realtime else VirtualClock()
     cloud, cloud_routes = build_cloud(clock, parse_regions(settings.regions))
     tracker = Tracker(cap=settings.tracker_cap, enabled=settings.tracking)
+    # --shared-cloud: cloud state in the PostgreSQL store (simulacra/cloud/shared.py).
+    shared = SharedCloud(cloud, settings.max_body_bytes) if settings.shared_cloud else None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         store = open_store(settings.store_url)
+        if shared is not None:
+            shared.attach(store)  # before open: refuses a store without shared state
         await store.open()
         virtual = VirtualService(store)
         # A shared store tells every instance of changes (LISTEN/NOTIFY); listen before the
@@ -122,6 +126,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
     )
     # Same routes and answers, fewer routes tried per request (simulacra/routing.py).
     app.router = IndexedRouter(app.router.routes, lifespan=lifespan)
+    # Playback (the hot path) answered without the framework's per-request objects.
+    app.add_middleware(api_v2.FastPlayback)
+    if shared is not None:
+        app.add_middleware(SharedCloudMiddleware, shared=shared)
     app.state.settings = settings
     app.state.cloud = cloud
     app.state.tracker = tracker

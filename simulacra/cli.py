@@ -7,7 +7,13 @@ import os
 import sys
 
 from simulacra import __version__
-from simulacra.config import DEFAULT_STORE, Settings
+from simulacra.config import (
+    DEFAULT_STORE,
+    Settings,
+    check_store_url,
+    is_postgres_url,
+    parse_regions,
+)
 
 APP_FACTORY = "simulacra.app:create_app_from_env"
 
@@ -49,6 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the cloud mocks on the wall clock instead of the virtual clock (no tick)",
     )
     serve.add_argument(
+        "--shared-cloud",
+        action="store_true",
+        default=os.environ.get("SIMULACRA_SHARED_CLOUD", "").strip().lower()
+        in ("1", "true", "yes", "on"),
+        help="keep the cloud mocks' state and clock in the PostgreSQL store, shared by every"
+        " instance and worker (env SIMULACRA_SHARED_CLOUD=1; see docs/scaling.md)",
+    )
+    serve.add_argument(
         "--max-body-bytes", type=int, default=Settings.max_body_bytes, help="request body limit"
     )
     serve.add_argument(
@@ -78,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             max_body_bytes=args.max_body_bytes,
             regions=args.regions,
             realtime=args.realtime,
+            shared_cloud=args.shared_cloud,
             tracking=args.tracking,
             tracker_cap=args.tracker_cap,
         )
@@ -86,33 +101,42 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def serve(settings: Settings) -> int:
-    from simulacra.cloud.catalog import parse_regions
-    from simulacra.store import open_store
-
     try:  # fail fast on bad settings, before the server process starts
-        open_store(settings.store_url)
+        check_store_url(settings.store_url)
         parse_regions(settings.regions)
         if settings.tracker_cap < 1:
             raise ValueError(f"--tracker-cap must be 1 or more, got {settings.tracker_cap}")
         if settings.workers < 1:
             raise ValueError(f"--workers must be 1 or more, got {settings.workers}")
-        if settings.workers > 1 and not settings.store_url.startswith(
-            ("postgresql://", "postgres://")
-        ):
+        shared_store = is_postgres_url(settings.store_url)
+        if settings.workers > 1 and not shared_store:
             # Workers learn of each other's changes through LISTEN/NOTIFY, which only the
             # shared store has: SQLite workers would serve stale stubs and sessions.
             raise ValueError(
                 "--workers above 1 needs a shared store: use --store postgresql://..."
                 " (see docs/scaling.md)"
             )
+        if settings.shared_cloud and not shared_store:
+            raise ValueError(
+                "--shared-cloud keeps the cloud state in the shared store: use --store"
+                " postgresql://... (see docs/scaling.md)"
+            )
     except ValueError as exc:
         print(f"simulacra: {exc}", file=sys.stderr)
         return 2
+    if settings.workers > 1 and not settings.shared_cloud:
+        print(
+            f"simulacra: warning: cloud-mock state (servers, tokens, load balancers, the clock)"
+            f" is per worker process: each of the {settings.workers} workers has its own; add"
+            " --shared-cloud to share it (see docs/scaling.md)",
+            file=sys.stderr,
+            flush=True,
+        )
     os.environ.update(settings.to_env())
     print(
         f"Simulacra {__version__} on http://{settings.host}:{settings.port}/"
         f" (store {_redacted(settings.store_url)}, server {settings.server},"
-        f" workers {settings.workers})",
+        f" workers {settings.workers}{', shared cloud' if settings.shared_cloud else ''})",
         flush=True,
     )
     if settings.server == "uvicorn":

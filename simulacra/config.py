@@ -1,16 +1,71 @@
-"""One settings object for the whole server.
+"""One settings object for the whole server, and the parsing of its values.
 
 The CLI builds it from flags; the ASGI factory rebuilds it from the environment
-(``SIMULACRA_*``), because the server process imports the app by name.
+(``SIMULACRA_*``), because the server process imports the app by name. The parsers here
+import only the standard library: the CLI checks settings in granian's parent process,
+which stays alive beside the workers, and should not carry the app's modules.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 DEFAULT_STORE = "sqlite:///simulacra.db"
+MEMORY_URLS = ("memory://", "memory:", "sqlite://", "sqlite:///:memory:")
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+SCHEMA_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+def is_postgres_url(url: str) -> bool:
+    return url.startswith(POSTGRES_SCHEMES)
+
+
+def sqlite_path_from_url(url: str) -> str:
+    """Read the URL as SQLAlchemy does: three slashes relative, four absolute."""
+    if not url.startswith("sqlite:///"):
+        raise ValueError(f"bad SQLite URL {url!r}: use sqlite:///relative.db or sqlite:////abs.db")
+    path = url[len("sqlite:///") :].split("?", 1)[0]
+    if not path:
+        raise ValueError(f"SQLite URL {url!r} names no file")
+    return path
+
+
+def split_url(url: str) -> tuple[str, str | None]:
+    """Return (libpq URL, schema): a ``schema`` query parameter selects a schema of its own
+    (created if missing), so tests and tenants can share one database."""
+    parts = urlsplit(url)
+    scheme = "postgresql" if parts.scheme in ("postgres", "postgresql") else parts.scheme
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    schema = next((v for k, v in query if k == "schema"), None)
+    rest = [(k, v) for k, v in query if k != "schema"]
+    if schema is not None and not SCHEMA_RE.match(schema):
+        raise ValueError(f"illegal schema name {schema!r} in store URL")
+    return urlunsplit((scheme, parts.netloc, parts.path, urlencode(rest), "")), schema
+
+
+def check_store_url(url: str) -> None:
+    """ValueError, with what to write instead, for a URL ``open_store`` would refuse."""
+    if is_postgres_url(url):
+        split_url(url)
+    elif url not in MEMORY_URLS:
+        if not url.startswith("sqlite:"):
+            raise ValueError(
+                f"unsupported store URL {url!r}: use sqlite:///file.db, memory://"
+                " or postgresql://..."
+            )
+        sqlite_path_from_url(url)
+
+
+def parse_regions(value: str) -> tuple[str, ...]:
+    """``"ORD, dfw"`` -> ``("ORD", "DFW")``; refuses an empty list."""
+    regions = tuple(dict.fromkeys(r.strip().upper() for r in value.split(",") if r.strip()))
+    if not regions:
+        raise ValueError("--regions needs at least one region, e.g. ORD,DFW,IAD")
+    return regions
 
 
 @dataclass(frozen=True)
@@ -28,6 +83,9 @@ class Settings:
     # Cloud mocks: regions in the service catalog, and the clock they run on.
     regions: str = "ORD,DFW,IAD"
     realtime: bool = False
+    # Keep the cloud mocks' state and clock in the PostgreSQL store, shared by every
+    # instance and worker (docs/scaling.md); off, each process has its own, as in Mimic.
+    shared_cloud: bool = False
     # Tracker: record every playback, stub and session call (off only for comparisons),
     # keeping the newest ``tracker_cap`` records; older ones are deleted as new ones land.
     tracking: bool = True

@@ -1,18 +1,35 @@
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 
 import pytest
 import requests
 
-from tests.pg import pg_url  # noqa: F401 - a fixture for the shared-store tests
+from tests.pg import (
+    drop_schema,
+    pg_url,  # noqa: F401 - a fixture for the shared-store tests
+    require_postgres,
+)
 from tests.server import RunningServer
 
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     """One real server for the session, on a throw-away SQLite file."""
+    if os.environ.get("SIMULACRA_TEST_SHARED_CLOUD") == "1":
+        # The same tests with the cloud state in PostgreSQL (--shared-cloud, docs/scaling.md),
+        # over two workers: each loads what the other changed.
+        schema = "t_" + uuid.uuid4().hex[:16]
+        running = RunningServer(
+            store=f"{require_postgres()}?schema={schema}",
+            extra_args=["--shared-cloud", "--workers", "2"],
+        ).start()
+        yield running
+        running.stop()
+        drop_schema(schema)
+        return
     db = tmp_path_factory.mktemp("store") / "simulacra.db"
     running = RunningServer(store=f"sqlite:///{db}").start()
     yield running

@@ -103,3 +103,31 @@ def test_bad_store_url_is_refused_before_serving(tmp_path):
     )
     assert result.returncode == 2
     assert "unsupported store URL" in result.stderr
+
+
+def test_serve_checks_settings_without_loading_the_app():
+    """granian's parent process lives beside the workers: its checks must stay light.
+
+    Before this, checking ``--store`` imported the stores, the virtualization model and the
+    cloud package into the parent (about 16 MB of its RSS, bench/profile_playback.md).
+    """
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "from simulacra import cli\n"
+        "for argv in (['--store', 'mongodb://x'], ['--store', 'postgresql://h/db?schema=a-b'],"
+        " ['--regions', ' , '], ['--store', 'sqlite:///'], ['--shared-cloud']):\n"
+        "    assert cli.main(['serve', *argv]) == 2, argv\n"
+        "heavy = [m for m in ('simulacra.app', 'simulacra.store', 'simulacra.cloud',"
+        " 'simulacra.virtual', 'starlette', 'psycopg') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0, result.stderr
+    for message in ("unsupported store URL", "illegal schema name", "--regions", "names no file"):
+        assert message in result.stderr
+    assert "--shared-cloud keeps the cloud state" in result.stderr

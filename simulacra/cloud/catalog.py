@@ -126,11 +126,3 @@ def v3_entry(entry: dict[str, Any]) -> dict[str, Any]:
         "type": entry["type"],
         "endpoints": endpoints,
     }
-
-
-def parse_regions(value: str) -> tuple[str, ...]:
-    """``"ORD, dfw"`` -> ``("ORD", "DFW")``; refuses an empty list."""
-    regions = tuple(dict.fromkeys(r.strip().upper() for r in value.split(",") if r.strip()))
-    if not regions:
-        raise ValueError("--regions needs at least one region, e.g. ORD,DFW,IAD")
-    return regions

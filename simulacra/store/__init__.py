@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from simulacra.config import MEMORY_URLS, check_store_url, is_postgres_url, sqlite_path_from_url
 from simulacra.store.base import Store
 
 
@@ -9,19 +10,16 @@ def open_store(url: str) -> Store:
     """``sqlite:///relative.db``, ``sqlite:////absolute.db``, ``memory://``, or
     ``postgresql://user@host:port/db[?schema=name]`` (also ``postgres://``) for a store
     shared by several instances."""
-    if url.startswith(("postgresql://", "postgres://")):
+    check_store_url(url)
+    if is_postgres_url(url):
         from simulacra.store.postgres import PostgresStore
 
         return PostgresStore(url)
-    from simulacra.store.sqlite import SQLiteStore, sqlite_path_from_url
+    from simulacra.store.sqlite import SQLiteStore
 
-    if url in ("memory://", "memory:", "sqlite://", "sqlite:///:memory:"):
+    if url in MEMORY_URLS:
         return SQLiteStore(":memory:")
-    if url.startswith("sqlite:"):
-        return SQLiteStore(sqlite_path_from_url(url))
-    raise ValueError(
-        f"unsupported store URL {url!r}: use sqlite:///file.db, memory:// or postgresql://..."
-    )
+    return SQLiteStore(sqlite_path_from_url(url))
 
 
 __all__ = ["Store", "open_store"]

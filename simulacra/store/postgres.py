@@ -18,18 +18,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import resources
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import orjson
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from simulacra.config import split_url
 from simulacra.errors import AlreadyExists, DomainError, Unavailable
 from simulacra.store.base import ScenarioImport, StubStats
 from simulacra.virtual.delays import DelayPolicy, parse_policy
@@ -41,24 +40,10 @@ log = logging.getLogger("simulacra.store")
 CHANNEL = "simulacra"
 # Any constant shared by every instance: serializes migrations across processes.
 MIGRATION_LOCK = 0x51_4D_55_4C  # "SMUL"
-SCHEMA_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 
 def _dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
-
-
-def split_url(url: str) -> tuple[str, str | None]:
-    """Return (libpq URL, schema): a ``schema`` query parameter selects a schema of its own
-    (created if missing), so tests and tenants can share one database."""
-    parts = urlsplit(url)
-    scheme = "postgresql" if parts.scheme in ("postgres", "postgresql") else parts.scheme
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    schema = next((v for k, v in query if k == "schema"), None)
-    rest = [(k, v) for k, v in query if k != "schema"]
-    if schema is not None and not SCHEMA_RE.match(schema):
-        raise ValueError(f"illegal schema name {schema!r} in store URL")
-    return urlunsplit((scheme, parts.netloc, parts.path, urlencode(rest), "")), schema
 
 
 def migrations() -> list[tuple[int, str]]:
@@ -439,6 +424,43 @@ class PostgresStore:
                 "DELETE FROM sequence_counter WHERE session_key = %s", (session_key,)
             )
 
+    # cloud-mock state (--shared-cloud) -------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def locked_cloud_state(
+        self, known_version: int | None
+    ) -> AsyncIterator[LockedCloudState]:
+        """Lock the cloud-state row for one transaction; commit when the block ends.
+
+        The state's bytes are fetched only when the stored version is not ``known_version``
+        (the one the caller's memory holds). Other instances' cloud requests wait on the lock
+        until this transaction ends, so the state changes one request at a time.
+        """
+        # Pipelined: BEGIN, SET and SELECT go in one round trip, UPDATE and COMMIT in another
+        # (this runs for every cloud request, and round trips were most of its cost).
+        async with self._conn() as conn:
+            # Pipelines need libpq 14+ (psycopg[binary] bundles one); without, one at a time.
+            pipeline = conn.pipeline() if psycopg.AsyncPipeline.is_supported() else None
+            async with pipeline or contextlib.nullcontext(), conn.transaction():
+                yield await self._lock_cloud_state(conn, known_version)
+
+    @staticmethod
+    async def _lock_cloud_state(
+        conn: psycopg.AsyncConnection[Any], known_version: int | None
+    ) -> LockedCloudState:
+        # A process stuck while holding the lock must not stall every instance for good.
+        await conn.execute("SET LOCAL lock_timeout = '10s'")
+        cursor = await conn.execute(
+            "SELECT version, CASE WHEN version = %s THEN NULL ELSE data END"
+            " FROM cloud_state WHERE id = 1 FOR UPDATE",
+            (known_version,),
+        )
+        row = await cursor.fetchone()
+        if row is None:
+            raise RuntimeError("the cloud_state row is missing (migration 0002 creates it)")
+        data = None if row[1] is None else bytes(row[1])
+        return LockedCloudState(conn, int(row[0]), data)
+
     # tracker ---------------------------------------------------------------
 
     _TRACKER_FIELDS = TrackerRecord._fields[1:]  # the id is assigned by the sequence
@@ -482,6 +504,27 @@ class PostgresStore:
             f"SELECT {self._TRACKER_COLUMNS} FROM tracker WHERE id = %s", (record_id,)
         )
         return _record(row) if row else None
+
+
+class LockedCloudState:
+    """The cloud-state row, locked by the current transaction (``locked_cloud_state``)."""
+
+    def __init__(
+        self, conn: psycopg.AsyncConnection[Any], version: int, data: bytes | None
+    ) -> None:
+        self._conn = conn
+        self.version = version
+        # None: unchanged since the caller's ``known_version``, or empty (never written, or
+        # reset): the state every process starts with.
+        self.data = data
+
+    async def write(self, data: bytes) -> int:
+        """Store ``data`` as the next version (committed with the transaction); return it."""
+        self.version += 1
+        await self._conn.execute(
+            "UPDATE cloud_state SET version = %s, data = %s WHERE id = 1", (self.version, data)
+        )
+        return self.version
 
 
 def _record(row: tuple[Any, ...]) -> TrackerRecord:

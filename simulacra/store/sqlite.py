@@ -73,16 +73,6 @@ CREATE TABLE IF NOT EXISTS tracker (
 """
 
 
-def sqlite_path_from_url(url: str) -> str:
-    """Read the URL as SQLAlchemy does: three slashes relative, four absolute."""
-    if not url.startswith("sqlite:///"):
-        raise ValueError(f"bad SQLite URL {url!r}: use sqlite:///relative.db or sqlite:////abs.db")
-    path = url[len("sqlite:///") :].split("?", 1)[0]
-    if not path:
-        raise ValueError(f"SQLite URL {url!r} names no file")
-    return path
-
-
 def _dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 

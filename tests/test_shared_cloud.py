@@ -1,0 +1,376 @@
+"""``--shared-cloud``: cloud-mock state and the virtual clock shared through PostgreSQL.
+
+Real instances on real sockets over the machine's PostgreSQL (each test in a schema of its
+own, tests/pg.py), driven by requests, keystoneauth1 and python-novaclient. A cloud request
+commits before it answers, so what one instance acknowledged the next request on another
+instance sees: no waiting is needed, unlike the NOTIFY-driven checks of test_shared_store.
+"""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+import requests
+from keystoneauth1 import session as ks_session
+from keystoneauth1.identity import v2
+from novaclient import client as nova_client
+
+from simulacra.cloud.compute import NOVA, NOVA_CONTROL
+from simulacra.cloud.loadbalancer import CLB
+from simulacra.cloud.shared import restricted_loads
+from tests.server import RunningServer
+from tests.test_shared_store import can_restart_postgres, eventually, pg_ctl, pg_ready
+
+SHARED = ["--shared-cloud"]
+
+
+def start(store: str, extra: list[str] | None = None) -> RunningServer:
+    return RunningServer(store=store, extra_args=list(SHARED if extra is None else extra)).start()
+
+
+@pytest.fixture
+def pair(pg_url: str) -> Iterator[tuple[RunningServer, RunningServer]]:
+    a, b = start(pg_url), start(pg_url)
+    yield a, b
+    assert a.stop() == 0
+    assert b.stop() == 0
+
+
+def authenticate(url: str, username: str, tenant: str | None = None) -> dict[str, Any]:
+    auth: dict[str, Any] = {"passwordCredentials": {"username": username, "password": "x"}}
+    if tenant is not None:
+        auth["tenantName"] = tenant
+    response = requests.post(url + "/identity/v2.0/tokens", json={"auth": auth})
+    assert response.status_code == 200, response.text
+    return response.json()["access"]
+
+
+def nova_url(url: str, tenant: str, region: str = "ORD") -> str:
+    return f"{url}/mimicking/{NOVA.service_id}/{region}/v2/{tenant}"
+
+
+def clb_url(url: str, tenant: str) -> str:
+    return f"{url}/mimicking/{CLB.service_id}/ORD/v2/{tenant}"
+
+
+def novaclient_on(url: str, username: str, tenant: str) -> Any:
+    """python-novaclient authenticated through ``url``'s Identity v2.0 (keystoneauth1)."""
+    auth = v2.Password(
+        auth_url=url + "/identity/v2.0", username=username, password="x", tenant_name=tenant
+    )
+    return nova_client.Client("2", session=ks_session.Session(auth=auth), region_name="ORD")
+
+
+def test_token_server_and_clock_are_shared(pair):
+    a, b = pair
+    access = authenticate(a.url, "alice", "900001")
+    token = access["token"]["id"]
+    # A token issued by A validates on B, and B's login answers the same token.
+    checked = requests.get(f"{b.url}/identity/v2.0/tokens/{token}", params={"belongsTo": "900001"})
+    assert checked.status_code == 200, checked.text
+    assert authenticate(b.url, "alice", "900001")["token"]["id"] == token
+    # A server created on B (python-novaclient authenticated on B) is listed and shown by A.
+    nova_b = novaclient_on(b.url, "alice", "900001")
+    created = nova_b.servers.create("web", image="img", flavor="2", meta={"server_building": "30"})
+    nova_a = novaclient_on(a.url, "alice", "900001")
+    assert [s.id for s in nova_a.servers.list()] == [created.id]
+    assert nova_a.servers.get(created.id).status == "BUILD"
+    # One clock: a tick on A moves the server seen from B.
+    tick = requests.post(a.url + "/mimic/v1.1/tick", json={"amount": 30})
+    assert tick.status_code == 200, tick.text
+    assert nova_b.servers.get(created.id).status == "ACTIVE"
+    detail = requests.get(
+        f"{nova_url(b.url, '900001')}/servers/{created.id}", headers={"X-Auth-Token": token}
+    )
+    assert detail.json()["server"]["status"] == "ACTIVE"
+    assert (
+        requests.post(b.url + "/mimic/v1.1/tick", json={"amount": 0}).json()["now"]
+        == (tick.json()["now"])
+    )
+
+
+def stored_version(pg_url: str) -> int:
+    import psycopg
+
+    from simulacra.store.postgres import split_url
+
+    url, schema = split_url(pg_url)
+    with psycopg.connect(url, options=f"-csearch_path={schema}") as conn:
+        row = conn.execute("SELECT version FROM cloud_state WHERE id = 1").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_reads_write_nothing_and_writes_bump_the_version_once(pair, pg_url):
+    a, b = pair
+    api_a, api_b = nova_url(a.url, "900007"), nova_url(b.url, "900007")
+    body = {"server": {"name": "r", "imageRef": "img", "flavorRef": "2"}}
+    assert requests.post(api_a + "/servers", json=body).status_code == 202
+    version = stored_version(pg_url)
+    # B loads A's change, then both read: the state pickles to the same bytes in each
+    # process (its sets included), so nothing is written back.
+    for api in (api_b, api_a, api_b, api_a):
+        assert len(requests.get(api + "/servers/detail").json()["servers"]) == 1
+    assert stored_version(pg_url) == version
+    assert requests.post(api_b + "/servers", json=body).status_code == 202
+    assert stored_version(pg_url) == version + 1
+
+
+def execute(pg_url: str, sql: str, args: tuple[Any, ...] = ()) -> None:
+    import psycopg
+
+    from simulacra.store.postgres import split_url
+
+    url, schema = split_url(pg_url)
+    with psycopg.connect(url, options=f"-csearch_path={schema}", autocommit=True) as conn:
+        conn.execute(sql, args)
+
+
+def test_unreadable_state_is_a_500_until_reset_as_documented(pair, pg_url):
+    a, b = pair
+    api_a, api_b = nova_url(a.url, "900008"), nova_url(b.url, "900008")
+    body = {"server": {"name": "r", "imageRef": "img", "flavorRef": "2"}}
+    assert requests.post(api_a + "/servers", json=body).status_code == 202
+    # A state no allowed class can build (as from another version): refused, not run.
+    forged = b"cos\nsystem\n(S'echo pwned'\ntR."
+    execute(pg_url, "UPDATE cloud_state SET version = version + 1, data = %s", (forged,))
+    assert requests.get(api_b + "/servers").status_code == 500
+    # docs/scaling.md's reset: every instance starts afresh.
+    execute(pg_url, "UPDATE cloud_state SET version = version + 1, data = NULL")
+    for api in (api_a, api_b):
+        listed = requests.get(api + "/servers")
+        assert listed.status_code == 200 and listed.json()["servers"] == []
+
+
+def test_load_balancer_and_node_are_shared(pair):
+    a, b = pair
+    clb_a, clb_b = clb_url(a.url, "900002"), clb_url(b.url, "900002")
+    body = {
+        "loadBalancer": {
+            "name": "front",
+            "protocol": "HTTP",
+            "virtualIps": [{"type": "PUBLIC"}],
+        }
+    }
+    created = requests.post(clb_a + "/loadbalancers", json=body)
+    assert created.status_code == 202, created.text
+    lb_id = created.json()["loadBalancer"]["id"]
+    node = {"nodes": [{"address": "10.0.0.7", "port": 80, "condition": "ENABLED"}]}
+    added = requests.post(f"{clb_a}/loadbalancers/{lb_id}/nodes", json=node)
+    assert added.status_code == 202, added.text
+    node_id = added.json()["nodes"][0]["id"]
+    seen = requests.get(f"{clb_b}/loadbalancers/{lb_id}")
+    assert seen.status_code == 200, seen.text
+    assert seen.json()["loadBalancer"]["name"] == "front"
+    nodes = requests.get(f"{clb_b}/loadbalancers/{lb_id}/nodes").json()["nodes"]
+    assert [(n["id"], n["address"]) for n in nodes] == [(node_id, "10.0.0.7")]
+
+
+def test_behaviors_registered_on_one_instance_apply_on_the_other(pair):
+    a, b = pair
+    # Their predicates are closures, compiled again from the criteria after loading.
+    ctl = f"{a.url}/mimicking/{NOVA_CONTROL.service_id}/ORD/v2/900002"
+    rule = {
+        "name": "fail",
+        "parameters": {"code": 503, "message": "no room"},
+        "criteria": [{"server_name": "doomed.*"}],
+    }
+    assert requests.post(ctl + "/behaviors/creation", json=rule).status_code == 201
+    server = {"server": {"name": "doomed-1", "imageRef": "img", "flavorRef": "2"}}
+    refused = requests.post(nova_url(b.url, "900002") + "/servers", json=server)
+    assert refused.status_code == 503, refused.text
+    server["server"]["name"] = "fine"
+    assert requests.post(nova_url(b.url, "900002") + "/servers", json=server).status_code == 202
+
+
+def test_concurrent_creates_on_two_instances_all_land(pair):
+    a, b = pair
+    servers = {a.url: nova_url(a.url, "900003"), b.url: nova_url(b.url, "900003")}
+
+    def create(i: int) -> str:
+        url = list(servers.values())[i % 2]
+        body = {"server": {"name": f"s{i}", "imageRef": "img", "flavorRef": "2"}}
+        response = requests.post(url + "/servers", json=body)
+        assert response.status_code == 202, response.text
+        return response.json()["server"]["id"]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        ids = list(pool.map(create, range(40)))
+    assert len(set(ids)) == 40
+    for url in servers.values():
+        listed = requests.get(url + "/servers").json()["servers"]
+        assert {s["id"] for s in listed} == set(ids)
+
+
+def test_without_shared_cloud_instances_keep_their_own_state(pg_url):
+    a, b = start(pg_url, []), start(pg_url, [])
+    try:
+        body = {"server": {"name": "solo", "imageRef": "img", "flavorRef": "2"}}
+        created = requests.post(nova_url(a.url, "900004") + "/servers", json=body)
+        assert created.status_code == 202
+        assert requests.get(nova_url(a.url, "900004") + "/servers").json()["servers"]
+        assert requests.get(nova_url(b.url, "900004") + "/servers").json()["servers"] == []
+        requests.post(a.url + "/mimic/v1.1/tick", json={"amount": 5})
+        now_a = requests.post(a.url + "/mimic/v1.1/tick", json={"amount": 0}).json()["now"]
+        now_b = requests.post(b.url + "/mimic/v1.1/tick", json={"amount": 0}).json()["now"]
+        assert now_a != now_b
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_shared_cloud_refuses_a_sqlite_store(tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "simulacra",
+            "serve",
+            "--store",
+            f"sqlite:///{tmp_path}/s.db",
+            *SHARED,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "--shared-cloud keeps the cloud state in the shared store" in result.stderr
+    assert "postgresql://" in result.stderr
+
+
+def test_workers_without_shared_cloud_warn(pg_url):
+    server = RunningServer(store=pg_url, extra_args=["--workers", "2"]).start()
+    process = server.process
+    assert process is not None and process.stdout is not None
+    # The warning comes before the banner, both printed before the server starts.
+    output = process.stdout.readline().decode() + process.stdout.readline().decode()
+    # Let both workers finish starting: granian may miss a SIGTERM sent before then.
+    for _ in range(20):
+        requests.get(server.url + "/mimic/v1.0/presets")
+    time.sleep(1)
+    assert server.stop() == 0
+    assert "warning: cloud-mock state" in output and "per worker process" in output
+    assert "--shared-cloud" in output
+
+
+def test_workers_share_the_cloud(pg_url):
+    """``--workers 2 --shared-cloud``: the two processes behind one port agree on everything."""
+    server = start(pg_url, ["--shared-cloud", "--workers", "2"])
+    try:
+        api = nova_url(server.url, "900005")
+        ids = set()
+        for i in range(12):  # new connections: granian spreads them over both workers
+            body = {"server": {"name": f"w{i}", "imageRef": "img", "flavorRef": "2"}}
+            ids.add(requests.post(api + "/servers", json=body).json()["server"]["id"])
+            listed = {s["id"] for s in requests.get(api + "/servers").json()["servers"]}
+            assert listed == ids
+    finally:
+        assert server.stop() == 0
+
+
+def test_postgres_restart_answers_503_or_succeeds_and_keeps_what_it_acknowledged(pg_url):
+    reason = can_restart_postgres()
+    if reason:
+        pytest.skip(reason)
+    a, b = start(pg_url), start(pg_url)
+    stopped = False
+    acknowledged: list[str] = []  # server ids whose create answered 202
+    statuses: dict[int, int] = {}
+    bodies_503: list[dict[str, Any]] = []
+    stop = threading.Event()
+
+    def writer(server: RunningServer, tag: str) -> None:
+        api = nova_url(server.url, "900006")
+        i = 0
+        with requests.Session() as http:
+            while not stop.is_set():
+                i += 1
+                body = {"server": {"name": f"{tag}{i}", "imageRef": "img", "flavorRef": "2"}}
+                try:
+                    response = http.post(api + "/servers", json=body, timeout=30)
+                except requests.RequestException:
+                    continue
+                statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+                if response.status_code == 202:
+                    acknowledged.append(response.json()["server"]["id"])
+                elif response.status_code == 503:
+                    bodies_503.append(response.json())
+                    time.sleep(0.02)
+
+    threads = [threading.Thread(target=writer, args=(s, t)) for s, t in ((a, "a"), (b, "b"))]
+    try:
+        for thread in threads:
+            thread.start()
+        eventually(lambda: len(acknowledged) >= 20, "servers created before the restart")
+        pg_ctl("stop")
+        stopped = True
+        eventually(lambda: len(bodies_503) >= 4, "cloud requests answer 503 during the outage")
+        pg_ctl("start")
+        stopped = False
+        before = len(acknowledged)
+        eventually(lambda: len(acknowledged) >= before + 20, "servers created after the restart")
+        stop.set()
+        for thread in threads:
+            thread.join()
+        assert all(s.process and s.process.poll() is None for s in (a, b)), "an instance died"
+        assert set(statuses) <= {202, 503}, statuses
+        assert bodies_503[0]["code"] == 503
+        assert "unavailable" in bodies_503[0]["message"]
+        for server in (a, b):  # nothing acknowledged is lost, seen from either instance
+            listed = requests.get(nova_url(server.url, "900006") + "/servers").json()["servers"]
+            assert set(acknowledged) <= {s["id"] for s in listed}
+    finally:
+        stop.set()
+        for thread in threads:
+            if thread.is_alive():
+                thread.join()
+        if stopped:
+            pg_ctl("start")
+        a.stop()
+        b.stop()
+        eventually(pg_ready, "PostgreSQL is back", patience=60)
+
+
+class _Evil:
+    def __reduce__(self) -> tuple[Any, ...]:
+        import os
+
+        return (os.system, ("echo pwned",))
+
+
+def test_restricted_unpickler_refuses_foreign_classes():
+    with pytest.raises(pickle.UnpicklingError, match=r"(posix|os)\.system"):
+        restricted_loads(pickle.dumps(_Evil()))
+    with pytest.raises(pickle.UnpicklingError, match="not an allowed class"):
+        restricted_loads(pickle.dumps(pickle.Pickler))  # a class, but not one of ours
+    with pytest.raises(pickle.UnpicklingError, match="not an allowed class"):
+        restricted_loads(pickle.dumps(restricted_loads))  # ours, but a function
+    # What the state is made of loads.
+    import random
+
+    from simulacra.cloud.compute.model import Keypair
+
+    keypair = Keypair("k", "ssh-rsa x", "aa", 0.0, 1)
+    rng = random.Random(7)
+    loaded = restricted_loads(pickle.dumps({"k": keypair, "rng": rng, "s": {1, 2}}))
+    assert loaded["k"] == keypair and loaded["rng"].random() == rng.random()
+
+
+def test_restricted_unpickler_refuses_classes_merely_imported_by_cloud_modules():
+    from starlette.responses import Response
+
+    import simulacra.cloud.http as cloud_http
+
+    assert cloud_http.Response is Response  # reachable as simulacra.cloud.http.Response
+    forged = b"csimulacra.cloud.http\nResponse\n."  # GLOBAL opcode, then STOP
+    with pytest.raises(pickle.UnpicklingError, match="not an allowed class"):
+        restricted_loads(forged)
