@@ -6,11 +6,12 @@ p99 latency and the server's CPU time per 1,000 requests:
 
 * ``auth``: ``POST /identity/v2.0/tokens`` (password credentials), wrk for a fixed time;
 * ``create-server``: exactly ``--servers`` (1,000) ``POST <compute>/servers`` into a fresh
-  tenant per round, from a small asyncio keep-alive client (wrk cannot stop at a count);
+  tenant per batch, ``--batches`` (5) batches per round, from a small asyncio keep-alive
+  client (wrk cannot stop at a count);
 * ``list-servers-detail``: ``GET <compute>/servers/detail`` on a tenant holding
   ``--servers`` servers, wrk for a fixed time.
 * ``lb-create``: exactly ``--servers`` (1,000) ``POST <clb>/loadbalancers`` into a fresh
-  tenant per round, like ``create-server``;
+  tenant per batch, like ``create-server``;
 * ``node-add``: exactly ``--servers`` (1,000) ``POST <clb>/loadbalancers/{id}/nodes`` of one
   node each, spread over fresh load balancers (CLB allows 25 nodes per load balancer).
 
@@ -491,6 +492,8 @@ class Settings:
     concurrency: int
     auth_users: int
     region: str
+    # Counted operations: batches of ``servers`` requests per round (bench.peers keeps 1).
+    batches: int = 1
 
 
 class Operation(ABC):
@@ -596,10 +599,13 @@ class WrkOperation(Operation):
 
 
 class CountedOperation(Operation):
-    """Exactly ``count`` requests per round over ``--create-concurrency`` connections.
+    """Exactly ``count`` requests per batch over ``--create-concurrency`` connections.
 
     For requests that change state (creates), where wrk's fixed duration would overshoot
-    the intended object count. req/s = count / wall time of the batch; p50/p99 from the
+    the intended object count. A round is ``--batches`` batches, each prepared untimed on
+    its own fresh objects (a tenant holds ``count`` servers at most, as with one batch);
+    1,000 creates are ~0.1 s of Simulacra's CPU (ten 10-ms ticks), too few for a steady
+    figure. req/s = requests / summed wall time of the batches; p50/p99 from the
     per-request latencies the client measured.
     """
 
@@ -630,34 +636,44 @@ class CountedOperation(Operation):
             self.verify_round(peer, cfg, "warmup", batch)
 
     def measure(self, peer: Peer, cfg: Settings, round_no: int) -> Sample:
-        tag = f"r{round_no}"
-        requests = self.prepare_round(peer, cfg, tag, self.count(cfg))
-        with Stopwatch(peer.server) as watch:
-            batch = send_batch(peer.port, requests, cfg.concurrency)
+        latencies: list[float] = []
+        duration_s = cpu_s = 0.0
+        non_2xx = socket_errors = 0
         series = self.of(peer)
-        series.errors.extend(batch.failures)
-        if series.response_bytes is None:
-            first = next((b for b in batch.bodies if b), None)
-            if first is not None:
-                series.response_bytes = len(first)
-                series.document = parse_json(first)
-        if not batch.non_2xx and not batch.socket_errors:
-            self.verify_round(peer, cfg, tag, batch)
+        for batch_no in range(1, cfg.batches + 1):
+            tag = f"r{round_no}" if cfg.batches == 1 else f"r{round_no}b{batch_no}"
+            requests = self.prepare_round(peer, cfg, tag, self.count(cfg))
+            with Stopwatch(peer.server) as watch:
+                batch = send_batch(peer.port, requests, cfg.concurrency)
+            series.errors.extend(batch.failures)
+            if series.response_bytes is None:
+                first = next((b for b in batch.bodies if b), None)
+                if first is not None:
+                    series.response_bytes = len(first)
+                    series.document = parse_json(first)
+            if not batch.non_2xx and not batch.socket_errors:
+                self.verify_round(peer, cfg, tag, batch)
+            latencies += batch.latencies_s
+            duration_s += batch.duration_s
+            cpu_s += watch.cpu_s
+            non_2xx += batch.non_2xx
+            socket_errors += batch.socket_errors
         return Sample(
-            rps=len(batch.latencies_s) / batch.duration_s if batch.duration_s else 0.0,
-            p50_ms=percentile(batch.latencies_s, 50) * 1000,
-            p99_ms=percentile(batch.latencies_s, 99) * 1000,
-            requests=len(batch.latencies_s),
-            duration_s=batch.duration_s,
-            cpu_s=watch.cpu_s,
-            non_2xx=batch.non_2xx,
-            socket_errors=batch.socket_errors,
+            rps=len(latencies) / duration_s if duration_s else 0.0,
+            p50_ms=percentile(latencies, 50) * 1000,
+            p99_ms=percentile(latencies, 99) * 1000,
+            requests=len(latencies),
+            duration_s=duration_s,
+            cpu_s=cpu_s,
+            non_2xx=non_2xx,
+            socket_errors=socket_errors,
         )
 
     def describe(self, cfg: Settings) -> str:
         return (
-            f"{super().describe(cfg)}; exactly {self.count(cfg):,} requests per round from an"
-            f" asyncio keep-alive client, {cfg.concurrency} connections; req/s = count / wall time"
+            f"{super().describe(cfg)}; {cfg.batches} x exactly {self.count(cfg):,} requests per"
+            f" round from an asyncio keep-alive client, {cfg.concurrency} connections;"
+            " req/s = requests / wall time of the batches"
         )
 
 
@@ -691,7 +707,7 @@ class CreateServer(CountedOperation):
     name = "create-server"
     method = (
         "POST <compute>/servers {{name, imageRef, flavorRef 2}}, unique names,"
-        " into a fresh tenant per round (which then holds exactly {servers} servers)"
+        " into a fresh tenant per batch (which then holds exactly {servers} servers)"
     )
 
     def __init__(self) -> None:
@@ -735,7 +751,7 @@ class LbCreate(CountedOperation):
     name = "lb-create"
     method = (
         "POST <clb>/loadbalancers {{name, protocol HTTP, port 80, virtualIps [PUBLIC]}},"
-        " unique names, into a fresh tenant per round (which then holds {servers})"
+        " unique names, into a fresh tenant per batch (which then holds {servers})"
     )
 
     def __init__(self) -> None:
@@ -962,6 +978,7 @@ def report_json(
             "repeats": args.repeats,
             "warmup_s": cfg.warmup,
             "servers": cfg.servers,
+            "batches": cfg.batches,
             "create_concurrency": cfg.concurrency,
             "auth_users": cfg.auth_users,
             "region": cfg.region,
@@ -1034,6 +1051,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--servers", type=int, default=1000, help="creates per round / servers listed (1000)"
     )
     parser.add_argument(
+        "--batches",
+        type=int,
+        default=5,
+        help="batches of --servers requests per round for create-server, lb-create and"
+        " node-add, each on fresh objects (default 5)",
+    )
+    parser.add_argument(
         "--create-concurrency",
         type=int,
         default=16,
@@ -1074,6 +1098,7 @@ def run(args: argparse.Namespace, wrk: str, workdir: Path) -> int:
         concurrency=args.create_concurrency,
         auth_users=args.auth_users,
         region=args.region,
+        batches=args.batches,
     )
     peers = [
         Peer(
@@ -1182,12 +1207,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.threads,
         args.repeats,
         args.servers,
+        args.batches,
         args.create_concurrency,
         args.auth_users,
     )
     if min(numbers) <= 0 or args.warmup < 0:
         print(
-            "error: --duration, --connections, --threads, --repeats, --servers,"
+            "error: --duration, --connections, --threads, --repeats, --servers, --batches,"
             " --create-concurrency, --auth-users must be > 0 (--warmup >= 0)",
             file=sys.stderr,
         )

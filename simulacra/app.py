@@ -15,6 +15,7 @@ from starlette.routing import Route
 
 from simulacra.clock import RealClock, VirtualClock
 from simulacra.cloud import build_cloud
+from simulacra.cloud.fast import FastCloud
 from simulacra.cloud.shared import SharedCloud, SharedCloudMiddleware
 from simulacra.config import Settings, parse_regions
 from simulacra.errors import Unavailable
@@ -128,6 +129,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.router = IndexedRouter(app.router.routes, lifespan=lifespan)
     # Playback (the hot path) answered without the framework's per-request objects.
     app.add_middleware(api_v2.FastPlayback)
+    # The bulk cloud POSTs, likewise; inside SharedCloudMiddleware, which must wrap them.
+    app.add_middleware(FastCloud, routes=cloud_routes)
     if shared is not None:
         app.add_middleware(SharedCloudMiddleware, shared=shared)
     app.state.settings = settings
