@@ -4,6 +4,7 @@ the SQLite store's tracker table (which must agree with the pure predicate)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import time
 from types import NoneType
@@ -28,6 +29,7 @@ from simulacra.virtual.tracker import (
     Comparison,
     TrackerQueue,
     TrackerRecord,
+    _build_record,
     build_record,
     compact_headers,
     decode_headers,
@@ -196,11 +198,29 @@ class TestBuildRecord:
         assert r.session == "s1"
 
     def test_a_capture_holds_no_container(self):
-        # Plain values only: the scope and response die with the request, and the garbage
-        # collector does not have to visit pending captures.
+        # Plain values only (the request headers as a tuple of byte pairs): the scope and
+        # response die with the request, and the garbage collector does not have to visit
+        # pending captures.
         captured = capture(query=b"a=1", noted={DELAY_KEY: 5, SESSION_KEY: {"x": 1}})
-        assert all(isinstance(v, str | bytes | int | float | NoneType) for v in captured)
+        plain = str | bytes | int | float | NoneType
+        assert all(isinstance(v, plain) for i, v in enumerate(captured) if i != 5)
+        assert all(isinstance(n, bytes) and isinstance(v, bytes) for n, v in captured[5])
         assert captured[9] is None  # a session noted as a non-string is dropped
+        for _ in range(3):  # a collection untracks a tuple of untracked values: one level
+            gc.collect()  # each, as the order it visits them in is not creation order
+        assert not gc.is_tracked(captured)
+
+    def test_a_repeated_call_builds_the_same_record_as_a_new_one(self):
+        # build_record remembers what a capture minus its clock gives: a remembered build
+        # must equal a full one, the start time and duration included.
+        first = capture(query=b"a=1", headers={"session": "s1"})
+        again = (first[0] + 2.5, first[1] + 2.75, *first[2:])
+        build_record(first, "srv")
+        assert build_record(again, "srv") == _build_record(again, "srv")
+        assert build_record(again, "other") == _build_record(again, "other")
+        assert build_record(again, "srv").details().started == pytest.approx(
+            _build_record(again, "srv").details().started
+        )
 
     def test_headers_round_trip(self):
         headers = {"a": "1", "b": "", "c": "x: y, \xe9"}

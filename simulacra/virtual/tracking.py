@@ -113,16 +113,18 @@ class Tracker:
                     self.queue.dropped - self._reported_drops,
                 )
                 self._reported_drops = self.queue.dropped
+            server = self.server
             while pending:
-                records = []
-                batch = []
-                for _ in range(min(BATCH, len(pending))):
-                    captured = pending.popleft()
-                    batch.append(captured)
-                    try:
-                        records.append(build_record(captured, self.server))
-                    except Exception:  # one odd capture must not lose the batch
-                        log.exception("could not build a tracker record")
+                batch = [pending.popleft() for _ in range(min(BATCH, len(pending)))]
+                try:
+                    records = [build_record(captured, server) for captured in batch]
+                except Exception:  # one odd capture must not lose the batch: one by one
+                    records = []
+                    for captured in batch:
+                        try:
+                            records.append(build_record(captured, server))
+                        except Exception:
+                            log.exception("could not build a tracker record")
                 try:
                     await self.store.add_tracker_records(records, self.cap)
                 except Unavailable:
