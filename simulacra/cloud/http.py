@@ -6,13 +6,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from simulacra.cloud.core import CloudCore
 from simulacra.errors import DomainError, Invalid, TooLarge
 from simulacra.web import json_response, read_body
+from simulacra.web import receive_body as web_receive_body
 
 
 def cloud(request: Request) -> CloudCore:
@@ -88,7 +89,7 @@ def json_object(body: bytes, *, required: bool = True) -> dict[str, Any]:
 
 
 def status_of(exc: DomainError) -> int:
-    from simulacra.errors import AlreadyExists, Conflict, NotFound, PreconditionFailed, TooLarge
+    from simulacra.errors import AlreadyExists, Conflict, NotFound, PreconditionFailed
 
     return {
         NotFound: 404,
@@ -153,46 +154,9 @@ async def receive_json_object(scope: Scope, receive: Receive) -> dict[str, Any]:
 
 
 async def receive_body(scope: Scope, receive: Receive, limit: int) -> bytes:
-    """``simulacra.web.read_body`` over the ASGI ``receive`` channel, without a Request.
-
-    The same checks in the same order: a declared Content-Length over ``limit`` is refused
-    before reading, a body that turns out larger is drained a while (up to twice the
-    limit, so the client sees the 413 rather than a reset) and refused.
-    """
-    for name, value in scope["headers"]:
-        if name == b"content-length":  # the first one wins, as in Headers.get
-            declared = value.decode("latin-1")
-            try:
-                if int(declared) > limit:
-                    raise TooLarge(
-                        f"request body of {declared} bytes is over the {limit} byte limit"
-                    )
-            except ValueError:
-                raise Invalid("Content-Length is not a number") from None
-            break
-    message = await receive()
-    if message["type"] == "http.request" and not message.get("more_body", False):
-        body: bytes = message.get("body", b"")  # the usual case: one message
-        if len(body) > limit:
-            raise TooLarge(f"request body is over the {limit} byte limit")
-        return body
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        if message["type"] == "http.request":
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                chunks.clear()
-                if size > 2 * limit:
-                    break
-            elif chunk:
-                chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        elif message["type"] == "http.disconnect":
-            raise ClientDisconnect()
-        message = await receive()
-    if size > limit:
-        raise TooLarge(f"request body is over the {limit} byte limit")
-    return b"".join(chunks)
+    """``simulacra.web.read_body`` over the ASGI ``receive`` channel, without a Request."""
+    # The first Content-Length wins, as in starlette's Headers.get.
+    declared = next(
+        (v.decode("latin-1") for k, v in scope["headers"] if k == b"content-length"), None
+    )
+    return await web_receive_body(receive, limit, declared)
