@@ -22,6 +22,7 @@ from simulacra.cloud.compute.routes import NOVA, create_server
 from simulacra.cloud.fast import FastCloud
 from simulacra.cloud.loadbalancer.routes import CLB, add_nodes, create_load_balancer
 from simulacra.config import Settings
+from tests.asgi import http_scope
 
 LIMIT = 1024
 
@@ -35,20 +36,7 @@ def clb(region: str = "ORD", tenant: str = "t1") -> str:
 
 
 def scope_of(method: str, path: str, headers: list[tuple[bytes, bytes]], root_path: str = ""):
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": root_path,
-        "query_string": b"",
-        "headers": [(b"host", b"localhost:8900"), *headers],
-        "client": ("10.1.2.3", 40000),
-        "server": ("localhost", 8900),
-    }
+    return http_scope(method, path, [(b"host", b"localhost:8900"), *headers], root_path=root_path)
 
 
 def fast_cloud(app: Starlette) -> FastCloud:

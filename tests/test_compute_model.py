@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import random
+from typing import Any
 
 import pytest
 
@@ -628,6 +629,17 @@ def _reference_draws(rng: random.Random, ids: set[str], addresses: set[str]) -> 
     ]
 
 
+def _draws(tenant: Any) -> list[str]:
+    """One of each value a server create draws, in the order it draws them."""
+    return [
+        tenant.new_server_id(),
+        tenant.new_private_ipv4(),
+        tenant.new_public_ipv4(),
+        tenant.new_public_ipv6(),
+        tenant.password(),
+    ]
+
+
 @pytest.mark.parametrize("seed", [0, 7, 2024])
 def test_generators_draw_exactly_as_randrange_choice_and_ipaddress(seed):
     from simulacra.cloud.compute.model import TenantCompute
@@ -635,14 +647,7 @@ def test_generators_draw_exactly_as_randrange_choice_and_ipaddress(seed):
     tenant = TenantCompute("t", random.Random(seed))
     reference, ids, addresses = random.Random(seed), set(), set()
     for _ in range(1000):
-        drawn = [
-            tenant.new_server_id(),
-            tenant.new_private_ipv4(),
-            tenant.new_public_ipv4(),
-            tenant.new_public_ipv6(),
-            tenant.password(),
-        ]
-        assert drawn == _reference_draws(reference, ids, addresses)
+        assert _draws(tenant) == _reference_draws(reference, ids, addresses)
 
 
 def test_generators_draw_exactly_as_before_when_most_values_are_taken():
@@ -660,14 +665,7 @@ def test_generators_draw_exactly_as_before_when_most_values_are_taken():
                     addresses.add(f"{head}{c}.{d}")
     tenant.addresses = set(addresses)
     for _ in range(300):
-        drawn = [
-            tenant.new_server_id(),
-            tenant.new_private_ipv4(),
-            tenant.new_public_ipv4(),
-            tenant.new_public_ipv6(),
-            tenant.password(),
-        ]
-        assert drawn == _reference_draws(reference, ids, addresses)
+        assert _draws(tenant) == _reference_draws(reference, ids, addresses)
     assert tenant.rng.getstate() == reference.getstate()  # not one word more or less
 
 

@@ -24,31 +24,12 @@ from simulacra.virtual.api_v2 import (
     playback_scenario,
 )
 from simulacra.web import receive_body
+from tests.asgi import http_scope
 
 PLAY = "/api/v2/scenarios/objects/shop/stubs"
 
 
-def scope_of(
-    method: str,
-    path: str,
-    headers: list[tuple[bytes, bytes]] | None = None,
-    query: bytes = b"",
-    root_path: str = "",
-) -> dict[str, Any]:
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": root_path,
-        "query_string": query,
-        "headers": headers if headers is not None else [(b"host", b"localhost:8900")],
-        "client": ("10.1.2.3", 40000),
-        "server": ("localhost", 8900),
-    }
+scope_of = http_scope
 
 
 class TestPlaybackName:

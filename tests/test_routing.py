@@ -15,6 +15,7 @@ from starlette.routing import BaseRoute, Mount, Route, Router
 from simulacra.app import create_app
 from simulacra.config import Settings
 from simulacra.routing import IndexedRouter, path_prefix, route_shape
+from tests.asgi import http_scope
 
 
 def _endpoint(label: str) -> Any:
@@ -38,19 +39,14 @@ def _app_routes() -> list[BaseRoute]:
 
 
 def _call(router: Router, method: str, path: str, root_path: str = "") -> tuple[Any, ...]:
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": root_path,
-        "query_string": b"",
-        "headers": [(b"host", b"testserver")],
-        "server": ("testserver", 80),
-    }
+    scope = http_scope(
+        method,
+        path,
+        [(b"host", b"testserver")],
+        root_path=root_path,
+        server=("testserver", 80),
+        client=None,
+    )
     messages: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:

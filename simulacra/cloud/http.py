@@ -39,20 +39,29 @@ def base_url(request: Request) -> str:
     return scope_base_url(request.scope)
 
 
-def scope_base_url(scope: Scope) -> str:
-    """``base_url`` from the ASGI scope (a ``Request`` is built only on a cache miss)."""
+def base_url_key(scope: Scope) -> tuple[Any, ...]:
+    """What the base URL is built from: scheme, server, Host header, root path (hashable)."""
     host = None
     for name, value in scope["headers"]:
         if name == b"host":
             host = value
             break
     server = scope.get("server")
-    key = (
+    return (
         scope.get("scheme", "http"),
-        None if server is None else tuple(server),
+        None if server is None else tuple(server),  # granian gives a list: no dict key
         host,
         scope.get("app_root_path", scope.get("root_path", "")),
     )
+
+
+def scope_base_url(scope: Scope, key: tuple[Any, ...] | None = None) -> str:
+    """``base_url`` from the ASGI scope (a ``Request`` is built only on a cache miss).
+
+    ``key`` is ``base_url_key(scope)`` when the caller has it already.
+    """
+    if key is None:
+        key = base_url_key(scope)
     url = _BASE_URLS.get(key)
     if url is None:
         url = str(Request(scope).base_url).rstrip("/")

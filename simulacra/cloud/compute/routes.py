@@ -25,6 +25,7 @@ from simulacra.cloud.compute.faults import Fault
 from simulacra.cloud.compute.model import ComputeBackend, RegionCompute
 from simulacra.cloud.http import (
     JsonEndpoint,
+    base_url_key,
     cloud,
     read_json_object,
     receive_json_object,
@@ -130,29 +131,17 @@ _URLS_MAX = 4096  # the Host header and the path are the client's: keep the cach
 def _scope_urls(scope: Scope) -> views.Urls:
     """The request's ``Urls``, cached by what they are built from (no model state).
 
-    That is ``scope_base_url``'s inputs (the Host header, scheme, server and root path)
-    and the region and tenant: one lookup for both caches' work.
+    That is ``base_url_key`` (the Host header, scheme, server and root path) and the region
+    and tenant: one lookup for both caches' work.
     """
     params = scope["path_params"]
-    host = None
-    for name, value in scope["headers"]:
-        if name == b"host":
-            host = value
-            break
-    server = scope.get("server")
-    key = (
-        host,
-        params["region"],
-        params.get("tenant", ""),
-        scope.get("scheme", "http"),
-        server if type(server) is not list else tuple(server),  # a list is no dict key
-        scope.get("app_root_path", scope.get("root_path", "")),
-    )
+    base_key = base_url_key(scope)
+    key = (base_key, params["region"], params.get("tenant", ""))
     urls = _URLS.get(key)
     if urls is None:
         if len(_URLS) >= _URLS_MAX:
             _URLS.clear()
-        base, region, tenant = scope_base_url(scope), params["region"], key[2]
+        base, region, tenant = scope_base_url(scope, base_key), params["region"], key[2]
         urls = _URLS[key] = views.Urls(f"{base}/mimicking/{NOVA.service_id}/{region}", tenant)
     return urls
 
