@@ -51,6 +51,7 @@ from bench._common import (
     simulacra_process,
 )
 from bench._common import write_lua as write_wrk_script
+from simulacra.config import MEMORY_URLS
 
 TARGET_STUBS = 10_000
 REFERENCE_STUBS = 10
@@ -312,6 +313,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def twin_store(url: str) -> str:
+    """The untracked server's store: a file store of its own, so neither waits on the other."""
+    if url.startswith("sqlite:///") and url not in MEMORY_URLS:
+        return url.removesuffix(".db") + "-untracked.db"
+    return url
+
+
 def measure(args: argparse.Namespace, wrk: str, workdir: Path) -> int:
     server: ServerProcess = simulacra_process(args.store, args.server, workdir / "server.log")
     if args.tracking == "off":
@@ -322,7 +330,7 @@ def measure(args: argparse.Namespace, wrk: str, workdir: Path) -> int:
     untracked: Target | None = None
     if args.tracking == "both":
         untracked_server = simulacra_process(
-            args.store, args.server, workdir / "server-untracked.log"
+            twin_store(args.store), args.server, workdir / "server-untracked.log"
         )
         untracked_server.argv.append("--no-tracking")
         if args.workers > 1:
@@ -352,7 +360,9 @@ def measure(args: argparse.Namespace, wrk: str, workdir: Path) -> int:
             untracked.label, untracked.server = f"N={args.stubs[0]} untracked", untracked_server
             log("loaded the same stubs into the untracked server; playback check ok")
 
-        targets = [baseline, *playbacks, *([untracked] if untracked else [])]
+        # The tracked/untracked pair runs back to back, in turns first: drift on a shared
+        # machine then favours neither side of the pair's median.
+        targets = [baseline, playbacks[0], *([untracked] if untracked else []), *playbacks[1:]]
         scripts = {id(t): write_lua(t, workdir) for t in targets}
 
         def run(target: Target, duration: int) -> WrkResult:
@@ -386,7 +396,10 @@ def measure(args: argparse.Namespace, wrk: str, workdir: Path) -> int:
                 target.cpu_us.clear()  # only measured rounds count
         # Rounds interleave the targets, so drift on a noisy machine hits them all alike.
         for round_no in range(1, args.repeats + 1):
-            for target in targets:
+            in_turn = list(targets)
+            if untracked is not None and round_no % 2 == 0:
+                in_turn[1], in_turn[2] = in_turn[2], in_turn[1]
+            for target in in_turn:
                 result = run(target, args.duration)
                 target.samples.append(result)
                 log(

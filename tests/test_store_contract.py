@@ -1,4 +1,4 @@
-"""The Store contract, run against every backend: SQLite (file) and PostgreSQL (shared).
+"""The Store contract, run against every backend: SQLite (file), memory:// and PostgreSQL.
 
 The PostgreSQL cases use the machine's real server, each in a schema of its own
 (tests/pg.py); they skip where none answers, and fail instead in CI.
@@ -24,10 +24,13 @@ from tests.pg import drop_schema, require_postgres
 SC = "localhost:contract"
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "memory", "postgres"])
 def store_url(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'contract.db'}"
+        return
+    if request.param == "memory":
+        yield "memory://"
         return
     base = require_postgres()
     schema = f"contract_{abs(hash(request.node.nodeid)) % 10**12}"

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from starlette.responses import Response
 
 from simulacra.errors import Invalid
+from simulacra.store.memory import MemoryStore
 from simulacra.store.sqlite import SQLiteStore
 from simulacra.virtual.tracker import (
     COMMON_HEADERS,
@@ -27,6 +28,7 @@ from simulacra.virtual.tracker import (
     SESSION_KEY,
     CallDetail,
     Comparison,
+    TrackerJournal,
     TrackerQueue,
     TrackerRecord,
     _build_record,
@@ -432,8 +434,9 @@ def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
-async def opened() -> SQLiteStore:
-    store = SQLiteStore(":memory:")
+async def opened(kind: str) -> SQLiteStore:
+    """``sql``: the tracker table of the SQLite stores; ``journal``: memory://'s journal."""
+    store = SQLiteStore(":memory:") if kind == "sql" else MemoryStore()
     await store.open()
     return store
 
@@ -489,12 +492,13 @@ QUERIES = [
 ]
 
 
+@pytest.mark.parametrize("kind", ["sql", "journal"])
 class TestStoreTracker:
     @pytest.mark.parametrize("q", QUERIES)
     @pytest.mark.parametrize("host", [None, "h2"])
-    def test_sql_agrees_with_the_predicate(self, q, host):
+    def test_store_agrees_with_the_predicate(self, kind, q, host):
         async def go() -> None:
-            store = await opened()
+            store = await opened(kind)
             try:
                 records = sample_records()
                 await store.add_tracker_records(records, cap=10_000)
@@ -509,9 +513,9 @@ class TestStoreTracker:
 
         run(go())
 
-    def test_newest_first_paging_and_round_trip(self):
+    def test_newest_first_paging_and_round_trip(self, kind):
         async def go() -> None:
-            store = await opened()
+            store = await opened(kind)
             try:
                 records = [record(detail=orjson.dumps([i])) for i in range(7)]
                 await store.add_tracker_records(records[:3], cap=100)
@@ -528,9 +532,9 @@ class TestStoreTracker:
 
         run(go())
 
-    def test_cap_keeps_the_newest(self):
+    def test_cap_keeps_the_newest(self, kind):
         async def go() -> None:
-            store = await opened()
+            store = await opened(kind)
             try:
                 for batch in range(4):
                     batch_records = [record(function=f"{batch}.{i}") for i in range(5)]
@@ -555,6 +559,41 @@ class TestStoreTracker:
                 await store.close()
 
         run(go())
+
+
+class TestTrackerJournal:
+    """What the shared tests above do not reach: a cap that changes, and edges of paging."""
+
+    def journal(self, n: int, cap: int = 100) -> TrackerJournal:
+        journal = TrackerJournal()
+        journal.add([record(function=f"/f{i}") for i in range(n)], cap)
+        return journal
+
+    def test_a_smaller_cap_keeps_the_newest_and_their_ids(self):
+        journal = self.journal(10)
+        journal.add([record(function="/f10")], cap=3)
+        assert len(journal) == 3 and journal.first_id == 9
+        assert [(r.id, r.function) for r in journal.page(parse_query(""), 0, 10)[1]] == [
+            (11, "/f10"),
+            (10, "/f9"),
+            (9, "/f8"),
+        ]
+        assert journal.get(8) is None
+        assert journal.get(9) == record(id=9, function="/f8")
+        assert journal.get(12) is None and journal.get(0) is None and journal.get(-1) is None
+
+    def test_cap_zero_keeps_nothing_but_ids_go_on(self):
+        journal = self.journal(4, cap=0)
+        assert len(journal) == 0 and journal.page(parse_query(""), 0, 10) == (0, [])
+        journal.add([record(function="/again")], cap=5)
+        assert journal.get(5) == record(id=5, function="/again")
+
+    def test_paging_past_the_end(self):
+        journal = self.journal(5)
+        assert journal.page(parse_query(""), 5, 10) == (5, [])
+        assert journal.page(parse_query("/f"), 7, 10) == (5, [])
+        total, page = journal.page(parse_query("/f"), 3, 10)
+        assert total == 5 and [r.id for r in page] == [2, 1]
 
 
 # the writer --------------------------------------------------------------------
@@ -588,7 +627,7 @@ def capture_scope(path: str) -> dict[str, Any]:
 class TestWriter:
     def test_track_flush_and_read(self):
         async def go() -> None:
-            store = await opened()
+            store = await opened("sql")
             tracker = Tracker(cap=3, interval=3600)
             await tracker.start(store)
             try:
@@ -618,7 +657,7 @@ class TestWriter:
 
     def test_stop_writes_what_is_pending(self):
         async def go() -> None:
-            store = await opened()
+            store = await opened("sql")
             tracker = Tracker(interval=3600)
             await tracker.start(store)
             track(tracked_scope(_App(tracker)), Response("x"), time.perf_counter())
@@ -631,7 +670,7 @@ class TestWriter:
 
     def test_periodic_flush(self):
         async def go() -> None:
-            store = await opened()
+            store = await opened("sql")
             tracker = Tracker(interval=0.01)
             await tracker.start(store)
             try:

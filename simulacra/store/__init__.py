@@ -15,10 +15,12 @@ def open_store(url: str) -> Store:
         from simulacra.store.postgres import PostgresStore
 
         return PostgresStore(url)
+    if url in MEMORY_URLS:
+        from simulacra.store.memory import MemoryStore
+
+        return MemoryStore()
     from simulacra.store.sqlite import SQLiteStore
 
-    if url in MEMORY_URLS:
-        return SQLiteStore(":memory:")
     return SQLiteStore(sqlite_path_from_url(url))
 
 
