@@ -96,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             shared_cloud=args.shared_cloud,
             tracking=args.tracking,
             tracker_cap=args.tracker_cap,
+            tune_gc=True,
         )
         return serve(settings)
     return 2

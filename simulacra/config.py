@@ -90,6 +90,9 @@ class Settings:
     # keeping the newest ``tracker_cap`` records; older ones are deleted as new ones land.
     tracking: bool = True
     tracker_cap: int = 100_000
+    # A server process (``simulacra serve``) tunes the garbage collector once started
+    # (app.py). Off for apps made in a test process: a frozen app is never collected.
+    tune_gc: bool = False
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:

@@ -67,8 +67,8 @@ def osc(env: dict, *args: str):
     """Run ``openstack <args> -f json`` and parse its output."""
     out = run(env, *args, "-f", "json").stdout
     # ``--wait`` writes "\rProgress: N" to stdout, before the JSON, when it sees a build
-    # part-way through.
-    return json.loads(re.sub(r"^(\rProgress: \d+)+", "", out))
+    # part-way through (read in text mode, the "\r" arrives as "\n").
+    return json.loads(re.sub(r"^(\s*Progress: \d+)+", "", out))
 
 
 @pytest.fixture
