@@ -655,9 +655,11 @@ def _matching(query: TrackerQuery, rows: list[tuple[Any, ...]]) -> list[int]:
     picked = list(range(len(rows) - 1, -1, -1))
     if query.host is not None:
         host = query.host
-        picked = [i for i in picked if rows[i][4] == host]
+        column = _INDEX["host"]
+        picked = [i for i in picked if rows[i][column] == host]
     for session in query.sessions:
-        picked = [i for i in picked if rows[i][3] == session]
+        column = _INDEX["session"]
+        picked = [i for i in picked if rows[i][column] == session]
     for c in query.comparisons:
         column, value = _INDEX[c.field], c.value
         if c.op == "=":
@@ -667,13 +669,13 @@ def _matching(query: TrackerQuery, rows: list[tuple[Any, ...]]) -> list[int]:
             picked = [i for i in picked if compare(rows[i][column], value)]
     if query.words:
         # Decided once per distinct (path, scenario): a journal repeats a few of them.
-        words = query.words
+        words, path, scenario_at = query.words, _INDEX["function"], _INDEX["scenario"]
         good = {
             (function, scenario)
-            for function, scenario in {(rows[i][1], rows[i][2]) for i in picked}
+            for function, scenario in {(rows[i][path], rows[i][scenario_at]) for i in picked}
             if all(w in ascii_lower(function) or w in ascii_lower(scenario or "") for w in words)
         }
-        picked = [i for i in picked if (rows[i][1], rows[i][2]) in good]
+        picked = [i for i in picked if (rows[i][path], rows[i][scenario_at]) in good]
     return picked
 
 
