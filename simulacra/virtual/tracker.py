@@ -261,21 +261,20 @@ def pack_detail(
             len(response_headers),
         )
     except (struct.error, TypeError, AttributeError, UnicodeError):  # odd values: JSON
-        return orjson.dumps(
-            (
-                started,
-                method,
-                remote_ip,
-                port,
-                server,
-                query.decode("latin-1"),
-                expand_headers(request_headers.decode("latin-1")),
-                int(length) if length else 0,
-                expand_headers(response_headers.decode("latin-1")),
-                size,
-                body_start.decode("utf-8", errors="replace"),
-            )
+        detail = _call_detail(
+            started,
+            method,
+            remote_ip,
+            port,
+            server,
+            query,
+            request_headers,
+            length,
+            response_headers,
+            size,
+            body_start,
         )
+        return orjson.dumps(tuple(detail))  # orjson writes no NamedTuple
     return b"".join((head, *texts, length, body_start, query, request_headers, response_headers))
 
 
@@ -289,12 +288,43 @@ def unpack_detail(detail: bytes) -> CallDetail:
         fields.append(detail[at : at + n])
         at += n
     method, remote_ip, server, length, body_start, query, request_headers, response_headers = fields
-    return CallDetail(
+    return _call_detail(
         started,
         method.decode(),
         remote_ip.decode(),
-        port - 1 if port else None,  # type: ignore[arg-type]
+        port - 1 if port else None,
         server.decode(),
+        query,
+        request_headers,
+        length,
+        response_headers,
+        size,
+        body_start,
+    )
+
+
+def _call_detail(
+    started: float,
+    method: Any,
+    remote_ip: Any,
+    port: Any,
+    server: Any,
+    query: bytes,
+    request_headers: bytes,
+    length: bytes,
+    response_headers: bytes,
+    size: Any,
+    body_start: bytes,
+) -> CallDetail:
+    """A call's fields as ``pack_detail`` keeps them (bytes; header blocks compacted) -> its
+    CallDetail: the one decoding both of its forms share (the binary one and, for values
+    it cannot pack, JSON)."""
+    return CallDetail(
+        started,
+        method,
+        remote_ip,
+        port,
+        server,
         query.decode("latin-1"),
         expand_headers(request_headers.decode("latin-1")),
         int(length) if length else 0,
