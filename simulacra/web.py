@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.types import Receive
+from starlette.types import Receive, Scope
 
 from simulacra.errors import Invalid, TooLarge
 
@@ -17,6 +17,15 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
     return Response(
         orjson.dumps(data), status_code=status, headers=headers, media_type="application/json"
     )
+
+
+def declared_length(scope: Scope) -> str | None:
+    """The request's Content-Length header, decoded, or None.
+
+    ASGI header names are lower-case bytes: the one header is looked up without building
+    starlette's Headers (as Headers.get does, the first one wins).
+    """
+    return next((v.decode("latin-1") for k, v in scope["headers"] if k == b"content-length"), None)
 
 
 def check_declared_length(declared: str | None, limit: int) -> None:
@@ -31,13 +40,7 @@ def check_declared_length(declared: str | None, limit: int) -> None:
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refusing (413) anything over ``limit`` bytes before reading it all."""
-    # ASGI header names are lower-case bytes: look the one header up without building
-    # starlette's Headers (as Headers.get does, the first one wins).
-    declared = next(
-        (v.decode("latin-1") for k, v in request.scope["headers"] if k == b"content-length"),
-        None,
-    )
-    check_declared_length(declared, limit)
+    check_declared_length(declared_length(request.scope), limit)
     chunks: list[bytes] = []
     size = 0
     async for chunk in _chunks(request):

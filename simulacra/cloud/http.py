@@ -12,7 +12,7 @@ from starlette.types import Receive, Scope, Send
 
 from simulacra.cloud.core import CloudCore
 from simulacra.errors import DomainError, Invalid, TooLarge
-from simulacra.web import json_response, read_body
+from simulacra.web import declared_length, json_response, read_body
 from simulacra.web import receive_body as web_receive_body
 
 
@@ -164,8 +164,4 @@ async def receive_json_object(scope: Scope, receive: Receive) -> dict[str, Any]:
 
 async def receive_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     """``simulacra.web.read_body`` over the ASGI ``receive`` channel, without a Request."""
-    # The first Content-Length wins, as in starlette's Headers.get.
-    declared = next(
-        (v.decode("latin-1") for k, v in scope["headers"] if k == b"content-length"), None
-    )
-    return await web_receive_body(receive, limit, declared)
+    return await web_receive_body(receive, limit, declared_length(scope))
