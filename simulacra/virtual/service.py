@@ -72,7 +72,6 @@ class VirtualService:
         self._counters = SequenceCounters()
         self._dirty: set[tuple[str, str]] = set()  # sessions with unsaved last_used
         self._stamp_second, self._stamp = -1, ""
-        self._stamp_until = 0.0  # epoch second at which self._stamp is stale
         # Delay policies, cached so playback resolves one without the store; PUT and
         # DELETE write through and update the cache, so an edit applies at once.
         self._policies: dict[tuple[str, str], DelayPolicy] = {}
@@ -174,13 +173,12 @@ class VirtualService:
     def _timestamp(self) -> str:
         # Called on every playback; formatting once per second is enough, and with the real
         # clock, time.time() tells whether the second changed without building a datetime.
-        if self.now is utcnow and time.time() < self._stamp_until:
+        if self.now is utcnow and time.time() < self._stamp_second + 1:
             return self._stamp
         now = self.now()
         second = int(now.timestamp())
         if second != self._stamp_second:
             self._stamp_second, self._stamp = second, now.strftime("%Y-%m-%d %H:%M:%S")
-            self._stamp_until = second + 1.0
         return self._stamp
 
     # scenarios -------------------------------------------------------------
