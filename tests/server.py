@@ -19,6 +19,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def refused_serve(*args: str) -> str:
+    """Run ``simulacra serve <args>``, which must refuse to start (exit code 2): its stderr."""
+    result = subprocess.run(
+        [sys.executable, "-m", "simulacra", "serve", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    return result.stderr
+
+
 @dataclass
 class RunningServer:
     store: str

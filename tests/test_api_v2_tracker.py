@@ -4,8 +4,6 @@ what it records, its cap, durability and the switch to turn it off, through the 
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -25,7 +23,7 @@ from tests.mirage_helpers import (
     stub,
     stubs_url,
 )
-from tests.server import RunningServer
+from tests.server import RunningServer, refused_serve
 
 RECORDS = "/api/v2/tracker/records"
 OBJECTS = RECORDS + "/objects/"
@@ -362,11 +360,5 @@ def test_records_are_flushed_on_shutdown(tmp_path):
 
 
 def test_a_tracker_cap_below_one_is_refused_at_start():
-    result = subprocess.run(
-        [sys.executable, "-m", "simulacra", "serve", "--store", "memory://", "--tracker-cap", "0"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert result.returncode == 2
-    assert "--tracker-cap must be 1 or more" in result.stderr
+    stderr = refused_serve("--store", "memory://", "--tracker-cap", "0")
+    assert "--tracker-cap must be 1 or more" in stderr

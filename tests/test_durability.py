@@ -7,7 +7,7 @@ import signal
 import pytest
 import requests
 
-from tests.server import RunningServer
+from tests.server import RunningServer, refused_serve
 
 STUB = {
     "request": {"method": "POST", "bodyPatterns": {"contains": ["<ping/>"]}},
@@ -92,17 +92,7 @@ def test_uvicorn_serves_the_same_app(tmp_path):
 
 
 def test_bad_store_url_is_refused_before_serving(tmp_path):
-    import subprocess
-    import sys
-
-    result = subprocess.run(
-        [sys.executable, "-m", "simulacra", "serve", "--store", "mongodb://x"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert result.returncode == 2
-    assert "unsupported store URL" in result.stderr
+    assert "unsupported store URL" in refused_serve("--store", "mongodb://x")
 
 
 def test_serve_checks_settings_without_loading_the_app():

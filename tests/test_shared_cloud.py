@@ -9,8 +9,6 @@ instance sees: no waiting is needed, unlike the NOTIFY-driven checks of test_sha
 from __future__ import annotations
 
 import pickle
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -26,7 +24,7 @@ from novaclient import client as nova_client
 from simulacra.cloud.compute import NOVA, NOVA_CONTROL
 from simulacra.cloud.loadbalancer import CLB
 from simulacra.cloud.shared import restricted_loads
-from tests.server import RunningServer
+from tests.server import RunningServer, refused_serve
 from tests.test_shared_store import can_restart_postgres, eventually, pg_ctl, pg_ready
 
 SHARED = ["--shared-cloud"]
@@ -228,23 +226,9 @@ def test_without_shared_cloud_instances_keep_their_own_state(pg_url):
 
 
 def test_shared_cloud_refuses_a_sqlite_store(tmp_path):
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "simulacra",
-            "serve",
-            "--store",
-            f"sqlite:///{tmp_path}/s.db",
-            *SHARED,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 2
-    assert "--shared-cloud keeps the cloud state in the shared store" in result.stderr
-    assert "postgresql://" in result.stderr
+    stderr = refused_serve("--store", f"sqlite:///{tmp_path}/s.db", *SHARED)
+    assert "--shared-cloud keeps the cloud state in the shared store" in stderr
+    assert "postgresql://" in stderr
 
 
 def test_workers_without_shared_cloud_warn(pg_url):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,7 +19,7 @@ import pytest
 import requests
 
 from tests.mirage_helpers import action_url, stubs_url
-from tests.server import RunningServer
+from tests.server import RunningServer, refused_serve
 
 STATEFUL = {
     "request": {"method": "POST", "bodyPatterns": {"contains": ["<seq/>"]}},
@@ -326,23 +325,8 @@ def test_workers_share_the_store(pg_url):
 
 
 def test_workers_need_a_shared_store(tmp_path):
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "simulacra",
-            "serve",
-            "--workers",
-            "2",
-            "--store",
-            f"sqlite:///{tmp_path / 'x.db'}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 2
-    assert "--workers above 1 needs a shared store" in result.stderr
+    stderr = refused_serve("--workers", "2", "--store", f"sqlite:///{tmp_path / 'x.db'}")
+    assert "--workers above 1 needs a shared store" in stderr
 
 
 def test_instances_starting_together_migrate_once(pg_url):
