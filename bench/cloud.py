@@ -1070,7 +1070,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="users wrk cycles through for auth (default 1: one fixed user)",
     )
     parser.add_argument("--region", default="ORD", help="catalog region (default ORD)")
-    parser.add_argument("--server", choices=("granian", "uvicorn"), default="granian")
+    parser.add_argument(
+        "--server", choices=("simulacra", "granian", "uvicorn"), default="simulacra"
+    )
     parser.add_argument("--store", default="memory://", help="Simulacra's store (memory://)")
     parser.add_argument("--no-mimic", action="store_true", help="measure Simulacra alone")
     parser.add_argument(

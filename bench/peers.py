@@ -577,6 +577,7 @@ class Options:
     warmup: int
     peers_dir: Path
     java: str
+    server: str  # the HTTP server Simulacra runs on (simulacra serve --server)
 
 
 def wrk_sampler(
@@ -651,7 +652,7 @@ class Lab:
     # processes
 
     def simulacra(self) -> ServerProcess:
-        return simulacra_process("memory://", "granian", self._log_path("simulacra"))
+        return simulacra_process("memory://", self.opts.server, self._log_path("simulacra"))
 
     def wiremock(self) -> ServerProcess:
         port = free_port()
@@ -976,6 +977,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--java", default="java", help="java executable (default: java on PATH)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the figures here")
     parser.add_argument("--wrk", default="wrk", help="wrk executable (default: wrk on PATH)")
+    parser.add_argument(
+        "--server",
+        choices=("simulacra", "granian", "uvicorn"),
+        default="simulacra",
+        help="the HTTP server Simulacra runs on (default: its own)",
+    )
     return parser
 
 
@@ -987,7 +994,7 @@ def run(args: argparse.Namespace, wrk: str, workdir: Path) -> int:
     stub_peers = [SIMULACRA, *[p for p in args.peers if p in STUB_PEERS]]
     use_mimic = MIMIC in args.peers and bool(cloud_keys)
 
-    versions = {SIMULACRA: f"{simulacra.__version__} (granian, memory://, tracking on)"}
+    versions = {SIMULACRA: f"{simulacra.__version__} ({args.server}, memory://, tracking on)"}
     java = args.java
     if stub_keys:
         npm_peers = [p for p in stub_peers if p != SIMULACRA]
@@ -1019,6 +1026,7 @@ def run(args: argparse.Namespace, wrk: str, workdir: Path) -> int:
         warmup=args.warmup,
         peers_dir=args.peers_dir,
         java=java,
+        server=args.server,
     )
     cfg = cloud.Settings(
         wrk=wrk,

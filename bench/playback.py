@@ -270,7 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m bench.playback",
         description="Playback throughput vs. stub count (wrk against a real simulacra server).",
     )
-    parser.add_argument("--server", choices=("granian", "uvicorn"), default="granian")
+    parser.add_argument(
+        "--server", choices=("simulacra", "granian", "uvicorn"), default="simulacra"
+    )
     parser.add_argument("--store", default="memory://", help="store URL (default memory://)")
     parser.add_argument(
         "--workers",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -129,9 +130,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 log.warning("session bookkeeping not written: the store is unavailable")
             await tracker.stop()  # every acknowledged call is recorded before the store closes
             if listener is not None:
-                listener.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await listener
+                store.stop_listening()  # type: ignore[attr-defined]  # not cancelled: see listen
+                await listener
             await store.close()
 
     app = Starlette(
@@ -157,6 +157,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.settings = settings
     app.state.cloud = cloud
     app.state.tracker = tracker
+    # The built-in server's shortcut (simulacra/server.py): playback answered without ASGI.
+    app.answer_now = functools.partial(api_v2.answer_now, app.state)  # type: ignore[attr-defined]
     return app
 
 

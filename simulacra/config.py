@@ -75,7 +75,7 @@ class Settings:
     store_url: str = DEFAULT_STORE
     # Bodies above this many bytes are refused with 413 (stubs, playback, uploads).
     max_body_bytes: int = 10 * 1024 * 1024
-    server: str = "granian"
+    server: str = "simulacra"
     # Server processes on this machine; more than one needs a shared (PostgreSQL) store.
     workers: int = 1
     # How often in-memory session bookkeeping (last_used) is flushed to the store.

@@ -34,7 +34,7 @@ def refused_serve(*args: str) -> str:
 @dataclass
 class RunningServer:
     store: str
-    server: str = "granian"
+    server: str = "simulacra"
     port: int = field(default_factory=free_port)
     extra_args: list[str] = field(default_factory=list)
     process: subprocess.Popen[bytes] | None = None

@@ -198,7 +198,7 @@ HOST = (b"host", b"localhost:8900")
 SESSION = (b"session", b"play")
 
 
-@pytest.mark.parametrize(
+PLAY_CASES = pytest.mark.parametrize(
     ("headers", "body", "query"),
     [
         ([HOST, SESSION], b"<x> <a>1</a> </x>", b""),  # a match
@@ -214,12 +214,62 @@ SESSION = (b"session", b"play")
         ([HOST, SESSION, (b"stubo-request-headers", b"{bad")], b"<a>1</a>", b""),
     ],
 )
+
+
+@PLAY_CASES
 def test_same_answer_and_record(running: Any, headers: Any, body: bytes, query: bytes) -> None:
     app, loop = running
     scope = scope_of("POST", PLAY, headers, query)
     (fast, fast_capture), (slow, slow_capture) = loop.run_until_complete(both(app, scope, body))
     assert fast == slow
     same_capture(fast_capture, slow_capture)
+
+
+@PLAY_CASES
+def test_answer_now_agrees_with_the_route(
+    running: Any, headers: Any, body: bytes, query: bytes
+) -> None:
+    """The built-in server's shortcut (``app.answer_now``) answers and records as the route."""
+    app, loop = running
+    scope = scope_of("POST", PLAY, headers, query)
+    pending = app.state.tracker.queue._pending
+    before = len(pending)
+    answer = app.answer_now({**scope, "headers": list(scope["headers"])}, body)
+    captured = pending[-1] if len(pending) > before else None
+    slow, slow_capture = loop.run_until_complete(call(app.router, app, scope, body))
+    if answer is None:  # left to the app: a session this process has not loaded
+        assert captured is None and slow[0]["status"] == 404
+        return
+    status, raw_headers, sent = answer
+    assert slow == [
+        {"type": "http.response.start", "status": status, "headers": list(raw_headers)},
+        {"type": "http.response.body", "body": sent},
+    ]
+    same_capture(captured, slow_capture)
+
+
+def test_answer_now_leaves_other_requests_to_the_app(running: Any) -> None:
+    app, _ = running
+    assert app.answer_now(scope_of("GET", PLAY, [HOST, SESSION]), b"") is None
+    assert app.answer_now(scope_of("POST", "/api/v2/matcher", [HOST, SESSION]), b"") is None
+
+
+def test_answer_now_delays_by_the_policy(running: Any) -> None:
+    """A delayed stub: an awaitable of the answer, which waits out the policy."""
+    app, loop = running
+    svc = app.state.virtual
+    response = svc._indexes["localhost:shop"].stubs[0].responses[0]
+    policy = {"name": "slow", "delay_type": "fixed", "milliseconds": 50}
+    sent, _ = loop.run_until_complete(
+        call(app, app, scope_of("PUT", "/api/v2/delay-policy", [HOST]), orjson.dumps(policy))
+    )
+    assert sent[0]["status"] in (200, 201)
+    response.delay_policy = "slow"
+    answer = app.answer_now(scope_of("POST", PLAY, [HOST, SESSION]), b"<a>1</a>")
+    assert not isinstance(answer, tuple) and answer is not None
+    started = loop.time()
+    status, _, body = loop.run_until_complete(answer)
+    assert (status, body) == (200, b"one") and loop.time() - started >= 0.045
 
 
 def test_bad_scenario_name(running: Any) -> None:

@@ -38,6 +38,9 @@ from simulacra.virtual.tracker import TrackerQuery, TrackerRecord
 log = logging.getLogger("simulacra.store")
 
 CHANNEL = "simulacra"
+# How soon the change listener notices stop_listening(): it waits for notifications this
+# long at a time (see listen).
+LISTEN_POLL_S = 0.2
 # Any constant shared by every instance: serializes migrations across processes.
 MIGRATION_LOCK = 0x51_4D_55_4C  # "SMUL"
 
@@ -62,6 +65,7 @@ class PostgresStore:
         self._pool: AsyncConnectionPool | None = None
         self._min_size = min_size
         self._max_size = max_size
+        self._listening = False
 
     def _connect_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"autocommit": True}
@@ -154,9 +158,14 @@ class PostgresStore:
     ) -> None:
         """LISTEN on a dedicated connection and call ``on_change(kind, key)`` per notification;
         reconnect (calling ``on_change("*", "")`` so caches resync) after a lost connection.
-        Runs until cancelled."""
+
+        Runs until ``stop_listening()``. Not to be cancelled: psycopg answers a cancel that
+        lands in its wait for notifications by cancelling the query on the server and
+        waiting again, up to 5 + 5 s, which stalled a server's stop now and then (about 1 in
+        5 stops in tests/test_shared_store.py)."""
+        self._listening = True
         first = True
-        while True:
+        while self._listening:
             try:
                 async with await psycopg.AsyncConnection.connect(
                     self.url, **self._connect_kwargs()
@@ -167,16 +176,21 @@ class PostgresStore:
                         first = False
                     else:
                         await on_change("*", "")  # changes may have been missed meanwhile
-                    async for note in conn.notifies():
-                        kind, _, key = note.payload.partition(" ")
-                        try:
-                            await on_change(kind, key)
-                        except Exception:
-                            log.exception("store change handler failed for %r", note.payload)
+                    while self._listening:
+                        async for note in conn.notifies(timeout=LISTEN_POLL_S):
+                            kind, _, key = note.payload.partition(" ")
+                            try:
+                                await on_change(kind, key)
+                            except Exception:
+                                log.exception("store change handler failed for %r", note.payload)
             except (psycopg.OperationalError, Unavailable) as exc:
                 # Unavailable: the resync after a reconnect met the database going down again.
                 log.warning("store listener lost its connection (%s); reconnecting", exc)
                 await asyncio.sleep(0.5)
+
+    def stop_listening(self) -> None:
+        """``listen`` returns within LISTEN_POLL_S (or after its reconnect pause)."""
+        self._listening = False
 
     # scenarios -------------------------------------------------------------
 

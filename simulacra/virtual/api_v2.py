@@ -7,6 +7,7 @@ equal to ``code``. Deliberate differences from Mirage are in docs/compatibility.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from functools import wraps
@@ -31,11 +32,12 @@ from simulacra.errors import (
 )
 from simulacra.virtual.matching import PlaybackRequest
 from simulacra.virtual.model import Response as ModelResponse
-from simulacra.virtual.model import check_name, normalize_host, qualify
+from simulacra.virtual.model import Session, check_name, normalize_host, qualify
 from simulacra.virtual.service import VirtualService
 from simulacra.virtual.tracker import BODY_CAPTURE_BYTES, capture, capture_sent, join_headers
-from simulacra.virtual.tracking import DELAY_KEY, SESSION_KEY, track
+from simulacra.virtual.tracking import DELAY_KEY, SESSION_KEY, Tracker, track
 from simulacra.web import (
+    check_declared_length,
     json_response,
     read_body,
     read_json,
@@ -43,6 +45,8 @@ from simulacra.web import (
     request_host,
     truthy,
 )
+
+log = logging.getLogger("simulacra")
 
 VERSION_HEADER = {"x-stubo-version": __version__}
 
@@ -396,6 +400,66 @@ def wire(response: ModelResponse) -> tuple[int, list[tuple[bytes, bytes]], bytes
     return sent
 
 
+Answer = tuple[int, list[tuple[bytes, bytes]], bytes]  # status, raw headers, body
+
+
+class PlaybackCall:
+    """A playback request's scenario and session, read from the scope (Invalid if unusable)."""
+
+    __slots__ = ("headers", "host", "scenario", "session_name")
+
+    def __init__(self, scope: Scope, name: str) -> None:
+        self.headers = PlaybackHeaders(scope["headers"])
+        self.scenario = playback_scenario(name, self.headers)
+        session_name = self.headers.first("session") or self.headers.first("stubo-request-session")
+        if not session_name:
+            raise Invalid("the 'session' header is missing")
+        self.session_name = session_name
+        self.host = self.scenario.rpartition(":")[0]
+
+    def check(self, session: Session, body: bytes | None, limit: int) -> None:
+        """The session plays this scenario; a body in hand is within ``limit``."""
+        if session.scenario != self.scenario:
+            raise Invalid(
+                f"Session {session.name} plays scenario {session.scenario}, not {self.scenario}"
+            )
+        if body is not None:
+            check_declared_length(self.headers.first("content-length"), limit)
+            if len(body) > limit:
+                raise TooLarge(f"request body is over the {limit} byte limit")
+
+    def request(self, scope: Scope, body: bytes) -> PlaybackRequest:
+        return PlaybackRequest.from_proxy_headers(
+            scope["method"],
+            scope["path"],
+            scope["query_string"].decode("latin-1"),
+            self.headers.all,
+            body.decode("utf-8", errors="replace"),
+        )
+
+
+def _tracker(state: Any) -> Tracker | None:
+    tracker: Tracker | None = getattr(state, "tracker", None)
+    return tracker if tracker is not None and tracker.enabled else None
+
+
+def _answered(scope: Scope, response: ModelResponse, tracker: Tracker | None, t0: float) -> Answer:
+    """What playback sends for ``response``, recorded by the tracker."""
+    status, raw_headers, body, header_block, body_start = wire(response)
+    if tracker is not None:
+        t1 = time.perf_counter()
+        tracker.queue.add(capture_sent(scope, status, header_block, len(body), body_start, t0, t1))
+    return status, raw_headers, body
+
+
+def _refused(scope: Scope, exc: DomainError, tracker: Tracker | None, t0: float) -> Response:
+    """The error envelope for ``exc``, recorded by the tracker."""
+    error = error_response(STATUS_OF.get(type(exc), 400), exc.message)
+    if tracker is not None:
+        tracker.queue.add(capture(scope, error, t0, time.perf_counter()))
+    return error
+
+
 class FastPlayback:
     """ASGI middleware: playback answered here, every other request passed on."""
 
@@ -409,65 +473,87 @@ class FastPlayback:
             return
         t0 = time.perf_counter()
         state = scope["app"].state
-        tracker = getattr(state, "tracker", None)
-        if tracker is not None and not tracker.enabled:
-            tracker = None
+        tracker = _tracker(state)
         try:
-            sent = await self._playback(scope, receive, state, name)
+            response = await self._playback(scope, receive, state, name)
         except DomainError as exc:
-            error = error_response(STATUS_OF.get(type(exc), 400), exc.message)
-            if tracker is not None:
-                tracker.queue.add(capture(scope, error, t0, time.perf_counter()))
-            await error(scope, receive, send)
+            await _refused(scope, exc, tracker, t0)(scope, receive, send)
             return
         except Exception:
             if tracker is not None:
                 tracker.queue.add(capture(scope, None, t0, time.perf_counter()))
             raise  # ServerErrorMiddleware logs it and answers the 500 envelope
-        status, raw_headers, body, header_block, body_start = sent
-        if tracker is not None:
-            tracker.queue.add(
-                capture_sent(
-                    scope, status, header_block, len(body), body_start, t0, time.perf_counter()
-                )
-            )
+        status, raw_headers, body = _answered(scope, response, tracker, t0)
         # A copy: the cached list must survive whatever a server or middleware does to it.
         headers = list(raw_headers)
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
     @staticmethod
-    async def _playback(
-        scope: Scope, receive: Receive, state: Any, name: str
-    ) -> tuple[int, list[tuple[bytes, bytes]], bytes, bytes, bytes]:
+    async def _playback(scope: Scope, receive: Receive, state: Any, name: str) -> ModelResponse:
         """``playback`` on the scope: the same steps, in the same order, the same errors."""
         svc: VirtualService = state.virtual
-        headers = PlaybackHeaders(scope["headers"])
-        scenario = playback_scenario(name, headers)
-        session_name = headers.first("session") or headers.first("stubo-request-session")
-        if not session_name:
-            raise Invalid("the 'session' header is missing")
-        host = scenario.rpartition(":")[0]
-        session = svc.cached_session(host, session_name)
+        call = PlaybackCall(scope, name)
+        session = svc.cached_session(call.host, call.session_name)
         if session is None:
-            session = await svc.find_session(host, session_name)
-        if session.scenario != scenario:
-            raise Invalid(
-                f"Session {session.name} plays scenario {session.scenario}, not {scenario}"
-            )
+            session = await svc.find_session(call.host, call.session_name)
+        call.check(session, None, 0)
         limit = state.settings.max_body_bytes
-        body = await receive_body(receive, limit, headers.first("content-length"))
-        request = PlaybackRequest.from_proxy_headers(
-            scope["method"],
-            scope["path"],
-            scope["query_string"].decode("latin-1"),
-            headers.all,
-            body.decode("utf-8", errors="replace"),
-        )
-        response = await svc.playback(session, request)
+        body = await receive_body(receive, limit, call.headers.first("content-length"))
+        response = await svc.playback(session, call.request(scope, body))
         if response.delay_policy:
             await _delay_scope(scope, svc, session.host, response.delay_policy)
-        return wire(response)
+        return response
+
+
+def answer_now(state: Any, scope: Scope, body: bytes) -> Answer | Awaitable[Answer] | None:
+    """Playback for a server that has the whole body in hand (simulacra/server.py).
+
+    The same steps, answers, errors and tracker records as ``FastPlayback``, without the
+    ASGI messages or a task: the answer, or an awaitable of it when a delay policy holds it
+    back. None (nothing done) for any other request, and for a playback that would wait
+    for the store (a session or stub index not loaded here yet): the app then serves it.
+    """
+    name = playback_name(scope)
+    if name is None:
+        return None
+    t0 = time.perf_counter()
+    tracker = _tracker(state)
+    svc: VirtualService = state.virtual
+    try:
+        call = PlaybackCall(scope, name)
+        session = svc.cached_session(call.host, call.session_name)
+        if session is None:
+            return None
+        call.check(session, body, state.settings.max_body_bytes)
+        response = svc.playback_now(session, call.request(scope, body))
+        if response is None:
+            return None
+    except DomainError as exc:
+        error = _refused(scope, exc, tracker, t0)
+        return error.status_code, error.raw_headers, bytes(error.body)
+    except Exception:
+        log.exception("unhandled error on %s %s", scope["method"], scope["path"])
+        if tracker is not None:
+            tracker.queue.add(capture(scope, None, t0, time.perf_counter()))
+        error = error_response(500, "internal error; the server log has the details")
+        return error.status_code, error.raw_headers, bytes(error.body)
+    if response.delay_policy:
+        return _delayed(scope, svc, session.host, response, tracker, t0)
+    return _answered(scope, response, tracker, t0)
+
+
+async def _delayed(
+    scope: Scope,
+    svc: VirtualService,
+    host: str,
+    response: ModelResponse,
+    tracker: Tracker | None,
+    t0: float,
+) -> Answer:
+    assert response.delay_policy is not None
+    await _delay_scope(scope, svc, host, response.delay_policy)
+    return _answered(scope, response, tracker, t0)
 
 
 @endpoint({NoMatch: 404})

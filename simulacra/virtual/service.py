@@ -497,9 +497,32 @@ class VirtualService:
             self._indexes[scenario] = index
         return index
 
+    def playback_now(self, session: Session, request: PlaybackRequest) -> Response | None:
+        """``playback`` when it can answer without waiting for the store, else None.
+
+        It waits (None here, nothing changed) for a stub index not built yet, and, on a
+        shared store, for a session not in playback mode here and for a sequence's position.
+        """
+        if session.status != PLAYBACK:
+            if self._shared:
+                return None  # begun on another instance, its NOTIFY not here yet?
+            raise Conflict(
+                f"Session {session.name} is in {session.status} mode;"
+                " begin it in playback mode to get responses"
+            )
+        index = self._indexes.get(session.scenario)
+        if index is None:
+            return None
+        stub = index.match(request)
+        if stub is not None and self._shared and len(stub.responses) > 1:
+            return None
+        return self._answer(session, request, stub, None)
+
     async def playback(self, session: Session, request: PlaybackRequest) -> Response:
+        response = self.playback_now(session, request)
+        if response is not None:
+            return response
         if session.status != PLAYBACK and self._shared:
-            # Begun for playback on another instance whose NOTIFY has not arrived yet?
             await self._sync_session(session.host, session.name)
         if session.status != PLAYBACK:
             raise Conflict(
@@ -510,15 +533,23 @@ class VirtualService:
         if index is None:
             index = await self._index(session.scenario)
         stub = index.match(request)
+        served = None
+        if stub is not None and self._shared and len(stub.responses) > 1:
+            served = await self.store.next_response(  # type: ignore[attr-defined]
+                f"{session.host} {session.name}", stub.id
+            )
+        return self._answer(session, request, stub, served)
+
+    def _answer(
+        self, session: Session, request: PlaybackRequest, stub: Stub | None, served: int | None
+    ) -> Response:
+        """The matched stub's next response (``served``: its position from a shared store)."""
         key = (session.host, session.name)
         session.last_used = self._timestamp()
         self._dirty.add(key)
         if stub is None:
             raise NoMatch("E017:No matching response found")
-        if self._shared and len(stub.responses) > 1:
-            served = await self.store.next_response(  # type: ignore[attr-defined]
-                f"{key[0]} {key[1]}", stub.id
-            )
+        if served is not None:
             response = stub.responses[min(served, len(stub.responses) - 1)]
         else:
             response = self._counters.next_response(key, stub)

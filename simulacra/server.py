@@ -1,0 +1,712 @@
+"""Simulacra's own HTTP/1.1 server: one asyncio loop (uvloop where installed), httptools, ASGI 3.
+
+Why its own: on the 2-core bench machine granian's ASGI bridge cost more CPU per request
+than the playback it served (an app answering ``{}`` to a 600-byte POST: ~14,000 req/s under
+granian, ~30,000 here; bench/README.md). Here a request is parsed, handed to the app and
+answered on one thread, with no handoff between threads.
+
+What it does: HTTP/1.1 and 1.0 over TCP; keep-alive and pipelining (answers in request
+order); request bodies streamed to the app with back-pressure; ``Expect: 100-continue``;
+responses framed by Content-Length, or chunked when the app streams; the ASGI lifespan
+protocol; idle keep-alive connections closed after ``KEEP_ALIVE_S``; a graceful stop on
+SIGTERM or SIGINT; several worker processes forked onto one listening socket. Not: TLS,
+HTTP/2, WebSocket (an upgrade is answered as a plain request, then the connection closes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import http
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+from urllib.parse import unquote
+
+import httptools
+
+log = logging.getLogger("simulacra.server")
+
+ASGIApp = Callable[..., Any]
+Answer = tuple[int, list[tuple[bytes, bytes]], bytes]  # status, raw headers, body
+# An app's optional shortcut (``app.answer_now``): given the scope and the whole body, the
+# answer, an awaitable of it, or None to serve the request through the app as usual.
+AnswerNow = Callable[[dict[str, Any], bytes], Answer | Awaitable[Answer] | None]
+
+MAX_HEAD_BYTES = 64 * 1024  # request line and headers; more is answered 431
+KEEP_ALIVE_S = 75.0  # an idle keep-alive connection is closed after this long (nginx's default)
+WHOLE_BODY_MAX = 64 * 1024  # a body up to this size is read whole before the app is called
+BODY_HIGH_WATER = 256 * 1024  # body bytes buffered for the app before reading pauses
+MAX_PIPELINED = 16  # requests parsed ahead of the one being answered before reading pauses
+STOP_GRACE_S = 10.0  # on stop, how long requests in progress get to finish
+WORKERS_KILL_TIMEOUT_S = 5.0  # on stop, how long a worker process gets before SIGKILL
+
+_STATUS_LINES = {
+    int(s): f"HTTP/1.1 {int(s)} {s.phrase}\r\n".encode("latin-1") for s in http.HTTPStatus
+}
+_NO_BODY_STATUSES = frozenset({204, 304})
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_ASGI = {"version": "3.0", "spec_version": "2.3"}
+
+
+def _status_line(status: int) -> bytes:
+    return _STATUS_LINES.get(status) or b"HTTP/1.1 %d \r\n" % status
+
+
+def _plain_response(status: int, text: str, *, close: bool = True) -> bytes:
+    body = text.encode()
+    head = _status_line(status) + (
+        b"content-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n" % len(body)
+    )
+    return head + (b"connection: close\r\n\r\n" if close else b"\r\n") + body
+
+
+class Exchange:
+    """One request and its response on a connection: the ASGI ``receive`` and ``send``."""
+
+    __slots__ = (
+        "bodiless",
+        "body_given",
+        "buffered",
+        "chunked",
+        "chunks",
+        "complete",
+        "conn",
+        "dispatched",
+        "done",
+        "expect_continue",
+        "head_written",
+        "keep_alive",
+        "response_headers",
+        "scope",
+        "started",
+        "status",
+        "task",
+        "waiter",
+    )
+
+    def __init__(
+        self, conn: HttpConnection, scope: dict[str, Any], keep_alive: bool, expect: bool
+    ) -> None:
+        self.conn = conn
+        self.scope = scope
+        self.keep_alive = keep_alive
+        self.expect_continue = expect
+        self.chunks: list[bytes] = []
+        self.buffered = 0
+        self.complete = False  # the whole request body has been parsed
+        self.body_given = False  # the app has had the last body message
+        self.waiter: asyncio.Future[None] | None = None
+        self.started = False
+        self.status = 0
+        self.response_headers: list[tuple[bytes, bytes]] = []
+        self.head_written = False
+        self.chunked = False
+        self.bodiless = scope["method"] == "HEAD"
+        self.done = False  # the whole response has been handed to the transport
+        self.task: asyncio.Task[None] | None = None
+        self.dispatched = False  # handed to answer_now or the app
+
+    def wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def receive(self) -> dict[str, Any]:
+        while True:
+            if self.chunks or (self.complete and not self.body_given):
+                chunks = self.chunks
+                body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                self.chunks = []
+                self.buffered = 0
+                self.conn.body_taken()
+                more = not self.complete
+                self.body_given = not more
+                return {"type": "http.request", "body": body, "more_body": more}
+            if self.done or self.conn.closed:
+                return {"type": "http.disconnect"}
+            if self.expect_continue:
+                self.expect_continue = False
+                self.conn.write(_CONTINUE)
+            self.waiter = self.conn.loop.create_future()
+            await self.waiter
+            self.waiter = None
+
+    async def send(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            if self.started:
+                raise RuntimeError("http.response.start sent twice")
+            self.started = True
+            self.status = message["status"]
+            self.response_headers = message.get("headers") or []
+            return
+        if kind != "http.response.body":
+            raise RuntimeError(f"unexpected ASGI message {kind!r}")
+        if not self.started or self.done:
+            raise RuntimeError("http.response.body sent before start or after the end")
+        more: bool = message.get("more_body", False)
+        self._write(message.get("body", b""), more)
+        if more and self.conn.write_paused:
+            await self.conn.drained()
+
+    def answer(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        """The whole response at once (``answer_now``)."""
+        self.started = True
+        self.status = status
+        self.response_headers = headers
+        self._write(body, False)
+
+    def _write(self, body: bytes, more: bool) -> None:
+        conn = self.conn
+        if not self.head_written:
+            data = self._head(body, more)
+            if body and not self.bodiless:
+                data += b"%x\r\n%b\r\n" % (len(body), body) if self.chunked else body
+        elif self.bodiless or not body:
+            data = b""
+        else:
+            data = b"%x\r\n%b\r\n" % (len(body), body) if self.chunked else body
+        if not more:
+            if self.chunked:
+                data += b"0\r\n\r\n"
+            self.done = True
+        if data and not conn.closed:
+            conn.write(data)
+        if not more:
+            conn.exchange_done(self)
+
+    def _head(self, body: bytes, more: bool) -> bytes:
+        self.head_written = True
+        status = self.status
+        head = [_status_line(status), self.conn.server.date_header]
+        has_length = False
+        for name, value in self.response_headers:
+            lowered = name.lower()
+            if lowered == b"content-length":
+                has_length = True
+            elif lowered == b"connection" and value.lower() == b"close":
+                self.keep_alive = False
+                continue  # written once, below
+            head.append(b"%b: %b\r\n" % (name, value))
+        if status < 200 or status in _NO_BODY_STATUSES:
+            self.bodiless = True
+        elif not has_length:
+            if not more:
+                head.append(b"content-length: %d\r\n" % len(body))
+            elif self.scope["http_version"] == "1.1":
+                head.append(b"transfer-encoding: chunked\r\n")
+                self.chunked = not self.bodiless
+            else:
+                self.keep_alive = False  # HTTP/1.0: the end of the body is the close
+        if not self.keep_alive or self.conn.server.stopping:
+            self.keep_alive = False
+            head.append(b"connection: close\r\n")
+        elif self.scope["http_version"] == "1.0":
+            head.append(b"connection: keep-alive\r\n")
+        head.append(b"\r\n")
+        return b"".join(head)
+
+    async def run(self, app: ASGIApp) -> None:
+        try:
+            await app(self.scope, self.receive, self.send)
+        except Exception:
+            if not self.done:  # else the app answered its error itself (and logged it)
+                log.exception(
+                    "the app failed on %s %s", self.scope["method"], self.scope["raw_path"][:200]
+                )
+                self._fail()
+            return
+        except BaseException:  # cancelled: the server is stopping
+            self.conn.abort()
+            raise
+        if not self.done:
+            log.error(
+                "the app returned without a whole response to %s %s",
+                self.scope["method"],
+                self.scope["raw_path"][:200],
+            )
+            self._fail()
+
+    async def answer_later(self, answer: Awaitable[Answer]) -> None:
+        """An ``answer_now`` that had to wait (a delayed playback)."""
+        try:
+            self.answer(*await answer)
+        except Exception:
+            log.exception("the app failed on %s %s", self.scope["method"], self.scope["raw_path"])
+            self._fail()
+        except BaseException:
+            self.conn.abort()
+            raise
+
+    def _fail(self) -> None:
+        if self.done:
+            return
+        if self.started:  # part of a response is out: only closing tells the client
+            self.done = True
+            self.conn.abort()
+            return
+        self.done = True
+        self.keep_alive = False
+        self.conn.write(_plain_response(500, "Internal Server Error"))
+        self.conn.exchange_done(self)
+
+
+class HttpConnection(asyncio.Protocol):
+    """One client connection: parses requests and runs one Exchange at a time, in order."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.loop = server.loop
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.client: tuple[str, int] | None = None
+        self.sockname: tuple[str, int] | None = None
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.head_bytes = 0
+        self.reading: Exchange | None = None  # the request being parsed
+        self.active: Exchange | None = None  # the request being answered
+        self.waiting: deque[Exchange] = deque()  # pipelined requests parsed ahead
+        self.idle_since = self.loop.time()
+        self.read_paused = False
+        self.write_paused = False
+        self.drain_waiters: list[asyncio.Future[None]] = []
+        self.closed = False
+        self.refused = False  # a bad request was answered: ignore whatever follows
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # a stream transport
+        peer = transport.get_extra_info("peername")
+        local = transport.get_extra_info("sockname")
+        self.client = (peer[0], peer[1]) if isinstance(peer, tuple) else None
+        self.sockname = (local[0], local[1]) if isinstance(local, tuple) else None
+        self.server.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.server.connections.discard(self)
+        for exchange in (self.active, self.reading):
+            if exchange is not None:
+                exchange.wake()
+        self.waiting.clear()
+        self._release_drain_waiters()
+
+    def data_received(self, data: bytes) -> None:
+        if self.refused:
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # No WebSocket or h2c: the request is answered as it is, then the connection
+            # closes (what follows its head is not HTTP/1.1).
+            self.refused = True
+            if self.reading is not None:
+                self.reading.keep_alive = False
+                self.reading.complete = True
+                self.reading.wake()
+        except httptools.HttpParserError as exc:
+            self._refuse(400, f"Bad Request: {exc}")
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self._release_drain_waiters()
+
+    # httptools callbacks
+
+    def on_message_begin(self) -> None:
+        self.url = b""
+        self.headers = []
+        self.head_bytes = 0
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+        self.head_bytes += len(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.head_bytes += len(name) + len(value) + 4
+        self.headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        if self.refused:
+            return
+        if self.head_bytes > MAX_HEAD_BYTES:
+            self._refuse(431, "Request Header Fields Too Large")
+            return
+        parser = self.parser
+        try:
+            url = httptools.parse_url(self.url)
+        except httptools.HttpParserInvalidURLError:
+            self._refuse(400, "Bad Request: invalid URL")
+            return
+        raw_path = url.path
+        path = raw_path.decode("latin-1")
+        if "%" in path:
+            path = unquote(path)
+        scope = {
+            "type": "http",
+            "asgi": _ASGI,
+            "http_version": parser.get_http_version(),
+            "server": self.sockname,
+            "client": self.client,
+            "scheme": "http",
+            "method": parser.get_method().decode("ascii"),
+            "root_path": "",
+            "path": path,
+            "raw_path": raw_path,
+            "query_string": url.query or b"",
+            "headers": self.headers,
+        }
+        if self.server.state:
+            scope["state"] = self.server.state.copy()
+        expect = any(n == b"expect" and v.lower() == b"100-continue" for n, v in self.headers)
+        exchange = Exchange(self, scope, parser.should_keep_alive(), expect)
+        self.reading = exchange
+        if self.active is None:
+            self.active = exchange
+            if expect:  # the client waits for a word before it sends the body
+                self._dispatch(exchange)
+        else:
+            self.waiting.append(exchange)
+            if len(self.waiting) >= MAX_PIPELINED:
+                self._pause_reading()
+
+    def on_body(self, body: bytes) -> None:
+        exchange = self.reading
+        if exchange is None or exchange.done:
+            return  # the answer is out already: the rest of the body is dropped
+        exchange.chunks.append(body)
+        exchange.buffered += len(body)
+        if exchange.buffered > BODY_HIGH_WATER:
+            self._pause_reading()
+        if not exchange.dispatched:
+            if exchange.buffered > WHOLE_BODY_MAX and exchange is self.active:
+                self._dispatch(exchange)  # too big to wait for: the app streams it
+        else:
+            exchange.wake()
+
+    def on_message_complete(self) -> None:
+        exchange = self.reading
+        if exchange is not None:
+            exchange.complete = True
+            self.reading = None
+            if exchange.dispatched:
+                exchange.wake()
+            elif exchange is self.active:
+                self._dispatch(exchange)
+
+    # exchanges
+
+    def _dispatch(self, exchange: Exchange) -> None:
+        """Answer the active request: at once if ``answer_now`` can, else through the app."""
+        exchange.dispatched = True
+        answer_now = self.server.answer_now
+        if answer_now is not None and exchange.complete:
+            chunks = exchange.chunks
+            body = b"".join(chunks) if len(chunks) != 1 else chunks[0]
+            try:
+                answer = answer_now(exchange.scope, body)
+            except Exception:
+                log.exception("answer_now failed on %s", exchange.scope["raw_path"][:200])
+                exchange._fail()
+                return
+            if type(answer) is tuple:
+                exchange.answer(*answer)
+                return
+            if answer is not None:
+                self._run(exchange, exchange.answer_later(answer))
+                return
+            exchange.chunks = [body] if body else []
+        self._run(exchange, exchange.run(self.server.app))
+
+    def _run(self, exchange: Exchange, work: Coroutine[Any, Any, None]) -> None:
+        task = exchange.task = self.loop.create_task(work)
+        tasks = self.server.tasks  # a strong reference while it runs
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    def exchange_done(self, exchange: Exchange) -> None:
+        """The response is out: close, or answer the next request."""
+        if self.active is exchange:
+            self.active = None
+        self.idle_since = self.loop.time()
+        if not exchange.keep_alive or self.server.stopping:
+            self.close()
+            return
+        if not exchange.complete:
+            exchange.chunks = []  # the rest of its body is parsed and dropped
+        if self.waiting:
+            following = self.active = self.waiting.popleft()
+            waited = following.buffered > WHOLE_BODY_MAX  # its reading paused on it
+            if following.complete or following.expect_continue or waited:
+                self._dispatch(following)
+        if self.read_paused and len(self.waiting) < MAX_PIPELINED:
+            self._resume_reading()
+
+    def body_taken(self) -> None:
+        if self.read_paused and len(self.waiting) < MAX_PIPELINED:
+            self._resume_reading()
+
+    # transport
+
+    def write(self, data: bytes) -> None:
+        if not self.closed and self.transport is not None:
+            self.transport.write(data)
+
+    async def drained(self) -> None:
+        if self.closed or not self.write_paused:
+            return
+        waiter = self.loop.create_future()
+        self.drain_waiters.append(waiter)
+        await waiter
+
+    def _release_drain_waiters(self) -> None:
+        waiters, self.drain_waiters = self.drain_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _pause_reading(self) -> None:
+        if not self.read_paused and self.transport is not None and not self.closed:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self.read_paused and self.transport is not None and not self.closed:
+            self.read_paused = False
+            self.transport.resume_reading()
+
+    def _refuse(self, status: int, reason: str) -> None:
+        """Answer a request that cannot be parsed, then close (once earlier answers are out)."""
+        self.refused = True
+        self.reading = None
+        if self.active is None and not self.waiting:
+            self.write(_plain_response(status, reason))
+            self.close()
+        else:
+            self.abort()
+
+    def close(self) -> None:
+        if not self.closed and self.transport is not None:
+            self.closed = True
+            self.transport.close()  # after what is buffered is written
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.closed = True
+            self.transport.abort()
+
+    def idle(self) -> bool:
+        return self.active is None and not self.waiting and self.reading is None
+
+
+class Lifespan:
+    """The ASGI lifespan protocol: the app's startup before serving, its shutdown after."""
+
+    def __init__(self, app: ASGIApp, state: dict[str, Any]) -> None:
+        self.app = app
+        self.state = state
+        self.inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        scope = {"type": "lifespan", "asgi": _ASGI, "state": self.state}
+        try:
+            await self.app(scope, self.inbox.get, self.outbox.put)
+        except Exception as exc:
+            await self.outbox.put({"type": "lifespan.failed", "message": repr(exc)})
+            raise
+
+    async def _step(self, event: str) -> None:
+        assert self.task is not None
+        await self.inbox.put({"type": f"lifespan.{event}"})
+        answer = await self.outbox.get()
+        if answer["type"] != f"lifespan.{event}.complete":
+            message = answer.get("message") or f"the app's {event} failed"
+            raise RuntimeError(message)
+
+    async def startup(self) -> None:
+        self.task = asyncio.create_task(self._run())
+        await self._step("startup")
+
+    async def shutdown(self) -> None:
+        await self._step("shutdown")
+        assert self.task is not None
+        with contextlib.suppress(Exception):
+            await self.task
+
+
+class Server:
+    """Serves an ASGI app on a listening socket until ``stop`` is set."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.state: dict[str, Any] = {}
+        self.connections: set[HttpConnection] = set()
+        self.stopping = False
+        self.date_header = b""
+        self.loop = asyncio.get_running_loop()
+        self.answer_now: AnswerNow | None = getattr(app, "answer_now", None)
+        self.tasks: set[asyncio.Task[None]] = set()  # every exchange's, until it ends
+
+    def _tick(self) -> None:
+        """Once a second: the Date header, and idle keep-alive connections closed."""
+        self.date_header = b"date: %s\r\n" % email.utils.formatdate(usegmt=True).encode()
+        cutoff = self.loop.time() - KEEP_ALIVE_S
+        for conn in list(self.connections):
+            if conn.idle() and conn.idle_since < cutoff:
+                conn.close()
+
+    async def _ticker(self) -> None:
+        while True:
+            self._tick()
+            await asyncio.sleep(1.0 - time.time() % 1.0)
+
+    async def serve(self, sock: socket.socket, stop: asyncio.Event) -> None:
+        self.loop = asyncio.get_running_loop()
+        lifespan = Lifespan(self.app, self.state)
+        await lifespan.startup()
+        ticker = asyncio.create_task(self._ticker())
+        listener = await self.loop.create_server(
+            lambda: HttpConnection(self), sock=sock, backlog=2048
+        )
+        try:
+            await stop.wait()
+        finally:
+            listener.close()
+            await self._drain()
+            ticker.cancel()
+            await lifespan.shutdown()
+
+    async def _drain(self) -> None:
+        """Stop: idle connections close now, busy ones after their answer or the grace."""
+        self.stopping = True
+        deadline = self.loop.time() + STOP_GRACE_S
+        while self.connections and self.loop.time() < deadline:
+            for conn in list(self.connections):
+                if conn.idle():
+                    conn.close()
+            await asyncio.sleep(0.02)
+        for conn in list(self.connections):
+            conn.abort()
+        tasks = list(self.tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """The server's socket, shared by every worker process: bound, so that a port in use
+    is reported at once, but not listening until the app has started (a client connecting
+    earlier is refused, not left waiting on a server that may fail to start)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.setblocking(False)
+    return sock
+
+
+def _run_loop(main: Callable[[], Any]) -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
+        asyncio.run(main())
+    else:
+        uvloop.run(main())
+
+
+def serve_worker(app_factory: Callable[[], ASGIApp], sock: socket.socket) -> int:
+    """Run one worker on ``sock`` until SIGTERM or SIGINT: 0 when stopped, 1 on failure."""
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await Server(app_factory()).serve(sock, stop)
+
+    try:
+        _run_loop(main)
+    except Exception as exc:
+        log.exception("the server failed")
+        print(f"simulacra: the server failed: {exc}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+def serve(app_factory: Callable[[], ASGIApp], host: str, port: int, workers: int = 1) -> int:
+    """Serve on host:port, in this process or in ``workers`` forked processes."""
+    try:
+        sock = bind(host, port)
+    except OSError as exc:
+        print(f"simulacra: cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr)
+        return 1
+    if workers == 1:
+        return serve_worker(app_factory, sock)
+    return _supervise(app_factory, sock, workers)
+
+
+def _supervise(app_factory: Callable[[], ASGIApp], sock: socket.socket, workers: int) -> int:
+    """Fork the workers, pass SIGTERM/SIGINT on, and stop them all when one fails."""
+    stopping = False
+
+    def forward(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    children: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, forward)
+    for _ in range(workers):
+        pid = os.fork()
+        if pid == 0:  # the worker: its own loop, its own app
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, signal.SIG_DFL)
+            code = serve_worker(app_factory, sock)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+        children.append(pid)
+    sock.close()
+    status = 0
+    deadline: float | None = None
+    while children:
+        if stopping and deadline is None:
+            deadline = time.monotonic() + WORKERS_KILL_TIMEOUT_S
+        if deadline is not None and time.monotonic() > deadline:
+            for pid in children:  # a worker that missed the stop (none seen; bounded anyway)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        try:
+            pid, wait_status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if pid == 0:
+            time.sleep(0.05)
+            continue
+        children.remove(pid)
+        code = os.waitstatus_to_exitcode(wait_status)
+        if not stopping:  # a worker died on its own: stop the rest rather than serve less
+            print(f"simulacra: worker {pid} exited with {code}; stopping", file=sys.stderr)
+            status = code or 1
+            forward(signal.SIGTERM, None)
+        elif code not in (0, -signal.SIGTERM, -signal.SIGKILL):
+            status = status or code
+    return status

@@ -1,0 +1,236 @@
+"""The built-in HTTP/1.1 server (simulacra/server.py), over real sockets, with small ASGI apps.
+
+The whole API suite also runs on it (tests/server.py starts ``simulacra serve``, whose
+default it is); these tests cover the protocol's edges that the API tests do not reach.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+
+from simulacra import server as http_server
+from tests.server import free_port
+
+LIFESPAN: list[str] = []
+
+
+async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Echoes what it was asked; a few paths misbehave on purpose."""
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            LIFESPAN.append(message["type"])
+            await send({"type": message["type"] + ".complete"})
+            if message["type"] == "lifespan.shutdown":
+                return
+    path = scope["path"]
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    if path == "/boom":
+        raise RuntimeError("boom")
+    if path == "/boom-late":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"part", "more_body": True})
+        raise RuntimeError("boom after the start")
+    if path == "/silent":
+        return
+    if path == "/slow":
+        await asyncio.sleep(0.3)
+    if path == "/stream":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for part in (b"one,", b"two,", b"three"):
+            await send({"type": "http.response.body", "body": part, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+        return
+    answer = b"%s %s %d %s" % (
+        scope["method"].encode(),
+        scope["raw_path"],
+        len(body),
+        scope["query_string"],
+    )
+    headers = [(b"content-type", b"text/plain"), (b"x-path", path.encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": answer})
+
+
+def answer_now(scope: dict[str, Any], body: bytes) -> Any:
+    """The shortcut: /now answered at once, /later after a wait, the rest by the app."""
+    if scope["path"] == "/now":
+        return 201, [(b"x-shortcut", b"yes")], b"now " + body
+
+    async def later() -> Any:
+        await asyncio.sleep(0.05)
+        return 202, [], b"later"
+
+    return later() if scope["path"] == "/later" else None
+
+
+app.answer_now = answer_now  # type: ignore[attr-defined]
+
+
+class Running:
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.loop = asyncio.new_event_loop()
+        self.stop = asyncio.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError("the server did not start")
+
+    def _run(self) -> None:
+        async def main() -> None:
+            sock = http_server.bind("127.0.0.1", self.port)
+            await http_server.Server(app).serve(sock, self.stop)
+
+        self.loop.run_until_complete(main())
+
+    def shutdown(self) -> None:
+        self.loop.call_soon_threadsafe(self.stop.set)
+        self.thread.join(20)
+        assert not self.thread.is_alive()
+
+
+@pytest.fixture
+def running() -> Iterator[Running]:
+    LIFESPAN.clear()
+    server = Running()
+    yield server
+    server.shutdown()
+    assert LIFESPAN == ["lifespan.startup", "lifespan.shutdown"]
+
+
+def exchange(port: int, data: bytes, wait: float = 1.0) -> bytes:
+    """Send raw bytes, read until the server closes or goes quiet for ``wait`` seconds."""
+    with socket.create_connection(("127.0.0.1", port), timeout=wait) as sock:
+        sock.sendall(data)
+        received = b""
+        try:
+            while chunk := sock.recv(65536):
+                received += chunk
+        except TimeoutError:
+            pass
+    return received
+
+
+def test_keep_alive_and_the_basics(running: Running) -> None:
+    with requests.Session() as http:
+        first = http.post(running.url + "/a%20b?x=1", data=b"hello")
+        second = http.get(running.url + "/c")
+    assert first.text == "POST /a%20b 5 x=1" and first.headers["x-path"] == "/a b"
+    assert second.text == "GET /c 0 "
+    assert "date" in first.headers and first.headers["content-length"] == "17"
+
+
+def test_pipelined_requests_are_answered_in_order(running: Running) -> None:
+    raw = exchange(
+        running.port,
+        b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
+        b"POST /now HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi",
+    )
+    assert raw.count(b"HTTP/1.1 ") == 3
+    first, second, third = (raw.index(x) for x in (b"GET /slow 0", b"POST /b 3", b"now hi"))
+    assert first < second < third
+    assert raw.endswith(b"now hi")  # closed after the last, as it asked
+
+
+def test_chunked_request_body(running: Running) -> None:
+    raw = exchange(
+        running.port,
+        b"POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        b"3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n",
+    )
+    assert raw.startswith(b"HTTP/1.1 200 OK\r\n") and raw.endswith(b"POST /c 7 ")
+
+
+def test_a_large_body_is_streamed_to_the_app(running: Running) -> None:
+    body = b"x" * (5 * 1024 * 1024)
+    assert requests.post(running.url + "/big", data=body).text == f"POST /big {len(body)} "
+
+
+def test_expect_100_continue(running: Running) -> None:
+    with socket.create_connection(("127.0.0.1", running.port), timeout=5) as sock:
+        sock.sendall(
+            b"POST /e HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n"
+        )
+        assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(b"body")
+        assert sock.recv(1000).endswith(b"POST /e 4 ")
+
+
+def test_head_has_no_body(running: Running) -> None:
+    raw = exchange(running.port, b"HEAD /h HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    assert b"content-length: 10" in head and rest == b""
+
+
+def test_http_1_0_closes_after_the_answer(running: Running) -> None:
+    raw = exchange(running.port, b"GET /old HTTP/1.0\r\n\r\n", wait=5)
+    assert raw.startswith(b"HTTP/1.1 200 OK") and b"connection: close" in raw
+
+
+def test_streamed_response_is_chunked(running: Running) -> None:
+    reply = requests.get(running.url + "/stream")
+    assert reply.headers["transfer-encoding"] == "chunked" and reply.text == "one,two,three"
+
+
+def test_bad_requests(running: Running) -> None:
+    assert exchange(running.port, b"NOT HTTP\r\n\r\n").startswith(b"HTTP/1.1 400 ")
+    huge = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (70 * 1024) + b"\r\n\r\n"
+    assert exchange(running.port, huge).startswith(b"HTTP/1.1 431 ")
+    assert requests.get(running.url + "/still-up").ok
+
+
+def test_app_failures(running: Running) -> None:
+    reply = requests.get(running.url + "/boom")
+    assert reply.status_code == 500 and reply.headers["connection"] == "close"
+    reply = requests.get(running.url + "/silent")
+    assert reply.status_code == 500
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        requests.get(running.url + "/boom-late")  # the connection is cut mid-answer
+    assert requests.get(running.url + "/ok").ok
+
+
+def test_answer_now(running: Running) -> None:
+    with requests.Session() as http:
+        now = http.post(running.url + "/now", data=b"x")
+        later = http.post(running.url + "/later", data=b"x")
+        usual = http.post(running.url + "/usual", data=b"x")
+    assert (now.status_code, now.text, now.headers["x-shortcut"]) == (201, "now x", "yes")
+    assert (later.status_code, later.text) == (202, "later")
+    assert usual.text == "POST /usual 1 "
+
+
+def test_stop_lets_a_request_in_progress_finish() -> None:
+    LIFESPAN.clear()
+    server = Running()
+    result: list[requests.Response] = []
+    worker = threading.Thread(target=lambda: result.append(requests.get(server.url + "/slow")))
+    worker.start()
+    time.sleep(0.1)
+    server.shutdown()
+    worker.join(5)
+    assert result and result[0].text == "GET /slow 0 "
+    assert result[0].headers["connection"] == "close"
+    with pytest.raises(requests.ConnectionError):
+        requests.get(server.url + "/", timeout=2)
