@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -158,7 +157,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.cloud = cloud
     app.state.tracker = tracker
     # The built-in server's shortcut (simulacra/server.py): playback answered without ASGI.
-    app.answer_now = functools.partial(api_v2.answer_now, app.state)  # type: ignore[attr-defined]
+    app.answer_now = api_v2.PlaybackShortcut(app.state)  # type: ignore[attr-defined]
     return app
 
 

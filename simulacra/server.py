@@ -195,7 +195,7 @@ class Exchange:
             elif lowered == b"connection" and value.lower() == b"close":
                 self.keep_alive = False
                 continue  # written once, below
-            head.append(b"%b: %b\r\n" % (name, value))
+            head += (name, b": ", value, b"\r\n")
         if status < 200 or status in _NO_BODY_STATUSES:
             self.bodiless = True
         elif not has_length:
@@ -272,6 +272,7 @@ class HttpConnection(asyncio.Protocol):
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.head_bytes = 0
+        self.expect = False  # the request being parsed asks for 100 Continue
         self.reading: Exchange | None = None  # the request being parsed
         self.active: Exchange | None = None  # the request being answered
         self.waiting: deque[Exchange] = deque()  # pipelined requests parsed ahead
@@ -330,6 +331,7 @@ class HttpConnection(asyncio.Protocol):
         self.url = b""
         self.headers = []
         self.head_bytes = 0
+        self.expect = False
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -337,7 +339,10 @@ class HttpConnection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.head_bytes += len(name) + len(value) + 4
-        self.headers.append((name.lower(), value))
+        name = name.lower()
+        if name == b"expect":
+            self.expect = value.lower() == b"100-continue"
+        self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         if self.refused:
@@ -346,12 +351,16 @@ class HttpConnection(asyncio.Protocol):
             self._refuse(431, "Request Header Fields Too Large")
             return
         parser = self.parser
-        try:
-            url = httptools.parse_url(self.url)
-        except httptools.HttpParserInvalidURLError:
-            self._refuse(400, "Bad Request: invalid URL")
-            return
-        raw_path = url.path
+        url = self.url
+        if url[:1] == b"/" and b"#" not in url:  # origin form, as clients send it
+            raw_path, _, query = url.partition(b"?")
+        else:
+            try:
+                parsed = httptools.parse_url(url)
+            except httptools.HttpParserInvalidURLError:
+                self._refuse(400, "Bad Request: invalid URL")
+                return
+            raw_path, query = parsed.path or b"/", parsed.query or b""
         path = raw_path.decode("latin-1")
         if "%" in path:
             path = unquote(path)
@@ -366,12 +375,12 @@ class HttpConnection(asyncio.Protocol):
             "root_path": "",
             "path": path,
             "raw_path": raw_path,
-            "query_string": url.query or b"",
+            "query_string": query,
             "headers": self.headers,
         }
         if self.server.state:
             scope["state"] = self.server.state.copy()
-        expect = any(n == b"expect" and v.lower() == b"100-continue" for n, v in self.headers)
+        expect = self.expect
         exchange = Exchange(self, scope, parser.should_keep_alive(), expect)
         self.reading = exchange
         if self.active is None:

@@ -351,14 +351,15 @@ class PlaybackHeaders:
     them to matching; ``first`` gives a name's first value, as ``Headers.get`` does.
     """
 
-    __slots__ = ("all", "raw")
+    __slots__ = ("all", "raw", "unique")
 
     def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
         self.raw = raw
         self.all = {k.decode("latin-1"): v.decode("latin-1") for k, v in raw}
+        self.unique = len(self.all) == len(raw)  # no name repeats: first is last
 
     def first(self, name: str) -> str | None:
-        if len(self.all) == len(self.raw):  # no name repeats: first and last are the same
+        if self.unique:
             return self.all.get(name)
         key = name.encode("latin-1")
         return next((v.decode("latin-1") for k, v in self.raw if k == key), None)
@@ -506,41 +507,55 @@ class FastPlayback:
         return response
 
 
-def answer_now(state: Any, scope: Scope, body: bytes) -> Answer | Awaitable[Answer] | None:
-    """Playback for a server that has the whole body in hand (simulacra/server.py).
+class PlaybackShortcut:
+    """Playback for a server that has the whole body in hand: ``app.answer_now``.
 
-    The same steps, answers, errors and tracker records as ``FastPlayback``, without the
-    ASGI messages or a task: the answer, or an awaitable of it when a delay policy holds it
-    back. None (nothing done) for any other request, and for a playback that would wait
-    for the store (a session or stub index not loaded here yet): the app then serves it.
+    The built-in server (simulacra/server.py) calls it before any ASGI message or task.
+    The same steps, answers, errors and tracker records as ``FastPlayback``: the answer, or
+    an awaitable of it when a delay policy holds it back. None (nothing done) for any other
+    request, and for a playback that would wait for the store (a session or stub index not
+    loaded here yet): the app then serves it. What it reads of the app's state is bound
+    once (starlette's ``State`` is a dict behind ``__getattr__``).
     """
-    name = playback_name(scope)
-    if name is None:
-        return None
-    t0 = time.perf_counter()
-    tracker = _tracker(state)
-    svc: VirtualService = state.virtual
-    try:
-        call = PlaybackCall(scope, name)
-        session = svc.cached_session(call.host, call.session_name)
-        if session is None:
+
+    def __init__(self, state: Any) -> None:
+        self.state = state
+        self.tracker: Tracker = state.tracker
+        self.limit: int = state.settings.max_body_bytes
+        self.svc: VirtualService | None = None  # the app's startup makes it
+
+    def __call__(self, scope: Scope, body: bytes) -> Answer | Awaitable[Answer] | None:
+        name = playback_name(scope)
+        if name is None:
             return None
-        call.check(session, body, state.settings.max_body_bytes)
-        response = svc.playback_now(session, call.request(scope, body))
-        if response is None:
-            return None
-    except DomainError as exc:
-        error = _refused(scope, exc, tracker, t0)
-        return error.status_code, error.raw_headers, bytes(error.body)
-    except Exception:
-        log.exception("unhandled error on %s %s", scope["method"], scope["path"])
-        if tracker is not None:
-            tracker.queue.add(capture(scope, None, t0, time.perf_counter()))
-        error = error_response(500, "internal error; the server log has the details")
-        return error.status_code, error.raw_headers, bytes(error.body)
-    if response.delay_policy:
-        return _delayed(scope, svc, session.host, response, tracker, t0)
-    return _answered(scope, response, tracker, t0)
+        t0 = time.perf_counter()
+        tracker: Tracker | None = self.tracker
+        if not tracker.enabled:  # type: ignore[union-attr]
+            tracker = None
+        svc = self.svc
+        if svc is None:
+            svc = self.svc = self.state.virtual
+        try:
+            call = PlaybackCall(scope, name)
+            session = svc.cached_session(call.host, call.session_name)
+            if session is None:
+                return None
+            call.check(session, body, self.limit)
+            response = svc.playback_now(session, call.request(scope, body))
+            if response is None:
+                return None
+        except DomainError as exc:
+            error = _refused(scope, exc, tracker, t0)
+            return error.status_code, error.raw_headers, bytes(error.body)
+        except Exception:
+            log.exception("unhandled error on %s %s", scope["method"], scope["path"])
+            if tracker is not None:
+                tracker.queue.add(capture(scope, None, t0, time.perf_counter()))
+            error = error_response(500, "internal error; the server log has the details")
+            return error.status_code, error.raw_headers, bytes(error.body)
+        if response.delay_policy:
+            return _delayed(scope, svc, session.host, response, tracker, t0)
+        return _answered(scope, response, tracker, t0)
 
 
 async def _delayed(

@@ -302,7 +302,10 @@ class CompiledRequest:
     exact_path: str | None
 
     def matches(self, request: PlaybackRequest) -> bool:
-        return all(m.matches(request) for m in self.matchers)
+        for matcher in self.matchers:  # noqa: SIM110  # all() makes a generator per request
+            if not matcher.matches(request):
+                return False
+        return True
 
 
 def _split_negation(key: str) -> tuple[str, bool]:
