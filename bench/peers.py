@@ -848,9 +848,10 @@ def verdicts(targets: Sequence[Target]) -> list[tuple[bool | None, str]]:
         out.append(
             (
                 peak < RSS_TARGET_MB,
-                f"peak RSS with 10,000 stubs: {peak:.0f} MB, granian's parent and worker summed"
-                f" (worker alone {big.final.largest_peak_mb():.0f} MB; {big.loaded.current_mb:.0f}"
-                f" MB right after loading) (target < {RSS_TARGET_MB:.0f} MB)",
+                f"peak RSS with 10,000 stubs: {peak:.0f} MB, all of Simulacra's processes summed"
+                f" (the largest alone {big.final.largest_peak_mb():.0f} MB;"
+                f" {big.loaded.current_mb:.0f} MB right after loading)"
+                f" (target < {RSS_TARGET_MB:.0f} MB)",
             )
         )
     return out
@@ -1106,8 +1107,8 @@ def run(args: argparse.Namespace, wrk: str, workdir: Path) -> int:
     print(
         "S x req/s: Simulacra's requests/s over the peer's; RSS / S: the peer's peak RSS over"
         " Simulacra's. CPU ms/req: the server's CPU time (all its processes and threads, /proc)"
-        " per request. Peak RSS: VmHWM summed over the server's processes (Simulacra:"
-        " granian's parent + worker)."
+        " per request. Peak RSS: VmHWM summed over the server's processes (Simulacra: one"
+        " process with its built-in server; granian's parent + worker with --server granian)."
     )
     print()
     for met, text in verdicts(targets):

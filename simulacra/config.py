@@ -1,9 +1,11 @@
 """One settings object for the whole server, and the parsing of its values.
 
-The CLI builds it from flags; the ASGI factory rebuilds it from the environment
-(``SIMULACRA_*``), because the server process imports the app by name. The parsers here
-import only the standard library: the CLI checks settings in granian's parent process,
-which stays alive beside the workers, and should not carry the app's modules.
+The CLI builds it from flags; with ``--server granian`` or ``uvicorn`` the ASGI factory
+rebuilds it from the environment (``SIMULACRA_*``), because their worker processes import
+the app by name. The parsers here import only the standard library: the CLI checks
+settings before the app is loaded, in a process that may stay alive beside the workers
+(granian's parent, or the built-in server's supervisor), and should not carry the app's
+modules.
 """
 
 from __future__ import annotations

@@ -46,7 +46,8 @@ WHOLE_BODY_MAX = 64 * 1024  # a body up to this size is read whole before the ap
 BODY_HIGH_WATER = 256 * 1024  # body bytes buffered for the app before reading pauses
 MAX_PIPELINED = 16  # requests parsed ahead of the one being answered before reading pauses
 STOP_GRACE_S = 10.0  # on stop, how long requests in progress get to finish
-WORKERS_KILL_TIMEOUT_S = 5.0  # on stop, how long a worker process gets before SIGKILL
+# On stop, how long a worker process gets before SIGKILL: its grace, and time to stop the app.
+WORKERS_KILL_TIMEOUT_S = STOP_GRACE_S + 5.0
 
 _STATUS_LINES = {
     int(s): f"HTTP/1.1 {int(s)} {s.phrase}\r\n".encode("latin-1") for s in http.HTTPStatus
@@ -311,10 +312,15 @@ class HttpConnection(asyncio.Protocol):
             # No WebSocket or h2c: the request is answered as it is, then the connection
             # closes (what follows its head is not HTTP/1.1).
             self.refused = True
-            if self.reading is not None:
-                self.reading.keep_alive = False
-                self.reading.complete = True
-                self.reading.wake()
+            reading, self.reading = self.reading, None
+            if reading is not None and not reading.complete:
+                reading.complete = True
+                if reading.dispatched:
+                    reading.wake()
+                elif reading is self.active:
+                    self._dispatch(reading)
+            if self.active is None and not self.waiting:
+                self.close()  # answered already
         except httptools.HttpParserError as exc:
             self._refuse(400, f"Bad Request: {exc}")
 
@@ -452,6 +458,14 @@ class HttpConnection(asyncio.Protocol):
             self.active = None
         self.idle_since = self.loop.time()
         if not exchange.keep_alive or self.server.stopping:
+            self.close()
+            return
+        if self.refused and not self.waiting:
+            self.close()  # after an upgrade or a bad request: nothing more is read
+            return
+        if exchange.expect_continue and not exchange.complete:
+            # Answered before the body was asked for: the client may never send it, and
+            # whatever it sends next could not be told from that body. Close.
             self.close()
             return
         if not exchange.complete:
@@ -681,18 +695,23 @@ def _supervise(app_factory: Callable[[], ASGIApp], sock: socket.socket, workers:
                 os.kill(pid, signal.SIGTERM)
 
     children: list[int] = []
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    stops = {signal.SIGTERM, signal.SIGINT}
+    # Held back while forking, so that no worker runs ``forward`` before it has reset it.
+    signal.pthread_sigmask(signal.SIG_BLOCK, stops)
+    for sig in stops:
         signal.signal(sig, forward)
     for _ in range(workers):
         pid = os.fork()
         if pid == 0:  # the worker: its own loop, its own app
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in stops:
                 signal.signal(sig, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
             code = serve_worker(app_factory, sock)
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(code)
         children.append(pid)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
     sock.close()
     status = 0
     deadline: float | None = None

@@ -32,6 +32,10 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             if message["type"] == "lifespan.shutdown":
                 return
     path = scope["path"]
+    if path == "/early":  # answers without reading the body, as a 413 does
+        await send({"type": "http.response.start", "status": 413, "headers": []})
+        await send({"type": "http.response.body", "body": b"too large"})
+        return
     body = b""
     while True:
         message = await receive()
@@ -178,6 +182,18 @@ def test_expect_100_continue(running: Running) -> None:
         assert sock.recv(1000).endswith(b"POST /e 4 ")
 
 
+def test_an_answer_before_100_continue_closes(running: Running) -> None:
+    """The client was never asked for its body: the connection cannot be reused."""
+    with socket.create_connection(("127.0.0.1", running.port), timeout=5) as sock:
+        sock.sendall(
+            b"POST /early HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\nExpect: 100-continue\r\n\r\n"
+        )
+        raw = b""
+        while chunk := sock.recv(65536):  # to the end: a timeout here means it stayed open
+            raw += chunk
+    assert raw.startswith(b"HTTP/1.1 413 ") and raw.endswith(b"too large")
+
+
 def test_head_has_no_body(running: Running) -> None:
     raw = exchange(running.port, b"HEAD /h HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     head, _, rest = raw.partition(b"\r\n\r\n")
@@ -199,6 +215,19 @@ def test_bad_requests(running: Running) -> None:
     huge = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (70 * 1024) + b"\r\n\r\n"
     assert exchange(running.port, huge).startswith(b"HTTP/1.1 431 ")
     assert requests.get(running.url + "/still-up").ok
+
+
+def test_an_upgrade_is_answered_then_closed(running: Running) -> None:
+    for path in (b"/ws", b"/now"):  # through the app, and through answer_now
+        with socket.create_connection(("127.0.0.1", running.port), timeout=5) as sock:
+            sock.sendall(
+                b"GET %s HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+                % path
+            )
+            raw = b""
+            while chunk := sock.recv(65536):  # to the end: a timeout means it stayed open
+                raw += chunk
+        assert raw.startswith((b"HTTP/1.1 200 ", b"HTTP/1.1 201 ")), raw
 
 
 def test_app_failures(running: Running) -> None:

@@ -418,16 +418,18 @@ class PlaybackCall:
         self.session_name = session_name
         self.host = self.scenario.rpartition(":")[0]
 
-    def check(self, session: Session, body: bytes | None, limit: int) -> None:
-        """The session plays this scenario; a body in hand is within ``limit``."""
+    def check(self, session: Session) -> None:
+        """The session plays this scenario."""
         if session.scenario != self.scenario:
             raise Invalid(
                 f"Session {session.name} plays scenario {session.scenario}, not {self.scenario}"
             )
-        if body is not None:
-            check_declared_length(self.headers.first("content-length"), limit)
-            if len(body) > limit:
-                raise TooLarge(f"request body is over the {limit} byte limit")
+
+    def check_body(self, body: bytes, limit: int) -> None:
+        """A body read whole is within ``limit``, as ``receive_body`` would have found."""
+        check_declared_length(self.headers.first("content-length"), limit)
+        if len(body) > limit:
+            raise TooLarge(f"request body is over the {limit} byte limit")
 
     def request(self, scope: Scope, body: bytes) -> PlaybackRequest:
         return PlaybackRequest.from_proxy_headers(
@@ -498,7 +500,7 @@ class FastPlayback:
         session = svc.cached_session(call.host, call.session_name)
         if session is None:
             session = await svc.find_session(call.host, call.session_name)
-        call.check(session, None, 0)
+        call.check(session)
         limit = state.settings.max_body_bytes
         body = await receive_body(receive, limit, call.headers.first("content-length"))
         response = await svc.playback(session, call.request(scope, body))
@@ -540,7 +542,8 @@ class PlaybackShortcut:
             session = svc.cached_session(call.host, call.session_name)
             if session is None:
                 return None
-            call.check(session, body, self.limit)
+            call.check(session)
+            call.check_body(body, self.limit)
             response = svc.playback_now(session, call.request(scope, body))
             if response is None:
                 return None
