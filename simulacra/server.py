@@ -54,6 +54,9 @@ _STATUS_LINES = {
 }
 _NO_BODY_STATUSES = frozenset({204, 304})
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+# The usual methods as one str object each: no decode per request, and the str's hash and
+# equality checks downstream (routing, the tracker's memo) are the cheap ones.
+_METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
 _ASGI = {"version": "3.0", "spec_version": "2.3"}
 
 
@@ -357,6 +360,7 @@ class HttpConnection(asyncio.Protocol):
             self._refuse(431, "Request Header Fields Too Large")
             return
         parser = self.parser
+        method = parser.get_method()
         url = self.url
         if url[:1] == b"/" and b"#" not in url:  # origin form, as clients send it
             raw_path, _, query = url.partition(b"?")
@@ -377,7 +381,7 @@ class HttpConnection(asyncio.Protocol):
             "server": self.sockname,
             "client": self.client,
             "scheme": "http",
-            "method": parser.get_method().decode("ascii"),
+            "method": _METHODS.get(method) or method.decode("ascii"),
             "root_path": "",
             "path": path,
             "raw_path": raw_path,

@@ -495,8 +495,10 @@ def _request_facts(block: bytes) -> RequestFacts:
 # records are built from here with a slice, a dict probe and one struct pack (a third of
 # the full build's CPU; the full build is kept for the rest).
 _Built = tuple[str, str | None, str | None, str, int, int, bytes]
-_built: dict[tuple[Any, ...], _Built] = {}
+# One memo per server name (a tracker has one), so that the key is the capture's own slice.
+_built_for: dict[str, dict[tuple[Any, ...], _Built]] = {}
 _STARTED = struct.Struct("<d")  # the detail's start time, right after its version byte
+_V1_STARTED = struct.Struct("<Bd")  # the version byte (1) and the start time, at once
 MEMO_RECORDS = 1000
 # TrackerRecord(*fields) without the Python-level __new__ NamedTuple generates.
 _new_record = functools.partial(tuple.__new__, TrackerRecord)
@@ -504,33 +506,48 @@ _new_record = functools.partial(tuple.__new__, TrackerRecord)
 
 def build_record(captured: tuple[Any, ...], server: str = "") -> TrackerRecord:
     """A ``capture`` -> a TrackerRecord: find host, scenario and session; pack the rest."""
-    t0, t1 = captured[0], captured[1]
-    key = (server, *captured[2:])
-    try:
-        known = _built.get(key)
-    except TypeError:  # an unhashable value a handler noted: build it in full
-        return _build_record(captured, server)
-    if known is None:
-        record = _build_record(captured, server)
-        if record.detail[:1] == b"\x01":  # a JSON detail holds the time in its text
-            if len(_built) >= MEMO_RECORDS:  # bounded: calls that all differ would fill it
-                _built.clear()
-            _built[key] = (*record[1:5], record.return_code, record.delay, record.detail[9:])
-        return record
-    path, scenario, session, host, status, delay, rest = known
-    return _new_record(
-        (
+    return build_records((captured,), server)[0]
+
+
+def build_records(batch: Sequence[tuple[Any, ...]], server: str = "") -> list[TrackerRecord]:
+    """``build_record`` of each capture, in order: the flush's loop, its lookups hoisted."""
+    memo = _built_for.get(server)
+    if memo is None:
+        memo = _built_for[server] = {}
+    known_for = memo.get
+    started = _V1_STARTED.pack
+    new = tuple.__new__
+    records: list[TrackerRecord] = []
+    for captured in batch:
+        key = captured[2:]
+        try:
+            known = known_for(key)
+        except TypeError:  # an unhashable value a handler noted: build it in full
+            records.append(_build_record(captured, server))
+            continue
+        if known is None:
+            record = _build_record(captured, server)
+            if record.detail[:1] == b"\x01":  # a JSON detail holds the time in its text
+                if len(memo) >= MEMO_RECORDS:  # bounded: calls that all differ would fill it
+                    memo.clear()
+                memo[key] = (*record[1:5], record.return_code, record.delay, record.detail[9:])
+            records.append(record)
+            continue
+        path, scenario, session, host, status, delay, rest = known
+        t0 = captured[0]
+        fields = (
             None,
             path,
             scenario,
             session,
             host,
             status,
-            round((t1 - t0) * 1000),
+            round((captured[1] - t0) * 1000),
             delay,
-            b"\x01" + _STARTED.pack(_EPOCH_OFFSET + t0) + rest,
+            started(1, _EPOCH_OFFSET + t0) + rest,
         )
-    )
+        records.append(new(TrackerRecord, fields))
+    return records
 
 
 def _build_record(captured: tuple[Any, ...], server: str) -> TrackerRecord:

@@ -30,6 +30,7 @@ from simulacra.virtual.tracker import (
     TrackerQueue,
     TrackerRecord,
     build_record,
+    build_records,
     capture,
     is_tracked,
 )
@@ -117,7 +118,7 @@ class Tracker:
             while pending:
                 batch = [pending.popleft() for _ in range(min(BATCH, len(pending)))]
                 try:
-                    records = [build_record(captured, server) for captured in batch]
+                    records = build_records(batch, server)
                 except Exception:  # one odd capture must not lose the batch: one by one
                     records = []
                     for captured in batch:
