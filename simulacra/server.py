@@ -555,25 +555,30 @@ class Lifespan:
             await self.app(scope, self.inbox.get, self.outbox.put)
         except Exception as exc:
             await self.outbox.put({"type": "lifespan.failed", "message": repr(exc)})
-            raise
 
     async def _step(self, event: str) -> None:
         assert self.task is not None
         await self.inbox.put({"type": f"lifespan.{event}"})
-        answer = await self.outbox.get()
-        if answer["type"] != f"lifespan.{event}.complete":
-            message = answer.get("message") or f"the app's {event} failed"
-            raise RuntimeError(message)
+        answer = asyncio.ensure_future(self.outbox.get())
+        await asyncio.wait({answer, self.task}, return_when=asyncio.FIRST_COMPLETED)
+        if not answer.done():
+            if self.outbox.empty():  # returned without a word: an app without lifespan
+                answer.cancel()
+                return
+            await answer
+        message = answer.result()
+        if message["type"] != f"lifespan.{event}.complete":
+            raise RuntimeError(message.get("message") or f"the app's {event} failed")
 
     async def startup(self) -> None:
         self.task = asyncio.create_task(self._run())
         await self._step("startup")
 
     async def shutdown(self) -> None:
-        await self._step("shutdown")
         assert self.task is not None
-        with contextlib.suppress(Exception):
-            await self.task
+        if not self.task.done():
+            await self._step("shutdown")
+        await self.task
 
 
 class Server:

@@ -85,7 +85,8 @@ app.answer_now = answer_now  # type: ignore[attr-defined]
 
 
 class Running:
-    def __init__(self) -> None:
+    def __init__(self, served: Any = app) -> None:
+        self.app = served
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.loop = asyncio.new_event_loop()
@@ -104,7 +105,7 @@ class Running:
     def _run(self) -> None:
         async def main() -> None:
             sock = http_server.bind("127.0.0.1", self.port)
-            await http_server.Server(app).serve(sock, self.stop)
+            await http_server.Server(self.app).serve(sock, self.stop)
 
         self.loop.run_until_complete(main())
 
@@ -248,6 +249,37 @@ def test_answer_now(running: Running) -> None:
     assert (now.status_code, now.text, now.headers["x-shortcut"]) == (201, "now x", "yes")
     assert (later.status_code, later.text) == (202, "later")
     assert usual.text == "POST /usual 1 "
+
+
+def test_an_app_without_lifespan_is_served() -> None:
+    async def plain(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return  # ignores the lifespan messages, as some apps do
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    served = Running(plain)
+    try:
+        assert requests.get(served.url + "/").status_code == 204
+    finally:
+        served.shutdown()
+
+
+def test_a_failing_startup_stops_the_server() -> None:
+    async def failing(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "lifespan.startup.failed", "message": "no store"})
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        sock = http_server.bind("127.0.0.1", free_port())
+        try:
+            with pytest.raises(RuntimeError, match="no store"):
+                await http_server.Server(failing).serve(sock, stop)
+        finally:
+            sock.close()
+
+    asyncio.run(main())
 
 
 def test_stop_lets_a_request_in_progress_finish() -> None:

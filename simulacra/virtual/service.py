@@ -506,10 +506,7 @@ class VirtualService:
         if session.status != PLAYBACK:
             if self._shared:
                 return None  # begun on another instance, its NOTIFY not here yet?
-            raise Conflict(
-                f"Session {session.name} is in {session.status} mode;"
-                " begin it in playback mode to get responses"
-            )
+            raise _not_playing(session)
         index = self._indexes.get(session.scenario)
         if index is None:
             return None
@@ -522,13 +519,11 @@ class VirtualService:
         response = self.playback_now(session, request)
         if response is not None:
             return response
+        # What playback_now left: a shared store to ask (the index is matched again then).
         if session.status != PLAYBACK and self._shared:
             await self._sync_session(session.host, session.name)
         if session.status != PLAYBACK:
-            raise Conflict(
-                f"Session {session.name} is in {session.status} mode;"
-                " begin it in playback mode to get responses"
-            )
+            raise _not_playing(session)
         index = self._indexes.get(session.scenario)
         if index is None:
             index = await self._index(session.scenario)
@@ -556,3 +551,10 @@ class VirtualService:
         if is_template(response.body):  # only bodies with {{ or {% are rendered
             response = render_response(response, stub, request, self.now())
         return response
+
+
+def _not_playing(session: Session) -> Conflict:
+    return Conflict(
+        f"Session {session.name} is in {session.status} mode;"
+        " begin it in playback mode to get responses"
+    )
