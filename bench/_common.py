@@ -156,6 +156,10 @@ class ServerProcess:
         return session_memory(self.pid)
 
 
+# What ``simulacra serve --server`` takes; the benches run the first, its default.
+SERVERS = ("simulacra", "granian", "uvicorn")
+
+
 def simulacra_process(
     store: str, server: str, log_path: Path, port: int | None = None
 ) -> ServerProcess:

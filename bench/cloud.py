@@ -56,6 +56,7 @@ from urllib.parse import urlsplit
 
 from bench._common import (
     REPO_ROOT,
+    SERVERS,
     BenchError,
     Client,
     ServerProcess,
@@ -1070,9 +1071,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="users wrk cycles through for auth (default 1: one fixed user)",
     )
     parser.add_argument("--region", default="ORD", help="catalog region (default ORD)")
-    parser.add_argument(
-        "--server", choices=("simulacra", "granian", "uvicorn"), default="simulacra"
-    )
+    parser.add_argument("--server", choices=SERVERS, default=SERVERS[0])
     parser.add_argument("--store", default="memory://", help="Simulacra's store (memory://)")
     parser.add_argument("--no-mimic", action="store_true", help="measure Simulacra alone")
     parser.add_argument(

@@ -58,6 +58,7 @@ from bench import cloud
 from bench._common import (
     REPO_ROOT,
     RESULT_MARKER,
+    SERVERS,
     BenchError,
     Client,
     Memory,
@@ -980,8 +981,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--wrk", default="wrk", help="wrk executable (default: wrk on PATH)")
     parser.add_argument(
         "--server",
-        choices=("simulacra", "granian", "uvicorn"),
-        default="simulacra",
+        choices=SERVERS,
+        default=SERVERS[0],
         help="the HTTP server Simulacra runs on (default: its own)",
     )
     return parser

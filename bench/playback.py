@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from bench._common import (
+    SERVERS,
     BenchError,
     Client,
     ServerProcess,
@@ -270,9 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m bench.playback",
         description="Playback throughput vs. stub count (wrk against a real simulacra server).",
     )
-    parser.add_argument(
-        "--server", choices=("simulacra", "granian", "uvicorn"), default="simulacra"
-    )
+    parser.add_argument("--server", choices=SERVERS, default=SERVERS[0])
     parser.add_argument("--store", default="memory://", help="store URL (default memory://)")
     parser.add_argument(
         "--workers",
