@@ -64,12 +64,13 @@ def _status_line(status: int) -> bytes:
     return _STATUS_LINES.get(status) or b"HTTP/1.1 %d \r\n" % status
 
 
-def _plain_response(status: int, text: str, *, close: bool = True) -> bytes:
+def _plain_response(status: int, text: str) -> bytes:
+    """A whole plain-text answer after which the connection closes."""
     body = text.encode()
     head = _status_line(status) + (
         b"content-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n" % len(body)
     )
-    return head + (b"connection: close\r\n\r\n" if close else b"\r\n") + body
+    return head + b"connection: close\r\n\r\n" + body
 
 
 class Exchange:
@@ -92,7 +93,6 @@ class Exchange:
         "scope",
         "started",
         "status",
-        "task",
         "waiter",
     )
 
@@ -115,7 +115,6 @@ class Exchange:
         self.chunked = False
         self.bodiless = scope["method"] == "HEAD"
         self.done = False  # the whole response has been handed to the transport
-        self.task: asyncio.Task[None] | None = None
         self.dispatched = False  # handed to answer_now or the app
 
     def wake(self) -> None:
@@ -445,13 +444,13 @@ class HttpConnection(asyncio.Protocol):
                 exchange.answer(*answer)
                 return
             if answer is not None:
-                self._run(exchange, exchange.answer_later(answer))
+                self._run(exchange.answer_later(answer))
                 return
             exchange.chunks = [body] if body else []
-        self._run(exchange, exchange.run(self.server.app))
+        self._run(exchange.run(self.server.app))
 
-    def _run(self, exchange: Exchange, work: Coroutine[Any, Any, None]) -> None:
-        task = exchange.task = self.loop.create_task(work)
+    def _run(self, work: Coroutine[Any, Any, None]) -> None:
+        task = self.loop.create_task(work)
         tasks = self.server.tasks  # a strong reference while it runs
         tasks.add(task)
         task.add_done_callback(tasks.discard)
@@ -608,7 +607,6 @@ class Server:
             await asyncio.sleep(1.0 - time.time() % 1.0)
 
     async def serve(self, sock: socket.socket, stop: asyncio.Event) -> None:
-        self.loop = asyncio.get_running_loop()
         lifespan = Lifespan(self.app, self.state)
         await lifespan.startup()
         ticker = asyncio.create_task(self._ticker())
