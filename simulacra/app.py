@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -16,15 +17,23 @@ from starlette.routing import Route
 
 from simulacra.clock import RealClock, VirtualClock
 from simulacra.cloud import build_cloud
-from simulacra.cloud.fast import FastCloud
 from simulacra.cloud.shared import SharedCloud, SharedCloudMiddleware
-from simulacra.config import Settings, parse_regions
+from simulacra.config import Settings, parse_bindings, parse_regions
+from simulacra.dataplane.asgi import DataPlaneApp
+from simulacra.dataplane.cloud import CloudRoutes
+from simulacra.dataplane.plane import DataPlane
+from simulacra.dataplane.playback import INTERNAL_ERROR, PlaybackRoutes
+from simulacra.dataplane.ports import Ports
+from simulacra.dataplane.request import text_answer
 from simulacra.errors import Unavailable
 from simulacra.routing import IndexedRouter
 from simulacra.store import open_store
 from simulacra.virtual import api_v1, api_v2, api_v2_admin, api_v2_archive
+from simulacra.virtual.archive import ArchiveLimits, read_archive
+from simulacra.virtual.model import qualify
 from simulacra.virtual.service import VirtualService
 from simulacra.virtual.tracking import Tracker
+from simulacra.web import starlette_response
 
 log = logging.getLogger("simulacra")
 
@@ -58,17 +67,19 @@ async def http_error(request: Request, exc: Exception) -> Response:
 async def server_error(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     if request.url.path.startswith(("/api/", "/stubo/api/")):
-        return api_v2.error_response(500, "internal error; the server log has the details")
-    return PlainTextResponse("Internal Server Error", 500)
+        return api_v2.error_response(500, INTERNAL_ERROR)
+    return starlette_response(text_answer(500, "Internal Server Error"))
 
 
-async def _start_listener(store: object, virtual: VirtualService) -> asyncio.Task[None] | None:
+async def _start_listener(
+    store: object, on_change: Callable[[str, str], Awaitable[None]]
+) -> asyncio.Task[None] | None:
     """Run the store's change listener, if it has one, once it is listening."""
     listen = getattr(store, "listen", None)
     if listen is None:
         return None
     ready = asyncio.Event()
-    task = asyncio.create_task(listen(virtual.on_change, ready.set))
+    task = asyncio.create_task(listen(on_change, ready.set))
     waiter = asyncio.create_task(ready.wait())
     await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
     waiter.cancel()
@@ -93,13 +104,17 @@ def tune_gc() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
+def create_app(settings: Settings | None = None) -> DataPlaneApp:
+    """The data plane in front of the Starlette app of the admin APIs and the cloud."""
     settings = settings or Settings()
     clock = RealClock() if settings.realtime else VirtualClock()
     cloud, cloud_routes = build_cloud(clock, parse_regions(settings.regions))
     tracker = Tracker(cap=settings.tracker_cap, enabled=settings.tracking)
     # --shared-cloud: cloud state in the PostgreSQL store (simulacra/cloud/shared.py).
-    shared = SharedCloud(cloud, settings.max_body_bytes) if settings.shared_cloud else None
+    shared = SharedCloud(cloud) if settings.shared_cloud else None
+    playback = PlaybackRoutes(tracker)
+    ports = Ports(playback, settings.port, settings.host)
+    dataplane = DataPlane(playback, CloudRoutes(cloud, shared), ports, settings.max_body_bytes)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -108,11 +123,18 @@ def create_app(settings: Settings | None = None) -> Starlette:
             shared.attach(store)  # before open: refuses a store without shared state
         await store.open()
         virtual = VirtualService(store)
+
+        async def on_change(kind: str, key: str) -> None:
+            await virtual.on_change(kind, key)
+            await ports.reconcile(virtual.bound_sessions())
+
         # A shared store tells every instance of changes (LISTEN/NOTIFY); listen before the
         # first load so that nothing committed in between is missed.
-        listener = await _start_listener(store, virtual)
+        listener = await _start_listener(store, on_change)
         await virtual.start()
-        app.state.virtual = virtual
+        app.state.virtual = playback.playback.svc = virtual
+        await ports.reconcile(virtual.bound_sessions())  # serve the bound sessions again
+        await _preload(settings, virtual, ports)
         flusher = asyncio.create_task(_flush_periodically(virtual, settings.flush_interval_s))
         await tracker.start(store)
         if settings.tune_gc:
@@ -120,6 +142,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         try:
             yield
         finally:
+            ports.close()
             flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await flusher
@@ -147,18 +170,42 @@ def create_app(settings: Settings | None = None) -> Starlette:
     )
     # Same routes and answers, fewer routes tried per request (simulacra/routing.py).
     app.router = IndexedRouter(app.router.routes, lifespan=lifespan)
-    # Playback (the hot path) answered without the framework's per-request objects.
-    app.add_middleware(api_v2.FastPlayback)
-    # The bulk cloud POSTs, likewise; inside SharedCloudMiddleware, which must wrap them.
-    app.add_middleware(FastCloud, routes=cloud_routes)
     if shared is not None:
-        app.add_middleware(SharedCloudMiddleware, shared=shared)
+        app.add_middleware(
+            SharedCloudMiddleware, shared=shared, max_body_bytes=settings.max_body_bytes
+        )
     app.state.settings = settings
     app.state.cloud = cloud
     app.state.tracker = tracker
-    # The built-in server's shortcut (simulacra/server.py): playback answered without ASGI.
-    app.answer_now = api_v2.PlaybackShortcut(app.state)  # type: ignore[attr-defined]
-    return app
+    app.state.ports = ports
+    return DataPlaneApp(dataplane, app)
+
+
+LOAD_HOST = "localhost"  # the host namespace of the scenarios ``--load`` loads
+
+
+async def _preload(settings: Settings, virtual: VirtualService, ports: Ports) -> None:
+    """``--load``: replace each archive's scenario and play it; ``--bind``: serve sessions
+    on their ports. A failure stops the start, with what went wrong."""
+    for path in filter(None, settings.load.split("\n")):
+        data = await asyncio.to_thread(Path(path).read_bytes)
+        archive = await asyncio.to_thread(read_archive, data, path, ArchiveLimits())
+        name = qualify(archive.scenario, LOAD_HOST)
+        if await virtual.store.get_scenario(name) is not None:
+            await virtual.delete_scenario(name, force=True)
+        await virtual.import_scenarios(LOAD_HOST, [archive])
+        log.info("loaded %s: scenario %s, session %s", path, name, archive.session)
+    for scenario, session, port in parse_bindings(settings.bind):
+        name = qualify(scenario, LOAD_HOST)
+        current = virtual.cached_session(name.rpartition(":")[0], session)
+        if current is None or current.port != port:
+            bound = await ports.reserve(port)
+            try:
+                await virtual.bind_session(name, session, bound)
+            except BaseException:
+                ports.release(bound)
+                raise
+    await ports.reconcile(virtual.bound_sessions())
 
 
 async def _flush_periodically(virtual: VirtualService, interval: float) -> None:
@@ -172,6 +219,6 @@ async def _flush_periodically(virtual: VirtualService, interval: float) -> None:
             log.exception("flushing session bookkeeping failed")
 
 
-def create_app_from_env() -> Starlette:
+def create_app_from_env() -> DataPlaneApp:
     """Factory for the ASGI server process, which rebuilds settings from SIMULACRA_*."""
     return create_app(Settings.from_env())

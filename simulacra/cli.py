@@ -12,6 +12,7 @@ from simulacra.config import (
     Settings,
     check_store_url,
     is_postgres_url,
+    parse_bindings,
     parse_regions,
 )
 
@@ -79,6 +80,22 @@ def build_parser() -> argparse.ArgumentParser:
         default=Settings.tracker_cap,
         help=f"tracker records kept, the oldest deleted first (default {Settings.tracker_cap:,})",
     )
+    serve.add_argument(
+        "--load",
+        action="append",
+        default=[],
+        metavar="ARCHIVE.zip",
+        help="load a scenario archive (an export zip) at start and play it: its scenario is"
+        " replaced, its session begun in playback (repeatable)",
+    )
+    serve.add_argument(
+        "--bind",
+        action="append",
+        default=[],
+        metavar="SCENARIO/SESSION=PORT",
+        help="serve a playback session on a port of its own: every request there plays it"
+        " (repeatable; with --load, for a docker-compose or CI service)",
+    )
     return parser
 
 
@@ -98,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
             tracking=args.tracking,
             tracker_cap=args.tracker_cap,
             tune_gc=True,
+            load="\n".join(args.load),
+            bind="\n".join(args.bind),
         )
         return serve(settings)
     return 2
@@ -107,6 +126,10 @@ def serve(settings: Settings) -> int:
     try:  # fail fast on bad settings, before the server process starts
         check_store_url(settings.store_url)
         parse_regions(settings.regions)
+        parse_bindings(settings.bind)
+        for path in filter(None, settings.load.split("\n")):
+            if not os.path.isfile(path):
+                raise ValueError(f"--load {path}: no such file")
         if settings.tracker_cap < 1:
             raise ValueError(f"--tracker-cap must be 1 or more, got {settings.tracker_cap}")
         if settings.workers < 1:

@@ -70,6 +70,27 @@ def parse_regions(value: str) -> tuple[str, ...]:
     return regions
 
 
+Binding = tuple[str, str, int]  # scenario, session, port
+
+
+def parse_bindings(value: str) -> list[Binding]:
+    """``"orders/s1=9001\nusers/s2=9002"`` -> [("orders", "s1", 9001), ...] (``--bind``,
+    one per line or comma)."""
+    bindings: list[Binding] = []
+    for item in (part.strip() for part in value.replace("\n", ",").split(",")):
+        if not item:
+            continue
+        names, equals, port = item.rpartition("=")
+        scenario, slash, session = names.partition("/")
+        if not equals or not slash or not scenario or not session or not port.isdigit():
+            raise ValueError(f"--bind {item!r}: write SCENARIO/SESSION=PORT, e.g. orders/s1=9001")
+        number = int(port)
+        if not 1024 <= number <= 65535:
+            raise ValueError(f"--bind {item!r}: the port must be 1024-65535")
+        bindings.append((scenario, session, number))
+    return bindings
+
+
 @dataclass(frozen=True)
 class Settings:
     host: str = "127.0.0.1"
@@ -95,6 +116,11 @@ class Settings:
     # A server process (``simulacra serve``) tunes the garbage collector once started
     # (app.py). Off for apps made in a test process: a frozen app is never collected.
     tune_gc: bool = False
+    # Scenario archives (export zips) loaded at start, each replacing a scenario of its
+    # name and beginning its session in playback (one path per line, ``--load``).
+    load: str = ""
+    # Playback sessions bound to their own ports at start (``--bind``; parse_bindings).
+    bind: str = ""
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:

@@ -24,6 +24,7 @@ FAMILIES = {
     "simulacra.cloud.image.routes": "Image (OpenStack Glance v2)",
     "simulacra.cloud.loadbalancer.routes": "Cloud Load Balancers v1.0 (Rackspace)",
     "simulacra.cloud.fastly.routes": "Fastly CDN",
+    "simulacra.dataplane.playback": "Playback (the data plane: Mirage v2, v1, bound sessions)",
 }
 
 OUTPUT = Path(__file__).resolve().parent.parent / "docs" / "implementation.md"
@@ -38,7 +39,12 @@ def render() -> str:
     from simulacra.app import create_app
 
     rows: dict[str, list[tuple[str, str, str]]] = {}
-    for route in create_app().routes:
+    app = create_app()
+    for declared in app.dataplane.declared:  # answered before the app's routes are tried
+        family = FAMILIES.get(declared.endpoint.__module__, declared.endpoint.__module__)
+        row = (declared.methods, declared.path, _summary(declared.endpoint))
+        rows.setdefault(family, []).append(row)
+    for route in app.routes:
         if not isinstance(route, Route):
             continue
         module = getattr(route.endpoint, "__module__", "")

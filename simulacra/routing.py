@@ -22,7 +22,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from starlette._utils import get_route_path
 from starlette.convertors import FloatConvertor, IntegerConvertor, StringConvertor, UUIDConvertor
 from starlette.routing import BaseRoute, Route, Router
 from starlette.types import Receive, Scope, Send
@@ -121,15 +120,16 @@ class IndexedRouter(Router):
         indexed, count = self._indexed
         if indexed is not self.routes or count != len(self.routes):
             self._index()
+        if scope.get("root_path"):  # mounted: Starlette's own scan, which knows mounts
+            await super().app(scope, receive, send)
+            return
         if "router" not in scope:
             scope["router"] = self
-        path = get_route_path(scope)
+        path = scope["path"]
         prefix = path_prefix(path)
         most = -1 if prefix is None else self._prefixes.get(prefix, -1)
         if prefix is None or most < 0:
             router = self._ungrouped
-        elif scope.get("root_path"):
-            router = self._prefix_group(prefix)  # a root path: keep every route of the prefix
         else:
             # The path Starlette tries for a slash redirect (Router.app): the slash toggled.
             raw = scope["path"]
@@ -140,17 +140,3 @@ class IndexedRouter(Router):
                 prefix, slashes if slashes <= most else -1, redirect if redirect <= most else -1
             )
         await router.app(scope, receive, send)
-
-    def _prefix_group(self, prefix: Prefix) -> Router:
-        key = (prefix, -2, -2)
-        router = self._groups.get(key)
-        if router is None:
-            routes = [
-                route
-                for route, shape, anywhere in zip(
-                    self.routes, self._shapes, self._anywhere, strict=True
-                )
-                if anywhere or (shape is not None and shape[0] == prefix)
-            ]
-            router = self._groups[key] = self._router(routes)
-        return router

@@ -23,6 +23,7 @@ import logging
 import os
 import signal
 import socket
+import struct
 import sys
 import time
 from collections import deque
@@ -32,13 +33,25 @@ from urllib.parse import unquote
 
 import httptools
 
+from simulacra.dataplane import Route
+from simulacra.dataplane.request import (
+    CONNECTION_RESET_BY_PEER,
+    EMPTY_RESPONSE,
+    MALFORMED_RESPONSE_CHUNK,
+    Answer,
+    Request,
+    check_declared,
+    check_size,
+    dribble_pieces,
+)
+from simulacra.errors import DomainError
+
 log = logging.getLogger("simulacra.server")
 
 ASGIApp = Callable[..., Any]
-Answer = tuple[int, list[tuple[bytes, bytes]], bytes]  # status, raw headers, body
-# An app's optional shortcut (``app.answer_now``): given the scope and the whole body, the
-# answer, an awaitable of it, or None to serve the request through the app as usual.
-AnswerNow = Callable[[dict[str, Any], bytes], Answer | Awaitable[Answer] | None]
+# What a fault writes where a response should be (WireMock's bytes are its own; any
+# garbage that is neither a status line nor a chunk size does).
+GARBAGE = b"lskdu018973t09sylgasjkfg1][]'./.sdlv"
 
 MAX_HEAD_BYTES = 64 * 1024  # request line and headers; more is answered 431
 KEEP_ALIVE_S = 75.0  # an idle keep-alive connection is closed after this long (nginx's default)
@@ -73,8 +86,30 @@ def _plain_response(status: int, text: str) -> bytes:
     return head + b"connection: close\r\n\r\n" + body
 
 
+def asgi_scope(request: Request, state: dict[str, Any]) -> dict[str, Any]:
+    """The ASGI scope of a request the data plane left to the app."""
+    scope = {
+        "type": "http",
+        "asgi": _ASGI,
+        "http_version": request.http_version,
+        "server": request.local,
+        "client": request.client,
+        "scheme": "http",
+        "method": request.method,
+        "root_path": "",
+        "path": request.path,
+        "raw_path": request.raw_path,
+        "query_string": request.query,
+        "headers": request.headers,
+    }
+    if state:
+        scope["state"] = state.copy()
+    return scope
+
+
 class Exchange:
-    """One request and its response on a connection: the ASGI ``receive`` and ``send``."""
+    """One request and its response on a connection: the data plane's answer written, or
+    the ASGI ``receive`` and ``send`` of the app."""
 
     __slots__ = (
         "bodiless",
@@ -89,18 +124,27 @@ class Exchange:
         "expect_continue",
         "head_written",
         "keep_alive",
+        "refusal",
+        "request",
         "response_headers",
-        "scope",
+        "route",
         "started",
         "status",
         "waiter",
     )
 
     def __init__(
-        self, conn: HttpConnection, scope: dict[str, Any], keep_alive: bool, expect: bool
+        self,
+        conn: HttpConnection,
+        request: Request,
+        keep_alive: bool,
+        expect: bool,
+        route: Route | None,
     ) -> None:
         self.conn = conn
-        self.scope = scope
+        self.request = request
+        self.route = route  # the data plane's, or None: the app answers
+        self.refusal: DomainError | None = None  # why the route refuses it (a body too large)
         self.keep_alive = keep_alive
         self.expect_continue = expect
         self.chunks: list[bytes] = []
@@ -113,9 +157,9 @@ class Exchange:
         self.response_headers: list[tuple[bytes, bytes]] = []
         self.head_written = False
         self.chunked = False
-        self.bodiless = scope["method"] == "HEAD"
+        self.bodiless = request.method == "HEAD"
         self.done = False  # the whole response has been handed to the transport
-        self.dispatched = False  # handed to answer_now or the app
+        self.dispatched = False  # handed to the data plane or the app
 
     def wake(self) -> None:
         waiter = self.waiter
@@ -160,12 +204,64 @@ class Exchange:
         if more and self.conn.write_paused:
             await self.conn.drained()
 
-    def answer(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
-        """The whole response at once (``answer_now``)."""
+    def answer(self, answer: Answer) -> None:
+        """Write the data plane's answer: whole, as a fault, or dribbled."""
+        if self.done:
+            return
         self.started = True
-        self.status = status
-        self.response_headers = headers
-        self._write(body, False)
+        self.status = answer.status
+        self.response_headers = answer.headers
+        if answer.fault is not None:
+            self._fault(answer.fault)
+        elif answer.dribble is not None:
+            if all(k.lower() != b"content-length" for k, _ in answer.headers):
+                self.response_headers = [
+                    *answer.headers,
+                    (b"content-length", b"%d" % len(answer.body)),
+                ]
+            self.conn.run(self._dribble(answer.body, *answer.dribble))
+        else:
+            self._write(answer.body, False)
+
+    def _fault(self, fault: str) -> None:
+        """What the connection does instead of answering; it is closed either way."""
+        self.done = True
+        self.keep_alive = False
+        conn = self.conn
+        if fault == CONNECTION_RESET_BY_PEER:
+            conn.reset()
+            return
+        if fault == MALFORMED_RESPONSE_CHUNK:
+            self.response_headers = [
+                (k, v) for k, v in self.response_headers if k.lower() != b"content-length"
+            ]
+            self.response_headers.append((b"transfer-encoding", b"chunked"))
+            conn.write(self._head(b"", True) + GARBAGE)
+        elif fault != EMPTY_RESPONSE:  # RANDOM_DATA_THEN_CLOSE
+            conn.write(GARBAGE)
+        conn.exchange_done(self)
+
+    async def _dribble(self, body: bytes, chunks: int, seconds: float) -> None:
+        """The body in ``chunks`` pieces spread over ``seconds`` (a slow upstream)."""
+        pieces = dribble_pieces(body, chunks)
+        pause = seconds / len(pieces)
+        try:
+            for i, piece in enumerate(pieces):
+                if self.conn.closed:
+                    return
+                last = i == len(pieces) - 1
+                if not self.head_written:
+                    self.conn.write(self._head(body, True))
+                if piece and not self.bodiless:
+                    self.conn.write(piece)
+                if last:
+                    self.done = True
+                    self.conn.exchange_done(self)
+                else:
+                    await asyncio.sleep(pause)
+        except BaseException:
+            self.conn.abort()
+            raise
 
     def _write(self, body: bytes, more: bool) -> None:
         conn = self.conn
@@ -191,20 +287,23 @@ class Exchange:
         status = self.status
         head = [_status_line(status), self.conn.server.date_header]
         has_length = False
+        chunked = False
         for name, value in self.response_headers:
             lowered = name.lower()
             if lowered == b"content-length":
                 has_length = True
+            elif lowered == b"transfer-encoding":
+                chunked = True
             elif lowered == b"connection" and value.lower() == b"close":
                 self.keep_alive = False
                 continue  # written once, below
             head += (name, b": ", value, b"\r\n")
         if status < 200 or status in _NO_BODY_STATUSES:
             self.bodiless = True
-        elif not has_length:
+        elif not has_length and not chunked:
             if not more:
                 head.append(b"content-length: %d\r\n" % len(body))
-            elif self.scope["http_version"] == "1.1":
+            elif self.request.http_version == "1.1":
                 head.append(b"transfer-encoding: chunked\r\n")
                 self.chunked = not self.bodiless
             else:
@@ -212,18 +311,19 @@ class Exchange:
         if not self.keep_alive or self.conn.server.stopping:
             self.keep_alive = False
             head.append(b"connection: close\r\n")
-        elif self.scope["http_version"] == "1.0":
+        elif self.request.http_version == "1.0":
             head.append(b"connection: keep-alive\r\n")
         head.append(b"\r\n")
         return b"".join(head)
 
     async def run(self, app: ASGIApp) -> None:
+        scope = asgi_scope(self.request, self.conn.server.state)
         try:
-            await app(self.scope, self.receive, self.send)
+            await app(scope, self.receive, self.send)
         except Exception:
             if not self.done:  # else the app answered its error itself (and logged it)
                 log.exception(
-                    "the app failed on %s %s", self.scope["method"], self.scope["raw_path"][:200]
+                    "the app failed on %s %s", self.request.method, self.request.path[:200]
                 )
                 self._fail()
             return
@@ -233,17 +333,17 @@ class Exchange:
         if not self.done:
             log.error(
                 "the app returned without a whole response to %s %s",
-                self.scope["method"],
-                self.scope["raw_path"][:200],
+                self.request.method,
+                self.request.path[:200],
             )
             self._fail()
 
     async def answer_later(self, answer: Awaitable[Answer]) -> None:
-        """An ``answer_now`` that had to wait (a delayed playback)."""
+        """A data-plane answer that had to wait (the store, a delay policy)."""
         try:
-            self.answer(*await answer)
+            self.answer(await answer)
         except Exception:
-            log.exception("the app failed on %s %s", self.scope["method"], self.scope["raw_path"])
+            log.exception("the data plane failed on %s %s", self.request.method, self.request.path)
             self._fail()
         except BaseException:
             self.conn.abort()
@@ -373,29 +473,34 @@ class HttpConnection(asyncio.Protocol):
         path = raw_path.decode("latin-1")
         if "%" in path:
             path = unquote(path)
-        scope = {
-            "type": "http",
-            "asgi": _ASGI,
-            "http_version": parser.get_http_version(),
-            "server": self.sockname,
-            "client": self.client,
-            "scheme": "http",
-            "method": _METHODS.get(method) or method.decode("ascii"),
-            "root_path": "",
-            "path": path,
-            "raw_path": raw_path,
-            "query_string": query,
-            "headers": self.headers,
-        }
-        if self.server.state:
-            scope["state"] = self.server.state.copy()
+        request = Request(
+            _METHODS.get(method) or method.decode("ascii"),
+            path,
+            query,
+            self.headers,
+            b"",
+            self.client,
+            self.sockname,
+            raw_path=raw_path,
+            http_version=parser.get_http_version(),
+        )
+        dataplane = self.server.dataplane
+        route = dataplane.claim(request) if dataplane is not None else None
         expect = self.expect
-        exchange = Exchange(self, scope, parser.should_keep_alive(), expect)
+        exchange = Exchange(self, request, parser.should_keep_alive(), expect, route)
+        if route is not None:
+            try:
+                check_declared(request.header(b"content-length"), self.server.limit)
+            except DomainError as exc:
+                exchange.refusal = exc
         self.reading = exchange
         if self.active is None:
             self.active = exchange
-            if expect:  # the client waits for a word before it sends the body
-                self._dispatch(exchange)
+            if exchange.refusal is not None or (expect and route is None):
+                self._dispatch(exchange)  # refused at once, or the app asks for the body
+            elif expect:
+                self.write(_CONTINUE)  # the data plane reads the whole body first
+                exchange.expect_continue = False
         else:
             self.waiting.append(exchange)
             if len(self.waiting) >= MAX_PIPELINED:
@@ -407,6 +512,19 @@ class HttpConnection(asyncio.Protocol):
             return  # the answer is out already: the rest of the body is dropped
         exchange.chunks.append(body)
         exchange.buffered += len(body)
+        if exchange.route is not None:
+            # The data plane answers from the whole body, which the limit bounds.
+            if exchange.buffered > self.server.limit and exchange.refusal is None:
+                exchange.chunks = []
+                try:
+                    check_size(exchange.buffered, self.server.limit)
+                except DomainError as exc:
+                    exchange.refusal = exc
+                if exchange is self.active:
+                    self._dispatch(exchange)  # refused now, not when the body ends
+            elif exchange is not self.active and exchange.buffered > BODY_HIGH_WATER:
+                self._pause_reading()  # pipelined behind another: wait for its turn
+            return
         if exchange.buffered > BODY_HIGH_WATER:
             self._pause_reading()
         if not exchange.dispatched:
@@ -428,28 +546,31 @@ class HttpConnection(asyncio.Protocol):
     # exchanges
 
     def _dispatch(self, exchange: Exchange) -> None:
-        """Answer the active request: at once if ``answer_now`` can, else through the app."""
+        """Answer the active request: through the data plane, or the app."""
         exchange.dispatched = True
-        answer_now = self.server.answer_now
-        if answer_now is not None and exchange.complete:
-            chunks = exchange.chunks
-            body = b"".join(chunks) if len(chunks) != 1 else chunks[0]
-            try:
-                answer = answer_now(exchange.scope, body)
-            except Exception:
-                log.exception("answer_now failed on %s", exchange.scope["raw_path"][:200])
-                exchange._fail()
-                return
-            if type(answer) is tuple:
-                exchange.answer(*answer)
-                return
-            if answer is not None:
-                self._run(exchange.answer_later(answer))
-                return
-            exchange.chunks = [body] if body else []
-        self._run(exchange.run(self.server.app))
+        route = exchange.route
+        if route is None:
+            self.run(exchange.run(self.server.app))
+            return
+        request = exchange.request
+        try:
+            if exchange.refusal is not None:
+                answer = route.refuse(request, exchange.refusal)
+            else:
+                chunks = exchange.chunks
+                request.body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                exchange.chunks = []
+                answer = route.answer(request)
+        except Exception:
+            log.exception("the data plane failed on %s %s", request.method, request.path[:200])
+            exchange._fail()
+            return
+        if type(answer) is Answer:
+            exchange.answer(answer)
+        else:
+            self.run(exchange.answer_later(answer))  # type: ignore[arg-type]
 
-    def _run(self, work: Coroutine[Any, Any, None]) -> None:
+    def run(self, work: Coroutine[Any, Any, None]) -> None:
         task = self.loop.create_task(work)
         tasks = self.server.tasks  # a strong reference while it runs
         tasks.add(task)
@@ -475,9 +596,16 @@ class HttpConnection(asyncio.Protocol):
             exchange.chunks = []  # the rest of its body is parsed and dropped
         if self.waiting:
             following = self.active = self.waiting.popleft()
-            waited = following.buffered > WHOLE_BODY_MAX  # its reading paused on it
-            if following.complete or following.expect_continue or waited:
-                self._dispatch(following)
+            if following.route is not None:
+                if following.refusal is not None or following.complete:
+                    self._dispatch(following)
+                elif following.expect_continue:
+                    following.expect_continue = False
+                    self.write(_CONTINUE)
+            else:
+                waited = following.buffered > WHOLE_BODY_MAX  # its reading paused on it
+                if following.complete or following.expect_continue or waited:
+                    self._dispatch(following)
         if self.read_paused and len(self.waiting) < MAX_PIPELINED:
             self._resume_reading()
 
@@ -533,6 +661,21 @@ class HttpConnection(asyncio.Protocol):
         if self.transport is not None:
             self.closed = True
             self.transport.abort()
+
+    def reset(self) -> None:
+        """Close with a TCP reset, as a crashed peer would (SO_LINGER 0, then close)."""
+        sock = self.transport.get_extra_info("socket") if self.transport is not None else None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.abort()
+
+    def close_when_idle(self) -> None:
+        """Close now if idle, else once the request in progress is answered."""
+        if self.idle():
+            self.close()
+        else:
+            self.refused = True  # nothing more is read; exchange_done closes
 
     def idle(self) -> bool:
         return self.active is None and not self.waiting and self.reading is None
@@ -590,7 +733,9 @@ class Server:
         self.stopping = False
         self.date_header = b""
         self.loop = asyncio.get_running_loop()
-        self.answer_now: AnswerNow | None = getattr(app, "answer_now", None)
+        # The data plane answers what it claims before any ASGI message (dataplane/asgi.py).
+        self.dataplane = getattr(app, "dataplane", None)
+        self.limit: int = self.dataplane.limit if self.dataplane is not None else 0
         self.tasks: set[asyncio.Task[None]] = set()  # every exchange's, until it ends
 
     def _tick(self) -> None:
@@ -606,7 +751,33 @@ class Server:
             self._tick()
             await asyncio.sleep(1.0 - time.time() % 1.0)
 
+    async def listen(self, host: str, port: int) -> tuple[int, Callable[[], None]]:
+        """Serve on one more port (a bound session's): the port, and what closes it.
+
+        OSError when the port cannot be bound (in use, privileged).
+        """
+        sock = bind(host, port)
+        try:
+            listener = await self.loop.create_server(
+                lambda: HttpConnection(self), sock=sock, backlog=2048
+            )
+        except BaseException:
+            sock.close()
+            raise
+        bound = sock.getsockname()[1]
+
+        def close() -> None:
+            listener.close()
+            for conn in list(self.connections):  # keep-alive clients of the port go too
+                if conn.sockname is not None and conn.sockname[1] == bound:
+                    conn.close_when_idle()
+
+        return bound, close
+
     async def serve(self, sock: socket.socket, stop: asyncio.Event) -> None:
+        if self.dataplane is not None:
+            host = sock.getsockname()[0]
+            self.dataplane.ports.listener = lambda port: self.listen(host, port)
         lifespan = Lifespan(self.app, self.state)
         await lifespan.startup()
         ticker = asyncio.create_task(self._ticker())

@@ -507,6 +507,44 @@ def test_bad_input_is_a_400_bad_request_never_a_500(http, api, method, path, bod
     assert error["code"] == 400 and error["message"]
 
 
+def test_create_errors_are_novas_exact_bodies(http, base_url, api):
+    invalid = http.post(api + "/servers", data=b"{not json")
+    assert invalid.status_code == 400
+    assert invalid.headers["content-type"] == "application/json"
+    assert invalid.content == b'{"badRequest":{"message":"Invalid JSON request body","code":400}}'
+    # A bad region wins over a bad body, as in Mimic.
+    for body in (b"{not json", b" " * (11 * 1024 * 1024)):
+        response = http.post(nova_url(base_url, "t1", "MARS") + "/servers", data=body)
+        assert response.status_code == 404
+        assert response.json() == {
+            "itemNotFound": {
+                "message": "region MARS is not served by cloudServersOpenStack",
+                "code": 404,
+            }
+        }
+
+
+def test_a_create_over_the_body_limit_is_413_over_limit(http, api):
+    huge = b" " * (11 * 1024 * 1024)
+    chunked = iter([huge[: 6 * 1024 * 1024], huge[6 * 1024 * 1024 :]])
+    for response in (
+        http.post(api + "/servers", data=huge),
+        http.post(api + "/servers", data=chunked),
+    ):
+        assert response.status_code == 413
+        error = response.json()["overLimit"]
+        assert error["code"] == 413 and "limit" in error["message"]
+    assert http.get(api + "/servers").json() == {"servers": []}
+
+
+def test_a_create_with_a_trailing_slash_is_redirected(http, api):
+    body = {"server": {"name": "slash", "imageRef": "i", "flavorRef": "2"}}
+    redirect = http.post(api + "/servers/", json=body, allow_redirects=False)
+    assert redirect.status_code == 307
+    assert redirect.headers["location"].endswith("/servers")
+    assert http.put(api + "/servers", json=body).status_code == 405
+
+
 @pytest.mark.parametrize(
     ("path", "body"),
     [

@@ -522,6 +522,34 @@ def test_unknown_region_is_404(base_url, clb):
     assert behaviors.status_code == 404 and behaviors.json()["code"] == 404
 
 
+def test_create_and_node_add_errors_are_clbs_exact_bodies(clb):
+    invalid = clb.call("POST", "/loadbalancers", data=b"{not json")
+    assert invalid.status_code == 400
+    assert invalid.headers["content-type"] == "application/json"
+    assert invalid.content == b'{"message":"Invalid JSON request body","code":400}'
+    lb = clb.create()
+    mars = clb.url.replace("/ORD/", "/MARS/")
+    # A bad region wins over a bad body.
+    for path in ("/loadbalancers", f"/loadbalancers/{lb['id']}/nodes"):
+        for body in (b"{not json", b" " * (11 * 1024 * 1024)):
+            response = clb.http.post(mars + path, data=body)
+            assert response.status_code == 404
+            assert response.json() == {
+                "message": "region MARS is not served by cloudLoadBalancers",
+                "code": 404,
+            }
+
+
+def test_bodies_over_the_limit_are_413_in_clbs_shape(clb):
+    lb = clb.create()
+    huge = b" " * (11 * 1024 * 1024)
+    for path in ("/loadbalancers", f"/loadbalancers/{lb['id']}/nodes"):
+        response = clb.call("POST", path, data=huge)
+        assert response.status_code == 413
+        assert response.json()["code"] == 413 and "limit" in response.json()["message"]
+    assert len(clb.call("GET", "/loadbalancers").json()["loadBalancers"]) == 1
+
+
 # Behaviors and the control plane --------------------------------------------------------------
 
 

@@ -25,7 +25,8 @@ def started(settings: Settings) -> None:
     app = create_app(settings)
 
     async def run() -> None:
-        async with app.router.lifespan_context(app):
+        starlette = app.app  # behind the data plane's ASGI adapter
+        async with starlette.router.lifespan_context(starlette):
             pass
 
     asyncio.run(run())

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
+import random
+
 import pytest
 
 from simulacra.clock import VirtualClock
@@ -13,6 +16,7 @@ from simulacra.cloud.loadbalancer.model import (
     LoadBalancer,
     LoadBalancerBackend,
     RegionLoadBalancers,
+    canonical_address,
     parse_node_update,
 )
 from simulacra.errors import Invalid
@@ -493,3 +497,40 @@ def test_address_pool_text_is_ipaddress_text(network):
     # take() hands out the network's addresses in order, each once.
     fresh = AddressPool(network, "test")
     assert [fresh.take() for _ in range(3)] == [str(net[1]), str(net[2]), str(net[3])]
+
+
+def test_canonical_address_is_what_ipaddress_writes():
+    rng = random.Random(11)
+    texts = [
+        "10.0.0.1",
+        "0.0.0.0",
+        "255.255.255.255",
+        "256.1.1.1",
+        "01.2.3.4",
+        "1.2.3.04",
+        "1.2.3",
+        "1.2.3.4.5",
+        "1.2.3.4\n",
+        "\u0661.2.3.4",  # an Arabic-Indic digit one: a digit, but not ASCII
+        "1.2.3.+4",
+        "::1",
+        "2001:DB8::1",
+        "2001:db8:0:0:0:0:0:1",
+        "::ffff:1.2.3.4",
+        "fe80::1%eth0",
+        "",
+        "host",
+    ]
+    texts += [".".join(str(rng.randrange(300)) for _ in range(4)) for _ in range(3000)]
+    octets = ["0", "00", "7", "010", "99", "199", "249", "255"]
+    texts += [".".join(rng.choice(octets) for _ in "abcd") for _ in range(500)]
+    for text in texts:
+        try:
+            expected: str | type = str(ipaddress.ip_address(text))
+        except ValueError:
+            expected = ValueError
+        try:
+            got: str | type = canonical_address(text)
+        except ValueError:
+            got = ValueError
+        assert got == expected, text

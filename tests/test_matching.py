@@ -8,6 +8,8 @@ from hypothesis import strategies as st
 
 from simulacra.errors import Invalid
 from simulacra.virtual.matching import (
+    CompiledRequest,
+    NearMiss,
     PlaybackRequest,
     StubIndex,
     compile_request,
@@ -166,6 +168,115 @@ def test_index_agrees_with_linear_scan(docs, body, method, path):
         None,
     )
     assert StubIndex(stubs).match(request) is expected
+    # Near misses name failures from the same predicates: none exactly when a stub matches.
+    for s in stubs:
+        compiled = compile_request(s.request)
+        assert (compiled.failures(request) == []) == compiled.matches(request)
+
+
+def failures(doc: dict, request: PlaybackRequest) -> list[str]:
+    return compile_request(normalize_request(doc)).failures(request)
+
+
+class TestFailureNames:
+    def test_names_are_the_stub_json_names(self):
+        doc = {
+            "method": "GET",
+            "urlPath": "/a",
+            "urlPattern": "^/b",
+            "queryArgs": {"page": ["2"], "size": "10"},
+            "headers": {"X-Foo": "1", "Accept": "text/xml"},
+            "bodyPatterns": {"contains": ["one"], "jsonpath": ["$.a"], "xpath": ["//a"]},
+        }
+        request = req("two", path="/c", query="size=10", headers={"accept": "text/xml"})
+        assert failures(doc, request) == [
+            "method",
+            "urlPath",
+            "urlPattern",
+            "queryArgs.page",
+            "headers.X-Foo",
+            "bodyPatterns.contains",
+            "bodyPatterns.jsonpath",
+            "bodyPatterns.xpath",
+        ]
+        good = req("one", method="GET", path="/a", query="page=2&size=10", headers={"x-foo": "1"})
+        assert failures({k: doc[k] for k in ("method", "urlPath", "queryArgs")}, good) == []
+
+    def test_negated_and_listed_matchers(self):
+        doc = {
+            "!method": "POST",
+            "!headers": {"x-a": "1"},
+            "bodyPatterns": {"contains": ["a", "b", "c"], "!contains": ["z"]},
+        }
+        request = req("a c z", headers={"x-a": "1"})
+        assert failures(doc, request) == [
+            "!method",
+            "!headers",
+            "bodyPatterns.contains[1]",
+            "bodyPatterns.!contains",
+        ]
+
+    def test_header_names_differing_in_case_are_one_header_the_last_wins(self):
+        doc = {"headers": {"X-A": "1", "x-a": "2"}}
+        assert matches(doc, req(headers={"X-A": "2"}))
+        assert failures(doc, req(headers={"x-a": "1"})) == ["headers.x-a"]
+
+
+class TestNearMisses:
+    def test_fewest_failures_first_then_priority(self):
+        index = StubIndex(
+            [
+                stub(1, {"method": "GET", "urlPath": "/a", "headers": {"x": "1"}}),
+                stub(2, {"method": "POST", "urlPath": "/b"}, priority=9),
+                stub(3, {"method": "POST", "urlPath": "/b"}, priority=1),
+                stub(4, {"method": "PUT", "urlPath": "/a"}),
+            ]
+        )
+        request = req(method="POST", path="/a")
+        assert index.match(request) is None
+        misses = index.near_misses(request)
+        # One failure each: stubs with a priority rank before those without (as in match).
+        assert [(m.stub_id, m.failed) for m in misses] == [
+            ("id3", ("urlPath",)),
+            ("id2", ("urlPath",)),
+            ("id4", ("method",)),
+        ]
+        assert [m.stub_id for m in index.near_misses(request, limit=5)][3:] == ["id1"]
+        assert index.near_misses(request, limit=0) == []
+
+    def test_to_dict_carries_the_stubs_matchers(self):
+        doc = {"urlPath": "/a", "bodyPatterns": {"contains": ["<x/>"]}}
+        [miss] = StubIndex([stub(7, doc)]).near_misses(req("<y/>", path="/a"))
+        assert miss == NearMiss("id7", doc, ("bodyPatterns.contains",))
+        assert miss.to_dict() == {"id": "id7", "request": doc, "failed": ["bodyPatterns.contains"]}
+
+    def test_evaluates_at_most_the_budget_and_finds_the_same_path_first(self, monkeypatch):
+        # Many stubs ahead in priority; the one on the request's path comes last, and has
+        # a contains anchor (so the playback index files it by anchor, not by path).
+        stubs = [stub(i, {"method": "GET", "urlPath": f"/p{i}"}, priority=0) for i in range(500)]
+        stubs.append(stub(500, {"urlPath": "/target", "bodyPatterns": {"contains": ["k"]}}))
+        index = StubIndex(stubs)
+        evaluated = []
+        real = CompiledRequest.failures
+
+        def counting(self, request):
+            evaluated.append(self)
+            return real(self, request)
+
+        monkeypatch.setattr(CompiledRequest, "failures", counting)
+        request = req("nothing", method="POST", path="/target")
+        misses = index.near_misses(request, limit=2, budget=20)
+        assert len(evaluated) == 20
+        assert [(m.stub_id, m.failed) for m in misses] == [
+            ("id500", ("bodyPatterns.contains",)),
+            ("id0", ("method", "urlPath")),
+        ]
+
+    def test_same_method_stubs_come_before_the_rest(self):
+        stubs = [stub(i, {"method": "GET", "urlPattern": "^/z"}) for i in range(50)]
+        stubs.append(stub(50, {"method": "POST", "urlPattern": "^/z"}))
+        misses = StubIndex(stubs).near_misses(req(method="POST", path="/a"), limit=1, budget=5)
+        assert [(m.stub_id, m.failed) for m in misses] == [("id50", ("urlPattern",))]
 
 
 class TestModel:

@@ -35,7 +35,7 @@ def _clones(routes: list[BaseRoute]) -> list[BaseRoute]:
 
 
 def _app_routes() -> list[BaseRoute]:
-    return list(create_app(Settings(store_url="memory://")).router.routes)
+    return list(create_app(Settings(store_url="memory://")).routes)
 
 
 def _call(router: Router, method: str, path: str, root_path: str = "") -> tuple[Any, ...]:

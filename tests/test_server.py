@@ -10,6 +10,7 @@ import asyncio
 import socket
 import threading
 import time
+import types
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,6 +18,8 @@ import pytest
 import requests
 
 from simulacra import server as http_server
+from simulacra.dataplane.request import Answer, Request, text_answer
+from simulacra.errors import DomainError
 from tests.server import free_port
 
 LIFESPAN: list[str] = []
@@ -69,19 +72,42 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": answer})
 
 
-def answer_now(scope: dict[str, Any], body: bytes) -> Any:
-    """The shortcut: /now answered at once, /later after a wait, the rest by the app."""
-    if scope["path"] == "/now":
-        return 201, [(b"x-shortcut", b"yes")], b"now " + body
+class DataPlaneRoute:
+    """A route of the test data plane: /now answers at once, /later after a wait, and
+    /fault/{name} and /dribble answer with what the connection must do."""
 
-    async def later() -> Any:
-        await asyncio.sleep(0.05)
-        return 202, [], b"later"
+    def answer(self, request: Request) -> Any:
+        if request.path == "/later":
 
-    return later() if scope["path"] == "/later" else None
+            async def later() -> Answer:
+                await asyncio.sleep(0.05)
+                return Answer(202, [], b"later")
+
+            return later()
+        if request.path.startswith("/fault/"):
+            return Answer(200, [], b"never sent", fault=request.path.rpartition("/")[2])
+        if request.path == "/dribble":
+            return Answer(200, [], b"0123456789", dribble=(5, 0.5))
+        return Answer(201, [(b"x-dataplane", b"yes")], b"now " + request.body)
+
+    def refuse(self, request: Request, error: DomainError) -> Answer:
+        return text_answer(413, error.message)
 
 
-app.answer_now = answer_now  # type: ignore[attr-defined]
+class DataPlane:
+    """What the server asks of a data plane: which requests it claims, and the body limit."""
+
+    limit = 1000
+    ports = types.SimpleNamespace(listener=None)
+
+    def claim(self, request: Request) -> DataPlaneRoute | None:
+        claimed = request.path in ("/now", "/later", "/dribble") or request.path.startswith(
+            "/fault/"
+        )
+        return DataPlaneRoute() if claimed else None
+
+
+app.dataplane = DataPlane()  # type: ignore[attr-defined]
 
 
 class Running:
@@ -219,7 +245,7 @@ def test_bad_requests(running: Running) -> None:
 
 
 def test_an_upgrade_is_answered_then_closed(running: Running) -> None:
-    for path in (b"/ws", b"/now"):  # through the app, and through answer_now
+    for path in (b"/ws", b"/now"):  # through the app, and through the data plane
         with socket.create_connection(("127.0.0.1", running.port), timeout=5) as sock:
             sock.sendall(
                 b"GET %s HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
@@ -241,14 +267,57 @@ def test_app_failures(running: Running) -> None:
     assert requests.get(running.url + "/ok").ok
 
 
-def test_answer_now(running: Running) -> None:
+def test_the_data_plane_answers_what_it_claims(running: Running) -> None:
     with requests.Session() as http:
         now = http.post(running.url + "/now", data=b"x")
         later = http.post(running.url + "/later", data=b"x")
         usual = http.post(running.url + "/usual", data=b"x")
-    assert (now.status_code, now.text, now.headers["x-shortcut"]) == (201, "now x", "yes")
+        big = http.post(running.url + "/now", data=b"x" * 70_000)  # read whole, then answered
+    assert (now.status_code, now.text, now.headers["x-dataplane"]) == (201, "now x", "yes")
     assert (later.status_code, later.text) == (202, "later")
     assert usual.text == "POST /usual 1 "
+    assert big.status_code == 413  # over the data plane's limit (1000 bytes)
+
+
+def test_a_declared_length_over_the_limit_is_refused_at_once(running: Running) -> None:
+    # Only the head is sent: the 413 must not wait for a body that never comes.
+    reply = exchange(
+        running.port, b"POST /now HTTP/1.1\r\nHost: x\r\nContent-Length: 104857600\r\n\r\n"
+    )
+    assert reply.startswith(b"HTTP/1.1 413 "), reply
+
+
+def test_a_data_plane_request_expecting_100_continue(running: Running) -> None:
+    with socket.create_connection(("127.0.0.1", running.port), timeout=5) as sock:
+        sock.sendall(
+            b"POST /now HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n"
+        )
+        assert sock.recv(100).startswith(b"HTTP/1.1 100 Continue")
+        sock.sendall(b"ab")
+        assert b"now ab" in sock.recv(1000)
+
+
+def test_faults_as_a_client_sees_them(running: Running) -> None:
+    with pytest.raises(requests.ConnectionError) as reset:
+        requests.get(running.url + "/fault/CONNECTION_RESET_BY_PEER")
+    assert "reset" in str(reset.value).lower()
+    with pytest.raises(requests.ConnectionError):
+        requests.get(running.url + "/fault/EMPTY_RESPONSE")
+    assert exchange(running.port, b"GET /fault/EMPTY_RESPONSE HTTP/1.1\r\nHost: x\r\n\r\n") == b""
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        requests.get(running.url + "/fault/MALFORMED_RESPONSE_CHUNK")
+    with pytest.raises(requests.ConnectionError):
+        requests.get(running.url + "/fault/RANDOM_DATA_THEN_CLOSE")
+    assert requests.get(running.url + "/ok").ok  # the server itself is fine
+
+
+def test_a_dribbled_body_arrives_over_its_time(running: Running) -> None:
+    started = time.monotonic()
+    with requests.get(running.url + "/dribble", stream=True) as reply:
+        pieces = [(chunk, time.monotonic() - started) for chunk in reply.iter_content(1)]
+    assert b"".join(chunk for chunk, _ in pieces) == b"0123456789"
+    assert len(pieces) >= 3  # it came in several pieces...
+    assert pieces[-1][1] >= 0.35  # ...spread over the stated 0.5 s (4 pauses of 0.1 s)
 
 
 def test_an_app_without_lifespan_is_served() -> None:

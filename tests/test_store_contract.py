@@ -7,6 +7,7 @@ The PostgreSQL cases use the machine's real server, each in a schema of its own
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Iterator
 from typing import Any
 
@@ -134,6 +135,130 @@ def test_sessions_upsert_and_cascade(store_url):
         assert await store.list_sessions() == []
 
     run(store_url, body)
+
+
+def test_session_port_round_trips(store_url):
+    async def body(store: Store) -> None:
+        await store.create_scenario(Scenario(SC, "2026-01-01"))
+        bound = Session("localhost", "s1", SC, "playback", "2026-01-01", None, 8101)
+        await store.save_session(bound)
+        await store.save_sessions([Session("localhost", "s2", SC, "playback", port=8102)])
+        assert await store.list_sessions() == [
+            bound,
+            Session("localhost", "s2", SC, "playback", port=8102),
+        ]
+        assert await store.get_session("localhost", "s1") == bound
+        assert await store.get_session("localhost", "nope") is None
+        # The last_used flush (save_sessions) of a copy that does not know the binding, as
+        # another instance's may not, keeps the stored port.
+        stale = Session("localhost", "s1", SC, "playback", "2026-01-01", "2026-01-02 00:00:00")
+        await store.save_sessions([stale])
+        again = await store.get_session("localhost", "s1")
+        assert again is not None
+        assert (again.last_used, again.port) == ("2026-01-02 00:00:00", 8101)
+        # save_session is the call that binds and unbinds.
+        await store.save_session(Session("localhost", "s1", SC, "playback", port=8103))
+        assert (await store.get_session("localhost", "s1")).port == 8103  # type: ignore[union-attr]
+        await store.save_session(Session("localhost", "s1", SC, "dormant"))
+        assert (await store.get_session("localhost", "s1")).port is None  # type: ignore[union-attr]
+        # An imported scenario's session keeps its port too.
+        fresh = Scenario("localhost:fresh", "2026-01-01")
+        imported = Session("localhost", "s3", fresh.name, "playback", port=8104)
+        await store.import_scenarios([ScenarioImport(fresh, [stub(scenario=fresh.name)], imported)])
+        assert await store.get_session("localhost", "s3") == imported
+
+    run(store_url, body)
+
+
+def test_session_summary_shows_port_only_when_bound():
+    unbound = Session("localhost", "s", SC, "playback", "2026-01-01")
+    assert "port" not in unbound.summary()
+    bound = Session("localhost", "s", SC, "playback", "2026-01-01", port=8101)
+    assert bound.summary() == {**unbound.summary(), "port": 8101}
+
+
+# The session table as the previous version created it (before the port column).
+OLD_SESSION_TABLE = """
+CREATE TABLE session (
+    host       TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    scenario   TEXT NOT NULL REFERENCES scenario(name) ON DELETE CASCADE,
+    status     TEXT NOT NULL,
+    loaded     TEXT,
+    last_used  TEXT,
+    PRIMARY KEY (host, name)
+);
+"""
+
+
+def test_sqlite_file_of_the_previous_version_gains_the_port_column(tmp_path):
+    path = tmp_path / "simulacra.db"
+    db = sqlite3.connect(path)
+    db.executescript(
+        "CREATE TABLE scenario (name TEXT PRIMARY KEY, created TEXT NOT NULL,"
+        " version INTEGER NOT NULL DEFAULT 0);" + OLD_SESSION_TABLE
+    )
+    db.execute(f"INSERT INTO scenario VALUES ('{SC}', '2026-01-01', 3)")
+    db.execute(
+        "INSERT INTO session VALUES ('localhost', 'old', ?, 'playback', '2026-01-01', NULL)",
+        (SC,),
+    )
+    db.commit()
+    db.close()
+
+    async def body(store: Store) -> None:
+        old = Session("localhost", "old", SC, "playback", "2026-01-01")
+        assert await store.list_sessions() == [old]
+        await store.save_session(Session("localhost", "new", SC, "playback", port=8101))
+        assert [(s.name, s.port) for s in await store.list_sessions()] == [
+            ("new", 8101),
+            ("old", None),
+        ]
+
+    async def reopened(store: Store) -> None:  # the column is there: nothing to add again
+        assert [(s.name, s.port) for s in await store.list_sessions()] == [
+            ("new", 8101),
+            ("old", None),
+        ]
+
+    url = f"sqlite:///{path}"
+    run(url, body)
+    run(url, reopened)
+    columns = [row[1] for row in sqlite3.connect(path).execute("PRAGMA table_info(session)")]
+    assert columns == ["host", "name", "scenario", "status", "loaded", "last_used", "port"]
+
+
+def test_postgres_schema_of_the_previous_version_gains_the_port_column(pg_url):
+    """A database migrated by the previous version (through 0002) with a session in it."""
+    import psycopg
+
+    from simulacra.store.postgres import migrations, split_url
+
+    url, schema = split_url(pg_url)
+    with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+        conn.execute(f'SET search_path TO "{schema}"')
+        conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        for version, sql in migrations():
+            if version <= 2:
+                conn.execute(sql)
+                conn.execute("INSERT INTO schema_version VALUES (%s)", (version,))
+        conn.execute("INSERT INTO scenario VALUES (%s, '2026-01-01', 3)", (SC,))
+        conn.execute(
+            "INSERT INTO session VALUES ('localhost', 'old', %s, 'playback', '2026-01-01', NULL)",
+            (SC,),
+        )
+
+    async def body(store: Store) -> None:
+        old = Session("localhost", "old", SC, "playback", "2026-01-01")
+        assert await store.list_sessions() == [old]
+        await store.save_session(Session("localhost", "new", SC, "playback", port=8101))
+        assert [(s.name, s.port) for s in await store.list_sessions()] == [
+            ("new", 8101),
+            ("old", None),
+        ]
+
+    run(pg_url, body)
 
 
 def test_delay_policies(store_url):

@@ -15,17 +15,15 @@ import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from starlette.responses import Response
 
+from simulacra.dataplane.request import Request
 from simulacra.errors import Invalid
 from simulacra.store.memory import MemoryStore
 from simulacra.store.sqlite import SQLiteStore
 from simulacra.virtual.tracker import (
     COMMON_HEADERS,
-    DELAY_KEY,
     MAX_LIMIT,
     RESPONSE_PREVIEW_CHARS,
-    SESSION_KEY,
     CallDetail,
     Comparison,
     TrackerJournal,
@@ -38,6 +36,7 @@ from simulacra.virtual.tracker import (
     expand_headers,
     header_name,
     is_tracked,
+    join_headers,
     pack_detail,
     paging,
     parse_paging,
@@ -45,7 +44,7 @@ from simulacra.virtual.tracker import (
     unpack_detail,
 )
 from simulacra.virtual.tracker import capture as tracker_capture
-from simulacra.virtual.tracking import Tracker, track
+from simulacra.virtual.tracking import Tracker
 
 
 def capture(
@@ -57,23 +56,37 @@ def capture(
     status: int = 200,
     body: bytes = b"ok",
     failed: bool = False,
-    noted: dict[str, Any] | None = None,
     duration: float = 0.0123,
+    **notes: Any,
 ) -> tuple[Any, ...]:
-    """A capture of a call, as ``tracking.track`` queues it."""
+    """A capture of a call, as ``Tracker.note`` queues it; ``notes``: delay, session..."""
     all_headers = {"host": "Example.COM:8001", **(headers or {})}
-    scope = {
-        "type": "http",
-        "method": method,
-        "path": path,
-        "query_string": query,
-        "headers": [(k.lower().encode(), v.encode("latin-1")) for k, v in all_headers.items()],
-        "client": ("10.0.0.7", 51234),
-        "server": ("0.0.0.0", 8001),
-        **(noted or {}),
-    }
-    response = None if failed else Response(body, status, {"X-Kind": "test"}, "text/plain")
-    return tracker_capture(scope, response, 100.0, 100.0 + duration)
+    request = Request(
+        method,
+        path,
+        query,
+        [(k.lower().encode(), v.encode("latin-1")) for k, v in all_headers.items()],
+        b"",
+        ("10.0.0.7", 51234),
+        ("0.0.0.0", 8001),
+    )
+    if failed:
+        return tracker_capture(request, 500, b"", 0, b"internal error", 100.0, 100.0 + duration)
+    sent = [
+        (b"x-kind", b"test"),
+        (b"content-length", b"%d" % len(body)),
+        (b"content-type", b"text/plain; charset=utf-8"),
+    ]
+    return tracker_capture(
+        request,
+        status,
+        join_headers(sent),
+        len(body),
+        body[:1024],
+        100.0,
+        100.0 + duration,
+        **notes,
+    )
 
 
 def record(**fields: Any) -> TrackerRecord:
@@ -120,7 +133,7 @@ class TestBuildRecord:
             capture(
                 query=b"a=1&b=&a=2",
                 headers={"session": "s1", "Content-Length": "3"},
-                noted={DELAY_KEY: 40},
+                delay=40,
             ),
             server="box",
         )
@@ -157,9 +170,9 @@ class TestBuildRecord:
 
     def test_session_noted_by_an_action(self):
         path = "/api/v2/scenarios/objects/shop/action"
-        r = build_record(capture(path, noted={SESSION_KEY: "rec"}))
+        r = build_record(capture(path, session="rec"))
         assert (r.scenario, r.session) == ("example.com:shop", "rec")
-        r = build_record(capture(path, noted={SESSION_KEY: ["not", "a", "name"]}))
+        r = build_record(capture(path, session=["not", "a", "name"]))
         assert r.session is None
 
     @pytest.mark.parametrize(
@@ -203,7 +216,7 @@ class TestBuildRecord:
         # Plain values only (the request headers as a tuple of byte pairs): the scope and
         # response die with the request, and the garbage collector does not have to visit
         # pending captures.
-        captured = capture(query=b"a=1", noted={DELAY_KEY: 5, SESSION_KEY: {"x": 1}})
+        captured = capture(query=b"a=1", delay=5, session={"x": 1})
         plain = str | bytes | int | float | NoneType
         assert all(isinstance(v, plain) for i, v in enumerate(captured) if i != 5)
         assert all(isinstance(n, bytes) and isinstance(v, bytes) for n, v in captured[5])
@@ -599,29 +612,23 @@ class TestTrackerJournal:
 # the writer --------------------------------------------------------------------
 
 
-class _App:
-    """Just enough of a Starlette app for ``track``: ``app.state.tracker``."""
-
-    def __init__(self, tracker: Tracker) -> None:
-        self.state = type("State", (), {"tracker": tracker})()
-
-
-def tracked_scope(app: _App, path: str = "/api/v2/scenarios/objects/shop/stubs") -> dict:
-    scope = capture_scope(path)
-    scope["app"] = app
-    return scope
-
-
-def capture_scope(path: str) -> dict[str, Any]:
-    return {
-        "type": "http",
-        "method": "POST",
-        "path": path,
-        "query_string": b"",
-        "headers": [(b"host", b"localhost:8900"), (b"session", b"s1")],
-        "client": ("127.0.0.1", 5000),
-        "server": ("127.0.0.1", 8900),
-    }
+def note(
+    tracker: Tracker, body: bytes | None = b"x", path: str = "/api/v2/scenarios/objects/shop/stubs"
+) -> None:
+    """``tracker.note`` of a call answered ``body`` (None: a failure, answered 500)."""
+    request = Request(
+        "POST",
+        path,
+        b"",
+        [(b"host", b"localhost:8900"), (b"session", b"s1")],
+        b"",
+        ("127.0.0.1", 5000),
+        ("127.0.0.1", 8900),
+    )
+    if body is None:
+        tracker.note(request, 500, b"", 0, b"internal error", time.perf_counter())
+    else:
+        tracker.note(request, 200, b"", len(body), body, time.perf_counter())
 
 
 class TestWriter:
@@ -631,12 +638,10 @@ class TestWriter:
             tracker = Tracker(cap=3, interval=3600)
             await tracker.start(store)
             try:
-                app = _App(tracker)
                 for i in range(5):
-                    track(tracked_scope(app), Response(f"r{i}"), time.perf_counter())
-                track(tracked_scope(app, "/api/v2/scenarios"), Response("no"), 0.0)
-                track(tracked_scope(app), None, time.perf_counter())  # a failure
-                assert len(tracker.queue) == 6  # the scenarios call is not tracked
+                    note(tracker, f"r{i}".encode())
+                note(tracker, None)  # a failure
+                assert len(tracker.queue) == 6
                 total, page = await tracker.records(parse_query(""), 0, 10)
                 assert len(tracker.queue) == 0
                 assert total == 3  # the cap
@@ -652,7 +657,7 @@ class TestWriter:
 
     def test_disabled_tracker_records_nothing(self):
         tracker = Tracker(enabled=False)
-        track(tracked_scope(_App(tracker)), Response("x"), 0.0)
+        note(tracker)
         assert len(tracker.queue) == 0
 
     def test_stop_writes_what_is_pending(self):
@@ -660,7 +665,7 @@ class TestWriter:
             store = await opened("sql")
             tracker = Tracker(interval=3600)
             await tracker.start(store)
-            track(tracked_scope(_App(tracker)), Response("x"), time.perf_counter())
+            note(tracker)
             await tracker.stop()
             total, _ = await store.tracker_records(parse_query(""), 0, 10)
             assert total == 1
@@ -674,7 +679,7 @@ class TestWriter:
             tracker = Tracker(interval=0.01)
             await tracker.start(store)
             try:
-                track(tracked_scope(_App(tracker)), Response("x"), time.perf_counter())
+                note(tracker)
                 for _ in range(200):
                     await asyncio.sleep(0.01)
                     if (await store.tracker_records(parse_query(""), 0, 1))[0]:

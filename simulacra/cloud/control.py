@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from functools import wraps
+from collections.abc import Callable
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -11,11 +10,9 @@ from starlette.routing import BaseRoute, Route
 
 from simulacra.clock import iso8601
 from simulacra.cloud.behaviors import BehaviorRegistry, number
-from simulacra.cloud.http import cloud, flat_error, read_json_object, status_of
-from simulacra.errors import DomainError, Invalid
+from simulacra.cloud.http import cloud, flat_errors, read_json_object
+from simulacra.errors import Invalid
 from simulacra.web import json_response
-
-Handler = Callable[[Request], Awaitable[Response]]
 
 # What GET /mimic/v1.0/presets shows; each preset is implemented by the service named.
 PRESETS: dict[str, dict[str, object]] = {}
@@ -23,19 +20,6 @@ PRESETS: dict[str, dict[str, object]] = {}
 
 def register_presets(group: str, presets: dict[str, object]) -> None:
     PRESETS.setdefault(group, {}).update(presets)
-
-
-def flat_errors(handler: Handler) -> Handler:
-    """Render domain errors as Mimic's ``{"message", "code"}``."""
-
-    @wraps(handler)
-    async def wrapped(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except DomainError as exc:
-            return flat_error(status_of(exc), exc.message)
-
-    return wrapped
 
 
 @flat_errors

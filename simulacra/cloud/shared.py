@@ -8,9 +8,13 @@ transaction over one row (``cloud_state``, migration 0002):
    now run one at a time;
 2. if another process changed the state since this one last saw it (the version moved),
    load the stored state into this process's objects;
-3. run the handler against them, buffering its response;
+3. run the handler against them, holding its answer back;
 4. if the state changed (its serialized bytes differ), write it back as version + 1;
-5. commit, and only then send the response: a 2xx means the change is durable.
+5. commit, and only then send the answer: a 2xx means the change is durable.
+
+``SharedCloud.run`` is that transaction, around any unit of work: the data plane's cloud
+routes (simulacra/dataplane/cloud.py) call it with their answer's work, and
+``SharedCloudMiddleware`` with the Starlette app's, for every other cloud route.
 
 Within a process an ``asyncio.Lock`` serializes cloud requests, so the process holds at
 most one connection waiting on the row. A failure anywhere (the database gone, a handler
@@ -36,12 +40,13 @@ import re
 import sys
 import types
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, TypeVar
 
 from simulacra.cloud.behaviors import Event
 from simulacra.cloud.core import CloudCore
 from simulacra.cloud.http import flat_error
 from simulacra.errors import Unavailable
+from simulacra.web import starlette_response
 
 log = logging.getLogger("simulacra.cloud")
 
@@ -50,6 +55,7 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+T = TypeVar("T")
 
 # The standard types the cloud state may hold; everything else must be a class of a
 # ``simulacra.cloud`` module (or ``simulacra.clock``).
@@ -136,9 +142,8 @@ def _number(text: str) -> int | float:
 class SharedCloud:
     """One process's view of the shared cloud state: what it holds and which version."""
 
-    def __init__(self, core: CloudCore, max_body_bytes: int) -> None:
+    def __init__(self, core: CloudCore) -> None:
         self.core = core
-        self.max_body_bytes = max_body_bytes
         self.store: Any = None  # the PostgreSQL store, set by the app's lifespan
         self._lock = asyncio.Lock()
         self._version: int | None = None  # the stored version memory holds; None: reload
@@ -196,30 +201,22 @@ class SharedCloud:
 
     # Requests ----------------------------------------------------------------------
 
-    async def handle(self, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
-        # Read the body first: neither lock is held while a slow client uploads.
-        receive = await _buffered(receive, self.max_body_bytes)
-        messages: list[Message] = []
+    async def run(self, work: Callable[[], Awaitable[T]]) -> T:
+        """``work()`` on the stored state, its changes committed before its result returns.
 
-        async def capture(message: Message) -> None:
-            messages.append(message)
+        Unavailable (the store out of reach) is raised before or instead of the result; the
+        caller answers it (``flat_error``: a 503). ``work`` renders its own domain errors:
+        one raised here rolls its changes back.
+        """
+        async with self._lock:
+            try:
+                return await self._transaction(work)
+            except BaseException:
+                # Memory may hold changes that were not committed: reload it next time.
+                self._version = None
+                raise
 
-        try:
-            async with self._lock:
-                try:
-                    await self._run(app, scope, receive, capture)
-                except BaseException:
-                    # Memory may hold changes that were not committed: reload it next time.
-                    self._version = None
-                    raise
-        except Unavailable as exc:
-            response = flat_error(503, exc.message)
-            await response(scope, receive, send)
-            return
-        for message in messages:  # committed: now the client may learn of it
-            await send(message)
-
-    async def _run(self, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _transaction(self, work: Callable[[], Awaitable[T]]) -> T:
         written: tuple[int, bytes] | None = None
         async with self.store.locked_cloud_state(self._version) as row:
             if row.version != self._version:
@@ -227,12 +224,13 @@ class SharedCloud:
                 # Pickled again rather than ``row.data``: sets pickle in their iteration order,
                 # which follows string hashes, which differ between processes.
                 self._saved, self._version = self.dump(), row.version
-            await app(scope, receive, send)
+            result = await work()
             data = self.dump()
             if data != self._saved:
                 written = (await row.write(data), data)
         if written is not None:  # committed
             self._version, self._saved = written
+        return result
 
 
 async def _buffered(receive: Receive, limit: int) -> Receive:
@@ -277,14 +275,29 @@ def is_cloud_request(scope: Scope) -> bool:
 
 
 class SharedCloudMiddleware:
-    """Runs every cloud request through ``SharedCloud.handle``; the rest passes by."""
+    """Runs every cloud request the Starlette app answers in ``SharedCloud.run``; the rest
+    passes by. ``max_body_bytes``: how much of a body is read before the transaction."""
 
-    def __init__(self, app: ASGIApp, shared: SharedCloud) -> None:
+    def __init__(self, app: ASGIApp, shared: SharedCloud, max_body_bytes: int) -> None:
         self.app = app
         self.shared = shared
+        self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and is_cloud_request(scope):
-            await self.shared.handle(self.app, scope, receive, send)
-        else:
+        if scope["type"] != "http" or not is_cloud_request(scope):
             await self.app(scope, receive, send)
+            return
+        # Read the body first: neither lock is held while a slow client uploads.
+        receive = await _buffered(receive, self.max_body_bytes)
+        messages: list[Message] = []
+
+        async def capture(message: Message) -> None:
+            messages.append(message)
+
+        try:
+            await self.shared.run(lambda: self.app(scope, receive, capture))
+        except Unavailable as exc:
+            await starlette_response(flat_error(exc))(scope, receive, send)
+            return
+        for message in messages:  # committed: now the client may learn of it
+            await send(message)

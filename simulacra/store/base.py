@@ -63,10 +63,15 @@ class Store(Protocol):
 
     # sessions
     async def list_sessions(self) -> list[Session]: ...
+    async def get_session(self, host: str, name: str) -> Session | None: ...
     async def save_session(self, session: Session) -> None:
-        """Insert or replace, keyed by (host, name)."""
+        """Insert or replace, keyed by (host, name), with its ``port`` binding (None: unbound).
+        The call that binds or unbinds a port."""
 
-    async def save_sessions(self, sessions: list[Session]) -> None: ...
+    async def save_sessions(self, sessions: list[Session]) -> None:
+        """Insert or update, keyed by (host, name), but keep an existing row's ``port`` (a
+        new row gets the session's). The periodic flush of last_used writes through this:
+        with a shared store its copies may predate a binding another instance made."""
 
     # delay policies (durable; the service keeps them cached in memory)
     async def list_delay_policies(self) -> list[DelayPolicy]: ...

@@ -238,10 +238,7 @@ class PostgresStore:
         return Stub(
             scenario=scenario,
             request=orjson.loads(request),
-            responses=[
-                Response(r["status"], r["body"], r.get("headers") or {}, r.get("delayPolicy"))
-                for r in orjson.loads(responses)
-            ],
+            responses=[Response.from_dict(r) for r in orjson.loads(responses)],
             priority=priority,
             args=orjson.loads(args),
             recorded=recorded,
@@ -331,7 +328,7 @@ class PostgresStore:
                         row = await cursor.fetchone()
                         stub.seq = row[0] if row else 0
                     if item.session is not None:
-                        await self._upsert_sessions(conn, [item.session])
+                        await self._upsert_sessions(conn, [item.session], port=True)
                     await self._notify(conn, "scenario", scenario.name)
         except pg_errors.UniqueViolation as exc:
             diag = exc.diag.constraint_name or ""
@@ -346,40 +343,50 @@ class PostgresStore:
 
     # sessions --------------------------------------------------------------
 
+    # Columns in Session's field order, so a row is constructed positionally.
+    _SESSION_COLUMNS = "host, name, scenario, status, loaded, last_used, port"
+    _SESSION_UPSERT = (
+        f"INSERT INTO session ({_SESSION_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+        " ON CONFLICT (host, name) DO UPDATE SET scenario = EXCLUDED.scenario,"
+        " status = EXCLUDED.status, loaded = EXCLUDED.loaded, last_used = EXCLUDED.last_used"
+    )
+
     async def list_sessions(self) -> list[Session]:
-        rows = await self._fetchall(
-            "SELECT host, name, scenario, status, loaded, last_used FROM session ORDER BY name"
-        )
+        rows = await self._fetchall(f"SELECT {self._SESSION_COLUMNS} FROM session ORDER BY name")
         return [Session(*row) for row in rows]
 
     async def get_session(self, host: str, name: str) -> Session | None:
         """One session by key (cache misses and admin calls; playback keeps them in memory)."""
         row = await self._fetchone(
-            "SELECT host, name, scenario, status, loaded, last_used FROM session"
-            " WHERE host = %s AND name = %s",
+            f"SELECT {self._SESSION_COLUMNS} FROM session WHERE host = %s AND name = %s",
             (host, name),
         )
         return Session(*row) if row else None
 
     async def save_session(self, session: Session) -> None:
-        await self.save_sessions([session])
+        async with self._tx() as conn:
+            await self._upsert_sessions(conn, [session], port=True)
 
     async def save_sessions(self, sessions: list[Session]) -> None:
         if not sessions:
             return
         async with self._tx() as conn:
-            await self._upsert_sessions(conn, sessions)
+            await self._upsert_sessions(conn, sessions, port=False)
 
     async def _upsert_sessions(
-        self, conn: psycopg.AsyncConnection[Any], sessions: list[Session]
+        self, conn: psycopg.AsyncConnection[Any], sessions: list[Session], port: bool
     ) -> None:
+        """Insert or update; an existing row's port binding is written only with ``port``
+        (save_sessions is the periodic last_used flush, whose copies of sessions made by
+        other instances may not know a binding made since)."""
+        sql = self._SESSION_UPSERT + (", port = EXCLUDED.port" if port else "")
         async with conn.cursor() as cursor:
             await cursor.executemany(
-                "INSERT INTO session (host, name, scenario, status, loaded, last_used)"
-                " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (host, name) DO UPDATE SET"
-                " scenario = EXCLUDED.scenario, status = EXCLUDED.status,"
-                " loaded = EXCLUDED.loaded, last_used = EXCLUDED.last_used",
-                [(s.host, s.name, s.scenario, s.status, s.loaded, s.last_used) for s in sessions],
+                sql,
+                [
+                    (s.host, s.name, s.scenario, s.status, s.loaded, s.last_used, s.port)
+                    for s in sessions
+                ],
             )
         for session in sessions:
             await self._notify(conn, "session", f"{session.host} {session.name}")

@@ -48,6 +48,7 @@ CREATE TABLE IF NOT EXISTS session (
     status     TEXT NOT NULL,
     loaded     TEXT,
     last_used  TEXT,
+    port       INTEGER,
     PRIMARY KEY (host, name)
 );
 CREATE TABLE IF NOT EXISTS delay_policy (
@@ -71,6 +72,13 @@ CREATE TABLE IF NOT EXISTS tracker (
     detail       BLOB NOT NULL
 );
 """
+
+# Columns added since a table was first created: CREATE TABLE IF NOT EXISTS leaves an
+# existing database's table as it was, so ``open()`` adds whichever of these it lacks.
+# (table, column, declaration); append only, and keep SCHEMA's CREATE TABLE in step.
+ADDED_COLUMNS: list[tuple[str, str, str]] = [
+    ("session", "port", "INTEGER"),
+]
 
 
 def _dumps(value: Any) -> str:
@@ -101,6 +109,7 @@ class SQLiteStore:
         db.execute("PRAGMA foreign_keys=ON")
         db.execute("PRAGMA busy_timeout=5000")
         db.executescript(SCHEMA)
+        _add_missing_columns(db)
         self._db = db
 
     async def close(self) -> None:
@@ -146,10 +155,7 @@ class SQLiteStore:
         return Stub(
             scenario=scenario,
             request=orjson.loads(request),
-            responses=[
-                Response(r["status"], r["body"], r.get("headers") or {}, r.get("delayPolicy"))
-                for r in orjson.loads(responses)
-            ],
+            responses=[Response.from_dict(r) for r in orjson.loads(responses)],
             priority=priority,
             args=orjson.loads(args),
             recorded=recorded,
@@ -251,21 +257,8 @@ class SQLiteStore:
                         ),
                     )
                     stub.seq = cursor.lastrowid or 0
-                session = item.session
-                if session is not None:
-                    db.execute(
-                        "INSERT OR REPLACE INTO session"
-                        " (host, name, scenario, status, loaded, last_used)"
-                        " VALUES (?, ?, ?, ?, ?, ?)",
-                        (
-                            session.host,
-                            session.name,
-                            session.scenario,
-                            session.status,
-                            session.loaded,
-                            session.last_used,
-                        ),
-                    )
+                if item.session is not None:
+                    db.execute(self._SESSION_SAVE, self._session_row(item.session))
 
     @staticmethod
     def _bump(db: sqlite3.Connection, scenario: str) -> None:
@@ -273,24 +266,40 @@ class SQLiteStore:
 
     # sessions --------------------------------------------------------------
 
+    # Columns in Session's field order, so a row is constructed positionally.
+    _SESSION_COLUMNS = "host, name, scenario, status, loaded, last_used, port"
+    _SESSION_UPSERT = (
+        f"INSERT INTO session ({_SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (host, name) DO UPDATE SET scenario = excluded.scenario,"
+        " status = excluded.status, loaded = excluded.loaded, last_used = excluded.last_used"
+    )
+    # save_session writes the port binding too; save_sessions keeps the stored one.
+    _SESSION_SAVE = _SESSION_UPSERT + ", port = excluded.port"
+
+    @staticmethod
+    def _session_row(s: Session) -> tuple[Any, ...]:
+        return (s.host, s.name, s.scenario, s.status, s.loaded, s.last_used, s.port)
+
     async def list_sessions(self) -> list[Session]:
-        rows = self.db.execute(
-            "SELECT host, name, scenario, status, loaded, last_used FROM session ORDER BY name"
-        )
+        rows = self.db.execute(f"SELECT {self._SESSION_COLUMNS} FROM session ORDER BY name")
         return [Session(*row) for row in rows]
 
+    async def get_session(self, host: str, name: str) -> Session | None:
+        row = self.db.execute(
+            f"SELECT {self._SESSION_COLUMNS} FROM session WHERE host = ? AND name = ?",
+            (host, name),
+        ).fetchone()
+        return Session(*row) if row else None
+
     async def save_session(self, session: Session) -> None:
-        await self.save_sessions([session])
+        with self._transaction() as db:
+            db.execute(self._SESSION_SAVE, self._session_row(session))
 
     async def save_sessions(self, sessions: list[Session]) -> None:
         if not sessions:
             return
         with self._transaction() as db:
-            db.executemany(
-                "INSERT OR REPLACE INTO session (host, name, scenario, status, loaded, last_used)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                [(s.host, s.name, s.scenario, s.status, s.loaded, s.last_used) for s in sessions],
-            )
+            db.executemany(self._SESSION_UPSERT, [self._session_row(s) for s in sessions])
 
     # delay policies --------------------------------------------------------
 
@@ -386,6 +395,17 @@ def _tracker_where(query: TrackerQuery) -> tuple[str, list[Any]]:
         )
         args += [word, word]
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), args
+
+
+def _add_missing_columns(db: sqlite3.Connection) -> None:
+    """Bring a database made by an older version up to SCHEMA (see ADDED_COLUMNS). In one
+    write transaction, so two processes opening the same file don't both add a column."""
+    with _Transaction(db):
+        for table, column, declaration in ADDED_COLUMNS:
+            present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+            if column not in present:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+                log.info("store schema: added column %s.%s", table, column)
 
 
 class _Transaction:

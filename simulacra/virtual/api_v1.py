@@ -24,18 +24,16 @@ from starlette.routing import Route
 from simulacra import __version__
 from simulacra.errors import Conflict, DomainError, Invalid, NotFound
 from simulacra.virtual.api_v2 import (
-    _delay,
-    _playback_request,
     endpoint,
     envelope,
     limit,
+    note_session,
     scenario_ref,
     service,
 )
 from simulacra.virtual.api_v2_admin import POLICY_OBJECTS, display_name, policy_view
 from simulacra.virtual.delays import ALL_PARAMETERS, parse_policy, split_name
 from simulacra.virtual.model import HOST_RE, PLAYBACK, RECORD, Stub, normalize_host, qualify
-from simulacra.virtual.tracking import SESSION_KEY
 from simulacra.web import read_body, request_host, truthy
 
 PREFIX = "/stubo/api/"
@@ -55,7 +53,6 @@ PUT_STUB_OPTIONS = frozenset(
 )
 
 
-ARGS_KEY = "simulacra.v1_args"
 FORM = "application/x-www-form-urlencoded"
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -68,7 +65,7 @@ async def load_args(request: Request) -> None:
     if request.method == "POST" and content_type.split(";", 1)[0].strip().lower() == FORM:
         body = await read_body(request, limit(request))
         args += parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
-    request.scope[ARGS_KEY] = args
+    request.state.v1_args = args
 
 
 def v1_endpoint(
@@ -85,7 +82,7 @@ def v1_endpoint(
             if form:
                 await load_args(request)
             else:
-                request.scope[ARGS_KEY] = list(request.query_params.multi_items())
+                request.state.v1_args = list(request.query_params.multi_items())
             return await handler(request)
 
         return endpoint(overrides)(with_args)
@@ -94,7 +91,7 @@ def v1_endpoint(
 
 
 def args_of(request: Request) -> list[tuple[str, str]]:
-    return request.scope[ARGS_KEY]
+    return request.state.v1_args
 
 
 def arg_list(request: Request, name: str) -> list[str]:
@@ -149,7 +146,7 @@ async def begin_session(request: Request) -> Response:
     """Begin a session; record mode creates the scenario (400 if it already has stubs)."""
     name = scenario_arg(request)
     session = session_arg(arg(request, "session", required=True))
-    request.scope[SESSION_KEY] = session  # for the tracker record
+    note_session(request, session)
     mode = arg(request, "mode", required=True)
     svc = service(request)
     if mode == RECORD:
@@ -166,7 +163,7 @@ async def begin_session(request: Request) -> Response:
 async def end_session(request: Request) -> Response:
     """End a session (it turns dormant); its scenario is found from the session."""
     name = session_arg(arg(request, "session", required=True))
-    request.scope[SESSION_KEY] = name  # for the tracker record
+    note_session(request, name)
     svc = service(request)
     session = await svc.find_session(request_host(request), name)
     return envelope(await svc.end_session(session.scenario, session.name))
@@ -185,7 +182,7 @@ async def end_sessions(request: Request) -> Response:
 async def put_stub(request: Request) -> Response:
     """Add a stub to the session recording (JSON body; query args become stub.args)."""
     session = session_arg(arg(request, "session", required=True))
-    request.scope[SESSION_KEY] = session  # for the tracker record
+    note_session(request, session)
     body = await read_body(request, limit(request))
     if body.lstrip().startswith(b"||"):
         raise Invalid(
@@ -208,22 +205,6 @@ async def put_stub(request: Request) -> Response:
     # Mirage answers 200 whatever happened, with the outcome in data.message.
     message = {"status": result.status, "msg": result.message, "key": result.stub.id}
     return envelope({"message": message})
-
-
-@v1_endpoint(form=False)
-async def get_response(request: Request) -> Response:
-    """Play back: the matching stub's status, headers and body (session header or arg)."""
-    name = request.headers.get("stubo-request-session") or session_arg(arg(request, "session"))
-    if not name:
-        raise Invalid("no session: send the 'Stubo-Request-Session' header or a 'session' arg")
-    request.scope[SESSION_KEY] = name  # for the tracker record
-    svc = service(request)
-    session = await svc.find_session(request_host(request), name)
-    body = await read_body(request, limit(request))
-    response = await svc.playback(session, _playback_request(request, body))
-    if response.delay_policy:
-        await _delay(request, svc, session.host, response.delay_policy)
-    return Response(response.body, response.status, response.headers)
 
 
 @v1_endpoint({Conflict: 400})  # Mirage's v1 answers active sessions with 400 (v2: 409)
@@ -371,8 +352,6 @@ BOTH = ["GET", "POST"]
 
 ROUTES = [
     # Playback first: the router scans in order, and this is v1's hot path.
-    Route(PREFIX + "get/response", get_response, methods=["POST"]),
-    Route(PREFIX + "get/response/{rest:path}", get_response, methods=["POST"]),
     Route(PREFIX + "begin/session", begin_session, methods=BOTH),
     Route(PREFIX + "end/session", end_session, methods=BOTH),
     Route(PREFIX + "end/sessions", end_sessions, methods=BOTH),

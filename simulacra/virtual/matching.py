@@ -10,6 +10,9 @@ a bad stub is refused at PUT time, never at playback.
 pattern are found through one Aho-Corasick pass over the request body, stubs with
 an exact ``urlPath`` through a dict; only the candidates are fully evaluated, in
 priority order.
+
+When nothing matches, ``StubIndex.near_misses`` says which stubs came closest and
+which of their matchers failed, by the names those matchers have in the stub JSON.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import ast
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -144,10 +148,21 @@ def parse_header_literal(raw: str) -> dict[str, str]:
 
 
 class Matcher:
-    """One condition on a request; subclasses compile in ``__init__`` (raising Invalid)."""
+    """One condition on a request; subclasses compile in ``__init__`` (raising Invalid).
+
+    ``name`` is the matcher's name in the stub JSON (``method``, ``headers.X-Trace``,
+    ``bodyPatterns.!contains``), set by ``compile_request``; near misses report it.
+    """
+
+    name = ""
 
     def matches(self, request: PlaybackRequest) -> bool:
         raise NotImplementedError
+
+
+def _named(matcher: Matcher, name: str) -> Matcher:
+    matcher.name = name
+    return matcher
 
 
 class Not(Matcher):
@@ -156,6 +171,20 @@ class Not(Matcher):
 
     def matches(self, request: PlaybackRequest) -> bool:
         return not self.inner.matches(request)
+
+
+class AllOf(Matcher):
+    """Every part must hold. ``compile_request`` spreads the parts of a positive one into
+    the stub's own matchers (so each is named and reported alone); ``!`` keeps it whole."""
+
+    def __init__(self, parts: Iterable[Matcher]) -> None:
+        self.parts = tuple(parts)
+
+    def matches(self, request: PlaybackRequest) -> bool:
+        for part in self.parts:  # noqa: SIM110  # all() makes a generator per request
+            if not part.matches(request):
+                return False
+        return True
 
 
 def _string(value: object, where: str) -> str:
@@ -191,35 +220,51 @@ class UrlPattern(Matcher):
         return self.regex.search(request.path) is not None
 
 
-class QueryArgs(Matcher):
+class QueryArg(Matcher):
+    """The named argument is present with exactly these values, in this order."""
+
+    def __init__(self, arg: str, values: list[str]) -> None:
+        self.arg = arg
+        self.values = values
+
+    def matches(self, request: PlaybackRequest) -> bool:
+        return request.query_args.get(self.arg) == self.values
+
+
+def query_args(value: object) -> AllOf:
     """Every named argument must be present with exactly these values (Mirage: a subset)."""
+    if not isinstance(value, dict):
+        raise Invalid("request.queryArgs must be an object of names to value lists")
+    parts = []
+    for name, values in value.items():
+        items = values if isinstance(values, list) else [values]
+        expected = [_string(v, f"request.queryArgs[{name!r}]") for v in items]
+        parts.append(_named(QueryArg(str(name), expected), f"queryArgs.{name}"))
+    return AllOf(parts)
 
-    def __init__(self, value: object) -> None:
-        if not isinstance(value, dict):
-            raise Invalid("request.queryArgs must be an object of names to value lists")
-        self.expected: dict[str, list[str]] = {}
-        for name, values in value.items():
-            items = values if isinstance(values, list) else [values]
-            self.expected[str(name)] = [_string(v, f"request.queryArgs[{name!r}]") for v in items]
+
+class Header(Matcher):
+    """The header (name lower-case, as requests carry them) is present with this value."""
+
+    def __init__(self, header: str, value: str) -> None:
+        self.header = header
+        self.value = value
 
     def matches(self, request: PlaybackRequest) -> bool:
-        actual = request.query_args
-        return all(actual.get(k) == v for k, v in self.expected.items())
+        return request.headers.get(self.header) == self.value
 
 
-class Headers(Matcher):
+def headers(value: object) -> AllOf:
     """Every named header must be present with this value; names are case-insensitive."""
-
-    def __init__(self, value: object) -> None:
-        if not isinstance(value, dict):
-            raise Invalid("request.headers must be an object of header names to values")
-        self.expected = {
-            str(k).lower(): _string(v, f"request.headers[{k!r}]") for k, v in value.items()
-        }
-
-    def matches(self, request: PlaybackRequest) -> bool:
-        actual = request.headers
-        return all(actual.get(k) == v for k, v in self.expected.items())
+    if not isinstance(value, dict):
+        raise Invalid("request.headers must be an object of header names to values")
+    # Names differing only in case are one header: the last one given wins.
+    by_name = {
+        str(k).lower(): (str(k), _string(v, f"request.headers[{k!r}]")) for k, v in value.items()
+    }
+    return AllOf(
+        _named(Header(lower, v), f"headers.{given}") for lower, (given, v) in by_name.items()
+    )
 
 
 class Contains(Matcher):
@@ -284,8 +329,8 @@ REQUEST_MATCHERS: dict[str, Callable[[object], Matcher]] = {
     "method": Method,
     "urlPath": UrlPath,
     "urlPattern": UrlPattern,
-    "queryArgs": QueryArgs,
-    "headers": Headers,
+    "queryArgs": query_args,
+    "headers": headers,
 }
 BODY_MATCHERS: dict[str, Callable[..., Matcher]] = {
     "contains": Contains,
@@ -300,12 +345,17 @@ class CompiledRequest:
     # Index hints: positive conditions that every matching request must satisfy.
     anchor: str | None  # the longest whitespace-stripped ``contains`` pattern
     exact_path: str | None
+    method: str | None = None
 
     def matches(self, request: PlaybackRequest) -> bool:
         for matcher in self.matchers:  # noqa: SIM110  # all() makes a generator per request
             if not matcher.matches(request):
                 return False
         return True
+
+    def failures(self, request: PlaybackRequest) -> list[str]:
+        """The names of the matchers that do not hold (all evaluated: not for the hot path)."""
+        return [m.name for m in self.matchers if not m.matches(request)]
 
 
 def _split_negation(key: str) -> tuple[str, bool]:
@@ -320,7 +370,7 @@ def compile_request(request: dict[str, Any]) -> CompiledRequest:
     """Compile a stub's ``request`` object; raise Invalid for unknown or malformed matchers."""
     matchers: list[Matcher] = []
     anchors: list[str] = []
-    exact_path = None
+    exact_path = method = None
     for key, value in request.items():
         name, negated = _split_negation(key)
         if name == "bodyPatterns" and not negated:
@@ -334,12 +384,18 @@ def compile_request(request: dict[str, Any]) -> CompiledRequest:
             raise Invalid(f"unknown request matcher {key!r}; known: {known} (prefix '!' to negate)")
         matcher = factory(value)
         if negated:
-            matcher = Not(matcher)
-        elif name == "urlPath":
-            exact_path = matcher.path  # type: ignore[attr-defined]
-        matchers.append(matcher)
+            matchers.append(_named(Not(matcher), key))
+            continue
+        if isinstance(matcher, AllOf):
+            matchers.extend(matcher.parts)  # named by their factory
+            continue
+        if isinstance(matcher, UrlPath):
+            exact_path = matcher.path
+        elif isinstance(matcher, Method):
+            method = matcher.method
+        matchers.append(_named(matcher, key))
     anchor = max(anchors, key=len) if anchors else None
-    return CompiledRequest(tuple(matchers), anchor or None, exact_path)
+    return CompiledRequest(tuple(matchers), anchor or None, exact_path, method)
 
 
 def _compile_body(value: object) -> tuple[list[Matcher], list[str]]:
@@ -360,14 +416,33 @@ def _compile_body(value: object) -> tuple[list[Matcher], list[str]]:
         if factory is None:
             known = ", ".join(BODY_MATCHERS)
             raise Invalid(f"unknown bodyPatterns matcher {key!r}; known: {known}, namespaces")
-        for item in _as_list(items):
+        listed = _as_list(items)
+        for i, item in enumerate(listed):
             matcher = factory(item, namespaces) if name == "xpath" else factory(item)
             if negated:
                 matcher = Not(matcher)
             elif name == "contains":
                 anchors.append(matcher.pattern)  # type: ignore[attr-defined]
-            matchers.append(matcher)
+            # One item is named by its list; several by their index in it.
+            label = f"bodyPatterns.{key}" + (f"[{i}]" if len(listed) > 1 else "")
+            matchers.append(_named(matcher, label))
     return matchers, anchors
+
+
+@dataclass(frozen=True)
+class NearMiss:
+    """A stub that did not match a request, and which of its matchers failed."""
+
+    stub_id: str
+    request: dict[str, Any]  # the stub's ``request`` matchers, as stored
+    failed: tuple[str, ...]  # matcher names as in the stub JSON, in its order
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.stub_id, "request": self.request, "failed": list(self.failed)}
+
+
+# Near misses evaluate every matcher of at most this many stubs per unmatched request.
+NEAR_MISS_BUDGET = 300
 
 
 def priority_key(stub: Stub) -> tuple[int, int, int]:
@@ -393,6 +468,8 @@ class StubIndex:
                 self._by_path.setdefault(compiled.exact_path, []).append(rank)
             else:
                 self._always.append(rank)
+        # Built on the first near miss (never on the hot path): ranks by exact path, method.
+        self._near: tuple[dict[str, list[int]], dict[str, list[int]]] | None = None
         self._automaton = None
         if self._by_anchor:
             automaton = ahocorasick.Automaton()
@@ -410,14 +487,20 @@ class StubIndex:
         path_hits = self._by_path.get(request.path)
         if path_hits:
             ranks.extend(path_hits)
-        if self._automaton is not None and request.normalized_body:
-            seen: set[str] = set()
-            for _end, pattern in self._automaton.iter(request.normalized_body):
-                if pattern not in seen:
-                    seen.add(pattern)
-                    ranks.extend(self._by_anchor[pattern])
+        self._add_anchor_hits(request, ranks)
         ranks.sort()
         return ranks
+
+    def _add_anchor_hits(self, request: PlaybackRequest, ranks: list[int]) -> None:
+        """Append the ranks of stubs whose ``contains`` anchor occurs in the body."""
+        automaton = self._automaton
+        if automaton is None or not request.normalized_body:
+            return
+        seen: set[str] = set()
+        for _end, pattern in automaton.iter(request.normalized_body):
+            if pattern not in seen:
+                seen.add(pattern)
+                ranks.extend(self._by_anchor[pattern])
 
     def match(self, request: PlaybackRequest) -> Stub | None:
         compiled = self._compiled
@@ -425,3 +508,56 @@ class StubIndex:
             if compiled[rank].matches(request):
                 return self.stubs[rank]
         return None
+
+    def near_misses(
+        self, request: PlaybackRequest, limit: int = 3, budget: int = NEAR_MISS_BUDGET
+    ) -> list[NearMiss]:
+        """The ``limit`` stubs closest to matching ``request``: fewest failed matchers first,
+        then priority order. For a request ``match`` found nothing for.
+
+        Bounded whatever the number of stubs: all matchers of at most ``budget`` stubs are
+        evaluated, taken in this order until the budget is spent: stubs with the request's
+        exact ``urlPath``; stubs whose ``contains`` anchor occurs in the body; stubs with
+        the request's ``method``; then the rest, in priority order. The first call builds a
+        path and method table (one pass over the compiled stubs, no matcher evaluated);
+        later calls reuse it.
+        """
+        if limit <= 0 or budget <= 0:
+            return []
+        compiled = self._compiled
+        scored = []
+        for rank in self._near_candidates(request, budget):
+            failed = compiled[rank].failures(request)
+            scored.append((len(failed), rank, failed))
+        scored.sort(key=lambda item: item[:2])
+        return [
+            NearMiss(self.stubs[rank].id, self.stubs[rank].request, tuple(failed))
+            for _count, rank, failed in scored[:limit]
+        ]
+
+    def _near_candidates(self, request: PlaybackRequest, budget: int) -> list[int]:
+        if self._near is None:
+            by_path: dict[str, list[int]] = {}
+            by_method: dict[str, list[int]] = {}
+            for rank, compiled in enumerate(self._compiled):
+                if compiled.exact_path is not None:
+                    by_path.setdefault(compiled.exact_path, []).append(rank)
+                if compiled.method is not None:
+                    by_method.setdefault(compiled.method, []).append(rank)
+            self._near = (by_path, by_method)
+        by_path, by_method = self._near
+        anchor_hits: list[int] = []
+        self._add_anchor_hits(request, anchor_hits)
+        anchor_hits.sort()
+        tiers: tuple[Iterable[int], ...] = (
+            by_path.get(request.path, ()),
+            anchor_hits,
+            by_method.get(request.method, ()),
+            range(len(self.stubs)),
+        )
+        chosen: dict[int, None] = {}  # ordered and unique
+        for rank in chain.from_iterable(tiers):
+            chosen[rank] = None
+            if len(chosen) >= budget:
+                break
+        return list(chosen)

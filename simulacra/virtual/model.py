@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
 
+from simulacra.dataplane.request import FAULTS
 from simulacra.errors import Invalid
 
 NAME_RE = re.compile(r"^[\w-]+$")
@@ -74,23 +75,78 @@ class Scenario:
         return self.name.rpartition(":")[2]
 
 
+# The keys of a stub's response object (and of each ``responses`` item), in to_dict's order.
+RESPONSE_KEYS = ("status", "body", "headers", "delayPolicy", "fault", "chunkedDribbleDelay")
+DRIBBLE_KEYS = ("numberOfChunks", "totalDuration")
+MAX_DRIBBLE_CHUNKS = 10_000
+MAX_DRIBBLE_MS = 600_000  # ten minutes: longer is a hung test, not a slow server
+
+
 @dataclass
 class Response:
     status: int = 200
     body: str = ""
     headers: dict[str, str] = field(default_factory=dict)
     delay_policy: str | None = None
-    # What playback sends for it, built on first use (api_v2.wire): never mutate a
-    # Response that has been played (nothing does; edits make new ones).
-    wire: Any = field(default=None, init=False, repr=False, compare=False)
+    # WireMock's faults: what the connection does instead of answering (one of FAULTS).
+    fault: str | None = None
+    # WireMock's chunkedDribbleDelay: the body sent in this many chunks over these ms.
+    dribble: tuple[int, int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """The response object of a stub document; ``from_dict`` reads it back."""
         out: dict[str, Any] = {"status": self.status, "body": self.body}
         if self.headers:
             out["headers"] = self.headers
         if self.delay_policy:
             out["delayPolicy"] = self.delay_policy
+        if self.fault:
+            out["fault"] = self.fault
+        if self.dribble:
+            chunks, total_ms = self.dribble
+            out["chunkedDribbleDelay"] = {"numberOfChunks": chunks, "totalDuration": total_ms}
         return out
+
+    @classmethod
+    def from_dict(
+        cls, doc: object, delay_policy: str | None = None, where: str = "response"
+    ) -> Response:
+        """One response object in the stub JSON shape (``to_dict``'s) -> a Response.
+
+        The one place that reads that shape: stub documents (through ``parse_responses``,
+        which expands a list body first) and the stores. Raises Invalid naming what is
+        wrong, unknown keys included. ``delay_policy`` (a header's) loses to the object's
+        own ``delayPolicy``; ``where`` names the object in messages.
+        """
+        if not isinstance(doc, dict):
+            raise Invalid(f"stub '{where}' must be an object")
+        unknown = [k for k in doc if k not in RESPONSE_KEYS]
+        if unknown:
+            names = ", ".join(repr(k) for k in unknown)
+            plural = "s" if len(unknown) > 1 else ""
+            known = ", ".join(RESPONSE_KEYS)
+            raise Invalid(f"unknown {where} key{plural} {names}; known: {known}")
+        body = doc.get("body", "")
+        if isinstance(body, list):
+            raise Invalid(f"{where}.body must be a string or JSON value, not a list")
+        policy = doc.get("delayPolicy", delay_policy)
+        if policy is not None and not isinstance(policy, str):
+            raise Invalid(f"{where}.delayPolicy must be a string")
+        fault = _parse_fault(doc.get("fault"), where)
+        dribble = _parse_dribble(doc.get("chunkedDribbleDelay"), where)
+        if fault is not None and dribble is not None:
+            raise Invalid(
+                f"{where} has both fault and chunkedDribbleDelay: a fault sends no body to"
+                " dribble; keep one"
+            )
+        return cls(
+            _parse_status(doc.get("status"), where),
+            _body_text(body, f"{where}.body"),
+            _parse_headers(doc.get("headers"), f"{where}.headers"),
+            policy or None,
+            fault,
+            dribble,
+        )
 
 
 @dataclass
@@ -122,11 +178,11 @@ class Stub:
             "recorded": self.recorded,
         }
         if len(self.responses) > 1 and any(
-            (r.status, r.headers, r.delay_policy)
-            != (first.status, first.headers, first.delay_policy)
+            (r.status, r.headers, r.delay_policy, r.fault, r.dribble)
+            != (first.status, first.headers, first.delay_policy, first.fault, first.dribble)
             for r in self.responses
         ):
-            # Mirage's list body cannot say that statuses differ; we can.
+            # Mirage's list body cannot say that statuses (or faults) differ; we can.
             doc["responses"] = [r.to_dict() for r in self.responses]
         return doc
 
@@ -143,14 +199,20 @@ class Session:
     status: str  # record | playback | dormant
     loaded: str | None = None  # date the current mode began
     last_used: str | None = None  # "YYYY-MM-DD HH:MM:SS"
+    # The TCP port this session is bound to (every request on it plays this session), kept
+    # by the store so the port is served again after a restart; None: not bound.
+    port: int | None = None
 
     def summary(self) -> dict[str, Any]:
-        return {
+        summary: dict[str, Any] = {
             "name": self.name,
             "status": self.status,
             "loaded": self.loaded or "-",
             "last_used": self.last_used or "-",
         }
+        if self.port is not None:  # only when bound: unbound sessions show as before
+            summary["port"] = self.port
+        return summary
 
 
 def matchers_hash(request: dict[str, Any]) -> str:
@@ -184,13 +246,13 @@ def parse_priority(value: object, where: str = "priority") -> int | None:
     return number
 
 
-def _parse_status(value: object) -> int:
+def _parse_status(value: object, where: str = "response") -> int:
     if value is None:
         return 200
     if isinstance(value, str) and value.strip().isdigit():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not 100 <= value <= 599:
-        raise Invalid(f"response.status must be an HTTP status code (100-599), got {value!r}")
+        raise Invalid(f"{where}.status must be an HTTP status code (100-599), got {value!r}")
     return value
 
 
@@ -207,22 +269,62 @@ def _parse_headers(value: object, where: str) -> dict[str, str]:
     return out
 
 
-def parse_responses(doc: object, delay_policy: str | None = None) -> list[Response]:
-    """A stub's ``response`` object -> one Response per body (a list body is a sequence)."""
+def _parse_fault(value: object, where: str) -> str | None:
+    if value is None:
+        return None
+    if value not in FAULTS:
+        raise Invalid(f"{where}.fault must be one of {', '.join(FAULTS)}; got {value!r}")
+    return str(value)
+
+
+def _bounded_int(value: object, where: str, low: int, high: int) -> int:
+    if value is None:
+        raise Invalid(f"{where} is missing: give an integer from {low} to {high}")
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise Invalid(f"{where} must be an integer from {low} to {high}, got {value!r}")
+    return value
+
+
+def _parse_dribble(value: object, where: str) -> tuple[int, int] | None:
+    """``{"numberOfChunks": N, "totalDuration": ms}`` -> (N, ms), bounded."""
+    if value is None:
+        return None
+    where = f"{where}.chunkedDribbleDelay"
+    if not isinstance(value, dict):
+        raise Invalid(f"{where} must be an object {{numberOfChunks, totalDuration}}")
+    unknown = [k for k in value if k not in DRIBBLE_KEYS]
+    if unknown:
+        names = ", ".join(repr(k) for k in unknown)
+        plural = "s" if len(unknown) > 1 else ""
+        raise Invalid(f"unknown {where} key{plural} {names}; known: {', '.join(DRIBBLE_KEYS)}")
+    chunks = _bounded_int(
+        value.get("numberOfChunks"), f"{where}.numberOfChunks", 1, MAX_DRIBBLE_CHUNKS
+    )
+    total_ms = _bounded_int(
+        value.get("totalDuration"), f"{where}.totalDuration (ms)", 0, MAX_DRIBBLE_MS
+    )
+    return chunks, total_ms
+
+
+def parse_responses(
+    doc: object, delay_policy: str | None = None, where: str = "response"
+) -> list[Response]:
+    """A stub's ``response`` object -> one Response per body (a list body is a sequence).
+
+    Everything but the body (status, headers, delay policy, fault, dribble) applies to
+    each element of a list body; ``Response.from_dict`` reads and checks it all.
+    """
     if not isinstance(doc, dict):
-        raise Invalid("stub 'response' must be an object")
-    status = _parse_status(doc.get("status"))
-    headers = _parse_headers(doc.get("headers"), "response.headers")
-    policy = doc.get("delayPolicy", delay_policy)
-    if policy is not None and not isinstance(policy, str):
-        raise Invalid("response.delayPolicy must be a string")
+        raise Invalid(f"stub '{where}' must be an object")
     body = doc.get("body", "")
-    bodies = body if isinstance(body, list) else [body]
-    if not bodies:
-        raise Invalid("response.body must not be an empty list")
+    if not isinstance(body, list):
+        return [Response.from_dict(doc, delay_policy, where)]
+    if not body:
+        raise Invalid(f"{where}.body must not be an empty list")
+    shared = Response.from_dict({**doc, "body": ""}, delay_policy, where)
     return [
-        Response(status, _body_text(b, "response.body"), dict(headers), policy or None)
-        for b in bodies
+        replace(shared, body=_body_text(b, f"{where}.body[{i}]"), headers=dict(shared.headers))
+        for i, b in enumerate(body)
     ]
 
 
@@ -248,16 +350,21 @@ def stub_from_document(
     request = doc.get("request")
     if not isinstance(request, dict):
         raise Invalid("stub 'request' must be an object of matchers")
-    if "response" not in doc:
+    extra = doc.get("responses")
+    if "response" not in doc and extra is None:
         raise Invalid("stub 'response' is missing")
     request = normalize_request(request)
     compile_request(request)  # raises Invalid on a bad matcher
-    responses = parse_responses(doc["response"], delay_policy)
-    extra = doc.get("responses")
+    # A sequence of response objects (``responses``) may stand alone, in place of ``response``.
+    responses = parse_responses(doc["response"], delay_policy) if "response" in doc else []
     if extra is not None:
         if not isinstance(extra, list) or not extra:
             raise Invalid("stub 'responses' must be a non-empty list of response objects")
-        responses = [r for item in extra for r in parse_responses(item, delay_policy)]
+        responses = [
+            r
+            for i, item in enumerate(extra)
+            for r in parse_responses(item, delay_policy, f"responses[{i}]")
+        ]
     # A template body that cannot compile is refused now, not at every playback.
     check_bodies(r.body for r in responses)
     stub_priority = parse_priority(doc.get("priority"))

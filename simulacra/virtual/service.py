@@ -27,7 +27,7 @@ from simulacra.errors import (
 from simulacra.store.base import ScenarioImport, Store
 from simulacra.virtual.archive import ArchiveContent, build_stubs
 from simulacra.virtual.delays import DelayPolicy, sample_ms, split_name
-from simulacra.virtual.matching import PlaybackRequest, StubIndex
+from simulacra.virtual.matching import NearMiss, PlaybackRequest, StubIndex
 from simulacra.virtual.model import (
     DORMANT,
     MODES,
@@ -126,6 +126,7 @@ class VirtualService:
             self._counters.reset(key)  # begun again elsewhere: its sequences restart
         # In place: a request in flight may hold this object.
         mine.status, mine.scenario, mine.loaded = fresh.status, fresh.scenario, fresh.loaded
+        mine.port = fresh.port
         if key not in self._dirty:
             mine.last_used = fresh.last_used
 
@@ -291,7 +292,21 @@ class VirtualService:
 
     # sessions --------------------------------------------------------------
 
-    async def begin_session(self, scenario_name: str, session_name: object, mode: object) -> dict:
+    async def begin_session(
+        self,
+        scenario_name: str,
+        session_name: object,
+        mode: object,
+        *,
+        port: int | None = None,
+        append: bool = False,
+    ) -> dict:
+        """Begin a session in record or playback mode.
+
+        ``port``: the port a playback session is bound to (the edge has bound it already).
+        ``append``: record into a scenario that has stubs (Mirage refused that); new stubs
+        join the existing ones, and the same matchers again extend a stub's sequence.
+        """
         scenario = await self.get_scenario(scenario_name)
         session_name = check_name("session", session_name)
         if mode not in MODES:
@@ -310,11 +325,13 @@ class VirtualService:
                     " end it before beginning it again"
                 )
         stats = await self.store.stub_stats(scenario.name)
-        if mode == RECORD and stats.count:
+        if mode == RECORD and stats.count and not append:
             raise Invalid(
                 f"Scenario ({scenario.name}) has existing stubs, delete them before recording"
-                " or create another scenario!"
+                " or create another scenario!"  # Mirage's words, verbatim: clients match them
             )
+        if port is not None and mode != PLAYBACK:
+            raise Invalid("only a playback session is bound to a port")
         if mode == PLAYBACK:
             recording = [s.name for s in self._active_sessions(scenario.name) if s.status == RECORD]
             if recording:
@@ -327,17 +344,20 @@ class VirtualService:
                     f"Scenario {scenario.name} has no stubs: record or add stubs before playback"
                 )
             await self._index(scenario.name)  # compile now, not on the first request
-        session = Session(host, session_name, scenario.name, str(mode), self._date(), None)
+        session = Session(host, session_name, scenario.name, str(mode), self._date(), None, port)
         await self._reset_counters(key)
         await self.store.save_session(session)
         self._sessions[key] = session
         verb = "Record" if mode == RECORD else "Playback"
-        return {
+        begun = {
             "message": f"{verb} mode initiated....",
             "status": mode,
             "scenario": scenario.name,
             "session": session_name,
         }
+        if port is not None:
+            begun["port"] = port
+        return begun
 
     async def begin_record_creating(self, scenario_name: str, session_name: object) -> dict:
         """API v1's begin record: creates the scenario when missing (v2 needs it first).
@@ -381,10 +401,27 @@ class VirtualService:
 
     async def _end(self, session: Session) -> None:
         session.status = DORMANT
+        session.port = None  # its port closes
         await self.store.save_session(session)
         key = (session.host, session.name)
         self._dirty.discard(key)
         await self._reset_counters(key)
+
+    async def bind_session(self, scenario_name: str, session_name: str, port: int) -> Session:
+        """Bind a playing session to ``port`` (the edge listens on it already)."""
+        scenario = await self.get_scenario(scenario_name)
+        session = await self.find_session(scenario.host, session_name)
+        if session.scenario != scenario.name:
+            raise NotFound(f"Session {session_name} not found in scenario {scenario.name}")
+        if session.status != PLAYBACK:
+            raise Conflict(f"Session {session_name} is in {session.status} mode, not playback")
+        session.port = port
+        await self.store.save_session(session)
+        return session
+
+    def bound_sessions(self) -> list[Session]:
+        """The playing sessions bound to a port of their own."""
+        return [s for s in self._sessions.values() if s.port and s.status == PLAYBACK]
 
     def session(self, host: str, name: str) -> Session:
         session = self._sessions.get((host, name))
@@ -427,8 +464,8 @@ class VirtualService:
         self._indexes.pop(session.scenario, None)
         if existing is None:
             return PutResult("created", await self.store.insert_stub(stub))
-        if not stateful and [r.body for r in existing.responses] == [
-            r.body for r in stub.responses
+        if not stateful and [(r.body, r.fault, r.dribble) for r in existing.responses] == [
+            (r.body, r.fault, r.dribble) for r in stub.responses
         ]:
             return PutResult("ignored", existing)
         existing.responses.extend(stub.responses)
@@ -534,6 +571,11 @@ class VirtualService:
                 f"{session.host} {session.name}", stub.id
             )
         return self._answer(session, request, stub, served)
+
+    def near_misses(self, session: Session, request: PlaybackRequest) -> list[NearMiss]:
+        """The stubs of the session's scenario that came closest to ``request``."""
+        index = self._indexes.get(session.scenario)
+        return index.near_misses(request) if index is not None else []
 
     def _answer(
         self, session: Session, request: PlaybackRequest, stub: Stub | None, served: int | None

@@ -29,6 +29,7 @@ error) raises ``Invalid``: the playback answers 400 with the template line and r
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import functools
 import re
 import time
@@ -477,4 +478,4 @@ def render_response(
         body = render(response.body, context_for(request, stub, now))
     except Invalid as exc:
         raise Invalid(f"stub {stub.id}: {exc.message}") from None
-    return Response(response.status, body, response.headers, response.delay_policy)
+    return dataclasses.replace(response, body=body)

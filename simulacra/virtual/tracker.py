@@ -16,7 +16,7 @@ import re
 import struct
 import time
 from collections import deque
-from collections.abc import Iterable, MutableMapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import chain, islice
 from typing import Any, NamedTuple
@@ -24,6 +24,7 @@ from urllib.parse import parse_qsl, urlencode
 
 import orjson
 
+from simulacra.dataplane.request import Request
 from simulacra.errors import Invalid
 from simulacra.virtual.model import normalize_host
 
@@ -35,10 +36,6 @@ RESPONSE_PREVIEW_CHARS = 120  # Mirage's stubo_response is cut to 120 characters
 BODY_CAPTURE_BYTES = 1024  # enough for the preview and most error messages
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
-# Handlers note facts only they know in the ASGI scope, for the record: the delay they
-# applied (ms) and, for session actions, the session named in the body.
-DELAY_KEY = "simulacra.delay"
-SESSION_KEY = "simulacra.session"
 # Captures carry perf_counter readings (cheap); this turns one into wall-clock time.
 _EPOCH_OFFSET = time.time() - time.perf_counter()
 
@@ -395,67 +392,57 @@ def locate(
     return None, session
 
 
-def capture(
-    scope: MutableMapping[str, Any], response: Any, t0: float, t1: float
-) -> tuple[Any, ...]:
-    """What the request path keeps of a tracked call: a tuple of plain values only.
-
-    The request headers are kept as a tuple of their (immutable) pairs and the body cut
-    to its start, so the tuple holds no mutable container: the garbage collector soon
-    stops visiting it, and the scope and
-    response die with the request (holding them until the flush made every collection
-    slower, measurably so on a server with many stubs). ``response`` None is a failure.
-    """
-    if response is None:
-        return capture_sent(scope, 500, b"", 0, b"internal error", t0, t1)
-    body = getattr(response, "body", b"")
-    return capture_sent(
-        scope,
-        response.status_code,
-        join_headers(response.raw_headers),
-        len(body),
-        body[:BODY_CAPTURE_BYTES],
-        t0,
-        t1,
-    )
-
-
 def join_headers(raw: Iterable[tuple[bytes, bytes]]) -> bytes:
     """Name NUL value NUL ...: one bytes object (HTTP forbids NUL in headers)."""
     return b"\0".join(chain.from_iterable(raw))
 
 
-def capture_sent(
-    scope: MutableMapping[str, Any],
+def capture(
+    request: Request,
     status: int,
     response_headers: bytes,
     size: int,
     body_start: bytes,
     t0: float,
     t1: float,
+    *,
+    delay: int = 0,
+    session: object = None,
+    scenario: str | None = None,
 ) -> tuple[Any, ...]:
-    """``capture`` of a response given by its parts: ``join_headers`` of its headers, its
-    body's size and first BODY_CAPTURE_BYTES (playback keeps these per stub response)."""
-    client, bound = scope.get("client"), scope.get("server")
-    noted = scope.get(SESSION_KEY)
+    """What the request path keeps of a tracked call: a tuple of plain values only.
+
+    ``response_headers`` is ``join_headers`` of the headers sent, ``size`` the body's
+    length and ``body_start`` its first BODY_CAPTURE_BYTES. The notes are what only the
+    handler knows: the delay it applied (ms), the session named in a body or argument, and
+    the scenario and session a bound port or path prefix plays (else they are read from the
+    path and headers when the record is built, ``locate``). The request headers are kept as
+    a tuple of their (immutable) pairs, so the tuple holds no mutable container: the
+    garbage collector soon stops visiting it, and the request dies with its exchange.
+    """
+    client = request.client
     return (
         t0,
         t1,
-        scope["path"],
-        scope["method"],
-        scope["query_string"],
+        request.path,
+        request.method,
+        request.query,
         # A shallow copy (its pairs are immutable): joining them waits for the flush, and
         # most flushes need not (``build_record``'s memo); ~3,000 instructions a call saved.
-        tuple(scope["headers"]),
+        tuple(request.headers),
         client[0] if client else "",
-        bound[1] if bound else 0,
-        scope.get(DELAY_KEY, 0),
-        noted if isinstance(noted, str) else None,
+        request.port,
+        delay,
+        session if isinstance(session, str) else None,
+        scenario,
         status,
         response_headers,
         size,
         body_start,
     )
+
+
+FAILED = (500, b"", 0, b"internal error")  # what a capture keeps of a call that failed
 
 
 _located: dict[tuple[Any, ...], tuple[str, str | None, str | None]] = {}
@@ -562,6 +549,7 @@ def _build_record(captured: tuple[Any, ...], server: str) -> TrackerRecord:
         port,
         delay,
         noted,
+        noted_scenario,
         status,
         response_headers,
         size,
@@ -587,6 +575,8 @@ def _build_record(captured: tuple[Any, ...], server: str) -> TrackerRecord:
     where, scenario, session_name = located
     if noted:
         session_name = noted
+    if noted_scenario:
+        scenario = noted_scenario
     detail = pack_detail(
         _EPOCH_OFFSET + t0,
         method,

@@ -1,13 +1,14 @@
 """The tracker's edge: note each tracked call on the request path, write them off it.
 
-``track`` is called by the v2 ``endpoint`` decorator once a handler has its response
-(or has failed). For playback, stub and session calls (``tracker.is_tracked``) it appends
-a ``tracker.capture`` (a tuple of plain values) to a bounded in-memory queue, and nothing
-more: measured on the real server (bench/playback.py), every microsecond of Python on the
-request path costs playback two to four, while the same work done in batches costs about
-one. ``Tracker.flush`` builds the records and writes them to the store in batches: every
-``interval`` seconds, before every tracker read, and on shutdown. A short interval keeps
-batches short, so requests never wait long behind one.
+``Tracker.note`` is called by the data plane for every playback, and by the v2
+``endpoint`` decorator for stub and session calls (``tracker.is_tracked``), once the answer
+is known (or the call failed). It appends a ``tracker.capture`` (a tuple of plain values)
+to a bounded in-memory queue, and nothing more: measured on the real server
+(bench/playback.py), every microsecond of Python on the request path costs playback two
+to four, while the same work done in batches costs about one. ``Tracker.flush`` builds the
+records and writes them to the store in batches: every ``interval`` seconds, before every
+tracker read, and on shutdown. A short interval keeps batches short, so requests never
+wait long behind one.
 """
 
 from __future__ import annotations
@@ -18,26 +19,23 @@ import logging
 import socket
 import time
 from collections import deque
-from collections.abc import MutableMapping
 from typing import Any
 
+from simulacra.dataplane.request import Request
 from simulacra.errors import Unavailable
 from simulacra.store.base import Store
 from simulacra.virtual.tracker import (
-    DELAY_KEY,
-    SESSION_KEY,
     TrackerQuery,
     TrackerQueue,
     TrackerRecord,
     build_record,
     build_records,
     capture,
-    is_tracked,
 )
 
 log = logging.getLogger("simulacra.tracker")
 
-__all__ = ["DELAY_KEY", "SESSION_KEY", "Tracker", "track"]
+__all__ = ["Tracker"]
 
 BATCH = 500  # records per store transaction; the loop serves requests between batches
 
@@ -65,6 +63,40 @@ class Tracker:
         # first by the next flush, so an outage delays records instead of losing them.
         self._retry: deque[tuple[Any, ...]] = deque()
         self._max_retry = max_pending
+
+    def note(
+        self,
+        request: Request,
+        status: int,
+        response_headers: bytes,
+        size: int,
+        body_start: bytes,
+        t0: float,
+        *,
+        delay: int = 0,
+        session: object = None,
+        scenario: str | None = None,
+    ) -> None:
+        """Queue one answered call (``tracker.capture``); nothing when tracking is off.
+
+        Called before the answer goes out, so a client that reads the tracker after being
+        answered finds the record.
+        """
+        if self.enabled:
+            self.queue.add(
+                capture(
+                    request,
+                    status,
+                    response_headers,
+                    size,
+                    body_start,
+                    t0,
+                    time.perf_counter(),
+                    delay=delay,
+                    session=session,
+                    scenario=scenario,
+                )
+            )
 
     async def start(self, store: Store) -> None:
         self.store = store
@@ -151,16 +183,3 @@ class Tracker:
         await self.flush()
         assert self.store is not None
         return await self.store.tracker_record(record_id)
-
-
-def track(scope: MutableMapping[str, Any], response: Any, t0: float) -> None:
-    """Queue a tracked call: ``response`` is the Response sent, or None for a failure (500).
-
-    Called before the response goes out, so a client that reads the tracker after being
-    answered finds the record.
-    """
-    if not is_tracked(scope["path"]):
-        return
-    tracker = getattr(scope["app"].state, "tracker", None)
-    if tracker is not None and tracker.enabled:
-        tracker.queue.add(capture(scope, response, t0, time.perf_counter()))

@@ -7,15 +7,13 @@ control plane's are flat (``{"message", "code"}``), as in Mimic.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from functools import wraps
 from typing import Any
 from urllib.parse import urlencode
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
-from starlette.types import Receive, Scope
 
 from simulacra.cloud import control
 from simulacra.cloud.behaviors import BehaviorRegistry
@@ -23,25 +21,25 @@ from simulacra.cloud.catalog import ServiceSpec
 from simulacra.cloud.compute import views
 from simulacra.cloud.compute.faults import Fault
 from simulacra.cloud.compute.model import ComputeBackend, RegionCompute
+from simulacra.cloud.core import CloudCore
 from simulacra.cloud.http import (
-    JsonEndpoint,
-    base_url_key,
     cloud,
+    flat_errors,
+    json_object,
     read_json_object,
-    receive_json_object,
-    scope_base_url,
-    scope_cloud,
+    renders_errors,
+    request_base_url,
+    served_region,
     status_of,
 )
-from simulacra.errors import DomainError, NotFound
+from simulacra.dataplane.request import Answer, json_answer, text_answer
+from simulacra.errors import DomainError
 from simulacra.web import json_response
 
 JSON = "application/json"
 
 NOVA = ServiceSpec("NovaApi", "cloudServersOpenStack", "compute")
 NOVA_CONTROL = ServiceSpec("NovaControlApi", "cloudServersBehavior", "compute")
-
-Handler = Callable[[Request], Awaitable[Response]]
 
 # Nova's error body key for each status; anything else is a computeFault.
 _ERROR_KINDS = {
@@ -68,7 +66,7 @@ _ACTION_STATUS = {
 }
 
 
-def nova_error(exc: DomainError) -> Response:
+def nova_error(exc: DomainError) -> Answer:
     """Nova's ``{kind: {"message", "code"}}``, or the bare message for ``kind == "string"``."""
     if isinstance(exc, Fault):
         code, kind = exc.code, exc.kind
@@ -76,74 +74,44 @@ def nova_error(exc: DomainError) -> Response:
         code = status_of(exc)
         kind = _ERROR_KINDS.get(code, "computeFault")
     if kind == "string":
-        return Response(exc.message, code, media_type="text/plain")
-    return json_response({kind: {"message": exc.message, "code": code}}, code)
+        return text_answer(code, exc.message)
+    return json_answer(code, orjson.dumps({kind: {"message": exc.message, "code": code}}))
 
 
-def nova_errors(handler: Handler) -> Handler:
-    @wraps(handler)
-    async def wrapped(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except DomainError as exc:
-            return nova_error(exc)
-
-    return wrapped
+nova_errors = renders_errors(nova_error)
 
 
-def _check_region(request: Request, spec: ServiceSpec) -> str:
-    region = request.path_params["region"]
-    if not cloud(request).catalog.serves(spec, region):
-        raise NotFound(f"region {region} is not served by {spec.name}")
-    return region
-
-
-def _region(request: Request, spec: ServiceSpec) -> RegionCompute:
-    return _scope_region(request.scope, spec)
-
-
-def _scope_region(scope: Scope, spec: ServiceSpec) -> RegionCompute:
-    params = scope["path_params"]
-    region = params["region"]
-    core = scope_cloud(scope)
-    if not core.catalog.serves(spec, region):  # _check_region, with the core looked up once
-        raise NotFound(f"region {region} is not served by {spec.name}")
+def _region(core: CloudCore, spec: ServiceSpec, tenant: str, region: str) -> RegionCompute:
+    served_region(core, spec, region)
     backend: ComputeBackend = core.services["compute"]
-    return backend.region(params["tenant"], region)
+    return backend.region(tenant, region)
+
+
+def _region_of(request: Request, spec: ServiceSpec) -> RegionCompute:
+    params = request.path_params
+    return _region(cloud(request), spec, params["tenant"], params["region"])
+
+
+def _check_region(request: Request, spec: ServiceSpec) -> None:
+    served_region(cloud(request), spec, request.path_params["region"])
 
 
 def _nova(request: Request) -> RegionCompute:
-    return _region(request, NOVA)
+    return _region_of(request, NOVA)
 
 
 def _registry(request: Request) -> BehaviorRegistry:
-    return _region(request, NOVA_CONTROL).registry
+    return _region_of(request, NOVA_CONTROL).registry
+
+
+def _urls_under(base_url: str, region: str, tenant: str) -> views.Urls:
+    """Where a region's and tenant's links point, under ``base_url``."""
+    return views.Urls(f"{base_url}/mimicking/{NOVA.service_id}/{region}", tenant)
 
 
 def _urls(request: Request) -> views.Urls:
-    return _scope_urls(request.scope)
-
-
-_URLS: dict[tuple[Any, ...], views.Urls] = {}
-_URLS_MAX = 4096  # the Host header and the path are the client's: keep the cache bounded
-
-
-def _scope_urls(scope: Scope) -> views.Urls:
-    """The request's ``Urls``, cached by what they are built from (no model state).
-
-    That is ``base_url_key`` (the Host header, scheme, server and root path) and the region
-    and tenant: one lookup for both caches' work.
-    """
-    params = scope["path_params"]
-    base_key = base_url_key(scope)
-    key = (base_key, params["region"], params.get("tenant", ""))
-    urls = _URLS.get(key)
-    if urls is None:
-        if len(_URLS) >= _URLS_MAX:
-            _URLS.clear()
-        base, region, tenant = scope_base_url(scope, base_key), params["region"], key[2]
-        urls = _URLS[key] = views.Urls(f"{base}/mimicking/{NOVA.service_id}/{region}", tenant)
-    return urls
+    params = request.path_params
+    return _urls_under(request_base_url(request), params["region"], params.get("tenant", ""))
 
 
 def _empty(status: int) -> Response:
@@ -170,15 +138,12 @@ async def list_versions(request: Request) -> Response:
 # Servers ---------------------------------------------------------------------------
 
 
-async def _create_server(scope: Scope, receive: Receive) -> tuple[int, bytes]:
+def create_server(core: CloudCore, base_url: str, tenant: str, region: str, body: bytes) -> Answer:
     """Create a server; metadata presets and creation behaviors may fail or delay it."""
-    region = _scope_region(scope, NOVA)  # before the body: a bad region wins, as in Mimic
-    server = region.create_server(await receive_json_object(scope, receive))
-    return 202, views.server_created_json(server, _scope_urls(scope))
-
-
-# Called in bulk (bench/peers.py): a plain ASGI endpoint (cloud/http.py, JsonEndpoint).
-create_server = JsonEndpoint(_create_server, nova_error)
+    compute = _region(core, NOVA, tenant, region)  # before the body: a bad region wins, as in Mimic
+    server = compute.create_server(json_object(body))
+    urls = _urls_under(base_url, region, tenant)
+    return json_answer(202, views.server_created_json(server, urls))
 
 
 def _list(request: Request, detail: bool) -> Response:
@@ -427,23 +392,21 @@ async def delete_keypair(request: Request) -> Response:
 # Control plane -----------------------------------------------------------------------
 
 
-@control.flat_errors
+@flat_errors
 async def set_attributes(request: Request) -> Response:
     """Set server statuses: ``{"status": {server_id: STATUS}}``; 400 if any id is unknown."""
-    _region(request, NOVA_CONTROL).set_statuses(await read_json_object(request))
+    _region_of(request, NOVA_CONTROL).set_statuses(await read_json_object(request))
     return _empty(201)
 
 
 def routes() -> list[BaseRoute]:
-    """Every compute route, mounted at the catalog's URL layout."""
+    """Every compute route, mounted at the catalog's URL layout, but for the server create:
+    the data plane answers it (simulacra/dataplane/cloud.py)."""
     p = NOVA.mount_path  # /mimicking/NovaApi-<hex>/{region}/v2/{tenant}
     region_root = f"/mimicking/{NOVA.service_id}/{{region}}"
     server = p + "/servers/{server_id}"
     c = NOVA_CONTROL.mount_path
     return [
-        # Creates come in bulk: tried first (no other route here matches their path, so the
-        # order changes no answer, only how many routes a create tries).
-        Route(p + "/servers", create_server, methods=["POST"]),
         Route(region_root, list_versions, methods=["GET"]),
         Route(region_root + "/", list_versions, methods=["GET"]),
         Route(region_root + "/v2", get_version, methods=["GET"]),

@@ -8,8 +8,6 @@ The customer is picked by the ``Fastly-Key`` header; errors are Fastly's
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from functools import wraps
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -28,27 +26,24 @@ from simulacra.cloud.fastly.model import (
     Params,
     bad_request,
 )
-from simulacra.cloud.http import cloud, status_of
+from simulacra.cloud.http import Handler, cloud, renders_errors, status_of
+from simulacra.dataplane.request import Answer, json_answer
 from simulacra.errors import DomainError
 from simulacra.web import json_response, read_body
 
 PREFIX = "/fastly"
 
-Handler = Callable[[Request], Awaitable[Response]]
+
+def fastly_error(exc: DomainError) -> Answer:
+    """Fastly's ``{"msg", "detail"}``, with the error's own status."""
+    if isinstance(exc, FastlyError):
+        status, body = exc.status, {"msg": exc.msg, "detail": exc.detail}
+    else:
+        status, body = status_of(exc), {"msg": "Bad request", "detail": exc.message}
+    return json_answer(status, orjson.dumps(body))
 
 
-def fastly_errors(handler: Handler) -> Handler:
-    @wraps(handler)
-    async def wrapped(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except FastlyError as exc:
-            return json_response({"msg": exc.msg, "detail": exc.detail}, exc.status)
-        except DomainError as exc:
-            status = status_of(exc)
-            return json_response({"msg": "Bad request", "detail": exc.message}, status)
-
-    return wrapped
+fastly_errors = renders_errors(fastly_error)
 
 
 def _backend(request: Request) -> FastlyBackend:

@@ -6,24 +6,29 @@ Errors use Identity's envelope, ``{"badRequest" | "unauthorized" | "itemNotFound
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import wraps
 from typing import Any
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from simulacra.cloud.behaviors import Outcome
-from simulacra.cloud.http import base_url as cached_base_url
-from simulacra.cloud.http import cloud, read_json_object, status_of
+from simulacra.cloud.http import (
+    Handler,
+    cloud,
+    read_json_object,
+    renders_errors,
+    request_base_url,
+    status_of,
+)
 from simulacra.cloud.identity import documents
 from simulacra.cloud.identity.model import EndpointTemplate, Identity, Unauthorized
+from simulacra.dataplane.request import Answer, json_answer
 from simulacra.errors import DomainError, Invalid
 from simulacra.web import json_response
-
-Handler = Callable[[Request], Awaitable[Response]]
 
 V2 = "/identity/v2.0"
 ENVELOPES = {
@@ -35,24 +40,18 @@ ENVELOPES = {
 }
 
 
-def identity_error(status: int, message: str, envelope: str | None = None) -> Response:
-    key = envelope or ENVELOPES.get(status, "badRequest")
-    return json_response({key: {"code": status, "message": message}}, status)
+def identity_error(exc: DomainError) -> Answer:
+    """Identity's ``{envelope: {"code", "message"}}``; a refused login is a 401 in the
+    envelope it names (``unauthorized``, or Mimic's ``itemNotFound`` for a preset)."""
+    if isinstance(exc, Unauthorized):
+        status, key = 401, exc.envelope
+    else:
+        status = status_of(exc)
+        key = ENVELOPES.get(status, "badRequest")
+    return json_answer(status, orjson.dumps({key: {"code": status, "message": exc.message}}))
 
 
-def identity_errors(handler: Handler) -> Handler:
-    """Render domain errors in Identity's envelope."""
-
-    @wraps(handler)
-    async def wrapped(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except Unauthorized as exc:
-            return identity_error(401, exc.message, exc.envelope)
-        except DomainError as exc:
-            return identity_error(status_of(exc), exc.message)
-
-    return wrapped
+identity_errors = renders_errors(identity_error)
 
 
 def require_token(handler: Handler) -> Handler:
@@ -71,13 +70,9 @@ def model(request: Request) -> Identity:
     return cloud(request).services["identity"]
 
 
-def base_url(request: Request) -> str:
-    """Scheme and Host of the request: catalog URLs point back where the client came from."""
-    return cached_base_url(request)
-
-
 def catalog(request: Request, tenant: str) -> list[dict[str, Any]]:
-    return cloud(request).catalog.entries(base_url(request), tenant)
+    """The tenant's catalog; its URLs point back where the client came from."""
+    return cloud(request).catalog.entries(request_base_url(request), tenant)
 
 
 # Parsing --------------------------------------------------------------------------
@@ -175,14 +170,14 @@ def failure(outcome: Outcome) -> Response:
 
 async def versions(request: Request) -> Response:
     """List Identity's versions, v3 and v2.0 (300, as Keystone), for discovery."""
-    base = base_url(request)
+    base = request_base_url(request)
     document = {"versions": {"values": [documents.version_v3(base), documents.version_v2(base)]}}
     return json_response(document, 300)
 
 
 async def version(request: Request) -> Response:
     """The v2.0 version document that keystoneauth's discovery reads."""
-    return json_response({"version": documents.version_v2(base_url(request))})
+    return json_response({"version": documents.version_v2(request_base_url(request))})
 
 
 # Tokens ---------------------------------------------------------------------------

@@ -10,24 +10,30 @@ ill-typed field is a 400, never a 500.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import wraps
 from typing import Any
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from simulacra.cloud.behaviors import Outcome
-from simulacra.cloud.http import cloud, read_json_object, status_of
+from simulacra.cloud.http import (
+    Handler,
+    cloud,
+    read_json_object,
+    renders_errors,
+    request_base_url,
+    status_of,
+)
 from simulacra.cloud.identity import documents
 from simulacra.cloud.identity.model import Identity, Token, Unauthorized
-from simulacra.cloud.identity.routes import base_url, model
+from simulacra.cloud.identity.routes import model
+from simulacra.dataplane.request import Answer, json_answer
 from simulacra.errors import DomainError, Invalid, NotFound
-from simulacra.web import json_response
-
-Handler = Callable[[Request], Awaitable[Response]]
+from simulacra.web import json_response, starlette_response
 
 V3 = "/identity/v3"
 TITLES = {
@@ -43,24 +49,20 @@ TITLES = {
 AUTH_REQUIRED = "The request you have made requires authentication."
 
 
-def keystone_error(status: int, message: str, title: str | None = None) -> Response:
+def keystone_answer(status: int, message: str, title: str | None = None) -> Answer:
+    """Keystone's ``{"error": {"code", "title", "message"}}``."""
     title = title or TITLES.get(status, "Error")
-    return json_response({"error": {"code": status, "title": title, "message": message}}, status)
+    error = {"code": status, "title": title, "message": message}
+    return json_answer(status, orjson.dumps({"error": error}))
 
 
-def keystone_errors(handler: Handler) -> Handler:
-    """Render domain errors in Keystone's envelope."""
+def keystone_error(exc: DomainError) -> Answer:
+    """``exc`` in Keystone's envelope; a refused login is a 401."""
+    status = 401 if isinstance(exc, Unauthorized) else status_of(exc)
+    return keystone_answer(status, exc.message)
 
-    @wraps(handler)
-    async def wrapped(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except Unauthorized as exc:
-            return keystone_error(401, exc.message)
-        except DomainError as exc:
-            return keystone_error(status_of(exc), exc.message)
 
-    return wrapped
+keystone_errors = renders_errors(keystone_error)
 
 
 def require_token(handler: Handler) -> Handler:
@@ -84,7 +86,7 @@ def catalog_v3(request: Request, token: Token) -> list[dict[str, Any]]:
     """Identity's own entry, then the tenant's services; a domain-scoped token gets only
     identity (Keystone drops the endpoints whose URL needs a project, and all of ours do)."""
     core = cloud(request)
-    base = base_url(request)
+    base = request_base_url(request)
     entries = [documents.identity_entry_v3(base, core.catalog.regions)]
     if not token.domain_scoped:
         entries += core.catalog.v3_entries(base, model(request).user_of(token).tenant_id)
@@ -96,7 +98,7 @@ def failure(outcome: Outcome) -> Response:
     code, message, kind = (outcome.parameters[k] for k in ("code", "message", "type"))
     if kind == "string":
         return PlainTextResponse(message, code)
-    return keystone_error(code, message, TITLES.get(code, kind))
+    return starlette_response(keystone_answer(code, message, TITLES.get(code, kind)))
 
 
 # Parsing ----------------------------------------------------------------------------
@@ -239,7 +241,7 @@ def _wants_catalog(request: Request) -> bool:
 
 async def version(request: Request) -> Response:
     """The v3 version document that keystoneauth's discovery reads."""
-    return json_response({"version": documents.version_v3(base_url(request))})
+    return json_response({"version": documents.version_v3(request_base_url(request))})
 
 
 # Tokens -----------------------------------------------------------------------------
@@ -291,7 +293,7 @@ async def revoke_token(request: Request) -> Response:
 async def auth_catalog(request: Request) -> Response:
     """The X-Auth-Token's service catalog."""
     catalog = catalog_v3(request, _caller(request))
-    url = f"{base_url(request)}{V3}/auth/catalog"
+    url = f"{request_base_url(request)}{V3}/auth/catalog"
     return json_response({"catalog": catalog, "links": documents.links(url)})
 
 
@@ -300,7 +302,7 @@ async def auth_projects(request: Request) -> Response:
     """The projects the X-Auth-Token's user can scope to: its tenant."""
     identity = model(request)
     tenant = identity.user_of(_caller(request)).tenant_id
-    base = base_url(request)
+    base = request_base_url(request)
     return json_response(
         {
             "projects": [documents.project_v3(base, tenant)],
@@ -313,7 +315,7 @@ async def auth_projects(request: Request) -> Response:
 async def auth_domains(request: Request) -> Response:
     """The domains the X-Auth-Token's user can scope to: Default."""
     _caller(request)
-    base = base_url(request)
+    base = request_base_url(request)
     return json_response(
         {
             "domains": [documents.domain_v3(base)],
@@ -348,7 +350,7 @@ def _listing(request: Request, key: str, items: list[dict[str, Any]]) -> Respons
 @require_token
 async def list_projects(request: Request) -> Response:
     """List projects (every tenant with a user); ``name``, ``domain_id``, ``enabled`` filters."""
-    base = base_url(request)
+    base = request_base_url(request)
     projects = [documents.project_v3(base, t) for t in model(request).tenants()]
     return _listing(
         request, "projects", _filtered(projects, request, ("id", "name", "domain_id", "parent_id"))
@@ -362,14 +364,14 @@ async def get_project(request: Request) -> Response:
     tenant = request.path_params["project_id"]
     if not model(request).has_tenant(tenant):
         raise NotFound(f"Could not find project: {tenant}.")
-    return json_response({"project": documents.project_v3(base_url(request), tenant)})
+    return json_response({"project": documents.project_v3(request_base_url(request), tenant)})
 
 
 @keystone_errors
 @require_token
 async def list_users(request: Request) -> Response:
     """List users; ``name``, ``domain_id``, ``enabled`` filters (nobody is created here)."""
-    base = base_url(request)
+    base = request_base_url(request)
     users = [documents.user_v3(base, u) for u in model(request).users()]
     return _listing(request, "users", _filtered(users, request, ("id", "name", "domain_id")))
 
@@ -382,7 +384,7 @@ async def get_user(request: Request) -> Response:
         user = model(request).user_by_id(request.path_params["user_id"])
     except NotFound:
         raise NotFound(f"Could not find user: {request.path_params['user_id']}.") from None
-    return json_response({"user": documents.user_v3(base_url(request), user)})
+    return json_response({"user": documents.user_v3(request_base_url(request), user)})
 
 
 @keystone_errors
@@ -393,14 +395,16 @@ async def user_projects(request: Request) -> Response:
         user = model(request).user_by_id(request.path_params["user_id"])
     except NotFound:
         raise NotFound(f"Could not find user: {request.path_params['user_id']}.") from None
-    return _listing(request, "projects", [documents.project_v3(base_url(request), user.tenant_id)])
+    return _listing(
+        request, "projects", [documents.project_v3(request_base_url(request), user.tenant_id)]
+    )
 
 
 @keystone_errors
 @require_token
 async def list_domains(request: Request) -> Response:
     """List domains: only Default; ``name``, ``enabled`` filters."""
-    domains = [documents.domain_v3(base_url(request))]
+    domains = [documents.domain_v3(request_base_url(request))]
     return _listing(request, "domains", _filtered(domains, request, ("id", "name")))
 
 
@@ -409,7 +413,7 @@ async def list_domains(request: Request) -> Response:
 async def get_domain(request: Request) -> Response:
     """Show a domain by id: only ``default`` exists."""
     domain = model(request).domain(request.path_params["domain_id"])
-    return json_response({"domain": documents.domain_v3(base_url(request), domain)})
+    return json_response({"domain": documents.domain_v3(request_base_url(request), domain)})
 
 
 ROUTES: list[BaseRoute] = [

@@ -6,48 +6,44 @@ JSON; they hold no state. Errors are ``{"code", "title", "message"}``.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from functools import wraps
-
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from simulacra.cloud.catalog import ServiceSpec
-from simulacra.cloud.http import base_url, cloud, status_of
+from simulacra.cloud.http import (
+    cloud,
+    renders_errors,
+    request_base_url,
+    served_region,
+    status_of,
+)
 from simulacra.cloud.image import views
 from simulacra.cloud.image.model import ImageService
-from simulacra.errors import DomainError, NotFound
+from simulacra.dataplane.request import Answer, json_answer
+from simulacra.errors import DomainError
 from simulacra.web import json_response
 
 GLANCE = ServiceSpec("GlanceApi", "cloudImages", "image")
 
-Handler = Callable[[Request], Awaitable[Response]]
-
 TITLES = {400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 409: "Conflict"}
 
 
-def glance_error(status: int, message: str) -> Response:
+def glance_error(exc: DomainError) -> Answer:
+    """Glance's ``{"code", "title", "message"}``."""
+    status = status_of(exc)
     title = TITLES.get(status, "Error")
-    return json_response({"code": status, "title": title, "message": message}, status)
+    return json_answer(
+        status, orjson.dumps({"code": status, "title": title, "message": exc.message})
+    )
 
 
-def glance_errors(handler: Handler) -> Handler:
-    @wraps(handler)
-    async def wrapped(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except DomainError as exc:
-            return glance_error(status_of(exc), exc.message)
-
-    return wrapped
+glance_errors = renders_errors(glance_error)
 
 
 def _region(request: Request) -> str:
-    region = request.path_params["region"]
-    if not cloud(request).catalog.serves(GLANCE, region):
-        raise NotFound(f"region {region} is not served by {GLANCE.name}")
-    return region
+    return served_region(cloud(request), GLANCE, request.path_params["region"])
 
 
 def _service(request: Request) -> ImageService:
@@ -55,7 +51,7 @@ def _service(request: Request) -> ImageService:
 
 
 def _root(request: Request) -> str:
-    base = base_url(request)
+    base = request_base_url(request)
     return f"{base}/mimicking/{GLANCE.service_id}/{request.path_params['region']}"
 
 

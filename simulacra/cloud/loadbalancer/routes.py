@@ -7,22 +7,23 @@ JSON; they hold no state. CLB errors are flat (``{"message", "code"}``), with CL
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from functools import wraps
-
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
-from starlette.types import Receive, Scope
 
 from simulacra.cloud import control
 from simulacra.cloud.behaviors import BehaviorRegistry
 from simulacra.cloud.catalog import ServiceSpec
+from simulacra.cloud.core import CloudCore
 from simulacra.cloud.http import (
-    JsonEndpoint,
+    cloud,
+    flat_answer,
+    flat_error,
+    json_object,
     read_json_object,
-    receive_json_object,
-    scope_cloud,
+    renders_errors,
+    served_region,
     status_of,
 )
 from simulacra.cloud.loadbalancer import views
@@ -33,22 +34,20 @@ from simulacra.cloud.loadbalancer.model import (
     LoadBalancerBackend,
     RegionLoadBalancers,
 )
-from simulacra.errors import DomainError, NotFound
+from simulacra.dataplane.request import Answer, json_answer, text_answer
+from simulacra.errors import DomainError
 from simulacra.web import json_response
 
 CLB = ServiceSpec("LoadBalancerApi", "cloudLoadBalancers", "rax:load-balancer")
 CLB_CONTROL = ServiceSpec("LoadBalancerControlApi", "cloudLoadBalancerControl", "rax:load-balancer")
 
-Handler = Callable[[Request], Awaitable[Response]]
 
-
-def clb_error(exc: DomainError) -> Response:
+def clb_error(exc: DomainError) -> Answer:
     """The body CLB answers for ``exc``: flat, validationErrors, schema or raw text."""
     if not isinstance(exc, ClbError):
-        code = status_of(exc)
-        return json_response({"message": exc.message, "code": code}, code)
+        return flat_error(exc)
     if exc.kind == "string":
-        return Response(exc.message, exc.code, media_type="text/plain")
+        return text_answer(exc.code, exc.message)
     if exc.kind == "validation":
         body = {
             "validationErrors": {"messages": exc.messages},
@@ -56,45 +55,35 @@ def clb_error(exc: DomainError) -> Response:
             "code": exc.code,
             "details": "The object is not valid",
         }
-        return json_response(body, exc.code)
+        return json_answer(exc.code, orjson.dumps(body))
     if exc.kind == "schema":
         # CLB's (and Mimic's) body, plus what exactly did not match.
-        return json_response({"message": [SCHEMA_MESSAGE], "details": exc.message}, exc.code)
-    return json_response({"message": exc.message, "code": exc.code}, exc.code)
+        body = {"message": [SCHEMA_MESSAGE], "details": exc.message}
+        return json_answer(exc.code, orjson.dumps(body))
+    return flat_answer(exc.code, exc.message)
 
 
-def clb_errors(handler: Handler) -> Handler:
-    @wraps(handler)
-    async def wrapped(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except DomainError as exc:
-            return clb_error(exc)
-
-    return wrapped
+clb_errors = renders_errors(clb_error)
 
 
-def _region(request: Request, spec: ServiceSpec) -> RegionLoadBalancers:
-    return _scope_region(request.scope, spec)
-
-
-def _scope_region(scope: Scope, spec: ServiceSpec) -> RegionLoadBalancers:
-    params = scope["path_params"]
-    region = params["region"]
-    core = scope_cloud(scope)
-    if not core.catalog.serves(spec, region):
-        # NotFound, not ClbError: the behavior routes render it too, through control.flat_errors.
-        raise NotFound(f"region {region} is not served by {spec.name}")
+def _region(core: CloudCore, spec: ServiceSpec, tenant: str, region: str) -> RegionLoadBalancers:
+    # NotFound, not ClbError: the behavior routes render it too, in the flat shape.
+    served_region(core, spec, region)
     backend: LoadBalancerBackend = core.services["loadbalancer"]
-    return backend.region(params["tenant"], region)
+    return backend.region(tenant, region)
+
+
+def _region_of(request: Request, spec: ServiceSpec) -> RegionLoadBalancers:
+    params = request.path_params
+    return _region(cloud(request), spec, params["tenant"], params["region"])
 
 
 def _clb(request: Request) -> RegionLoadBalancers:
-    return _region(request, CLB)
+    return _region_of(request, CLB)
 
 
 def _registry(request: Request) -> BehaviorRegistry:
-    return _region(request, CLB_CONTROL).registry
+    return _region_of(request, CLB_CONTROL).registry
 
 
 def _ids(request: Request) -> tuple[str, str]:
@@ -108,15 +97,11 @@ def _empty(status: int) -> Response:
 # Load balancers ----------------------------------------------------------------------
 
 
-async def _create_load_balancer(scope: Scope, receive: Receive) -> tuple[int, bytes]:
+def create_load_balancer(core: CloudCore, tenant: str, region: str, body: bytes) -> Answer:
     """Create a load balancer; metadata presets and creation behaviors may fail or delay it."""
-    region = _scope_region(scope, CLB)  # before the body: a bad region wins
-    lb = region.create(await receive_json_object(scope, receive))
-    return 202, views.load_balancer_json(lb)
-
-
-# Called in bulk (bench/cloud.py): a plain ASGI endpoint (cloud/http.py, JsonEndpoint).
-create_load_balancer = JsonEndpoint(_create_load_balancer, clb_error)
+    lbs = _region(core, CLB, tenant, region)  # before the body: a bad region wins
+    lb = lbs.create(json_object(body))
+    return json_answer(202, views.load_balancer_json(lb))
 
 
 @clb_errors
@@ -184,15 +169,11 @@ async def delete_health_monitor(request: Request) -> Response:
 # Nodes -------------------------------------------------------------------------------
 
 
-async def _add_nodes(scope: Scope, receive: Receive) -> tuple[int, bytes]:
+def add_nodes(core: CloudCore, tenant: str, region: str, lb_id: str, body: bytes) -> Answer:
     """Add a batch of nodes: 413 for duplicates or more than 25, 422 while immutable."""
-    region = _scope_region(scope, CLB)
-    body = await receive_json_object(scope, receive)
-    nodes = region.add_nodes(scope["path_params"]["lb_id"], body)
-    return 202, views.nodes_json(nodes)
-
-
-add_nodes = JsonEndpoint(_add_nodes, clb_error)  # called in bulk, as create_load_balancer
+    lbs = _region(core, CLB, tenant, region)
+    nodes = lbs.add_nodes(lb_id, json_object(body))
+    return json_answer(202, views.nodes_json(nodes))
 
 
 @clb_errors
@@ -249,7 +230,7 @@ async def node_feed(request: Request) -> Response:
 @clb_errors
 async def set_attributes(request: Request) -> Response:
     """Set a load balancer's status: ACTIVE, ERROR, PENDING_DELETE or PENDING_UPDATE."""
-    region = _region(request, CLB_CONTROL)
+    region = _region_of(request, CLB_CONTROL)
     lb_id = request.path_params["lb_id"]
     region.require(lb_id)
     region.set_attributes(lb_id, await read_json_object(request))
@@ -259,29 +240,26 @@ async def set_attributes(request: Request) -> Response:
 @clb_errors
 async def set_node_status(request: Request) -> Response:
     """Set a node's status: ONLINE or OFFLINE."""
-    region = _region(request, CLB_CONTROL)
+    region = _region_of(request, CLB_CONTROL)
     region.require(*_ids(request))
     region.set_node_status(*_ids(request), await read_json_object(request))
     return _empty(200)
 
 
 def routes() -> list[BaseRoute]:
-    """Every CLB route, mounted at the catalog's URL layout."""
+    """Every CLB route, mounted at the catalog's URL layout, but for the load balancer create
+    and the node add: the data plane answers them (simulacra/dataplane/cloud.py)."""
     p = CLB.mount_path  # /mimicking/LoadBalancerApi-<hex>/{region}/v2/{tenant}
     lb = p + "/loadbalancers/{lb_id}"
     node = lb + "/nodes/{node_id}"
     c = CLB_CONTROL.mount_path
     node_status = c + "/loadbalancers/{lb_id}/nodes/{node_id}/status"
     return [
-        Route(p + "/loadbalancers", create_load_balancer, methods=["POST"]),
         Route(p + "/loadbalancers", list_load_balancers, methods=["GET"]),
         Route(p + "/loadbalancers/protocols", list_protocols, methods=["GET"]),
         Route(p + "/loadbalancers/algorithms", list_algorithms, methods=["GET"]),
         Route(lb, get_load_balancer, methods=["GET"]),
         Route(lb, delete_load_balancer, methods=["DELETE"]),
-        # Node adds come in bulk: tried before the health monitor's routes (no path matches
-        # both, so the order changes no answer, only how many routes a node add tries).
-        Route(lb + "/nodes", add_nodes, methods=["POST"]),
         Route(lb + "/healthmonitor", get_health_monitor, methods=["GET"]),
         Route(lb + "/healthmonitor", set_health_monitor, methods=["PUT"]),
         Route(lb + "/healthmonitor", delete_health_monitor, methods=["DELETE"]),

@@ -1,0 +1,559 @@
+"""Playback, written once: session -> match -> sequence -> template -> delay -> answer.
+
+Five doors lead to it, each a route of this module; they differ only in how the request
+names its session (a path and a header, a ``scenario:session`` header, a v1 argument, the
+port it arrived on, a path prefix), in which request is matched (Mirage's routes honour a
+proxy's ``Stubo-Request-*`` headers; a bound port or prefix plays the request as it is) and
+in how the answer is rendered (the stub's own response, or the matcher's JSON parts).
+Everything else, the steps, the errors in Mirage's v2 envelope and the tracker's record,
+is ``Playback``'s, once.
+
+The steps are synchronous when nothing has to wait, so most playbacks are answered with no
+task: the answer, or an awaitable of it when the session or index must come from the store
+or a delay policy holds the answer back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+
+from simulacra.dataplane import Declared
+from simulacra.dataplane.request import Answer, Headers, Request, json_answer
+from simulacra.errors import DomainError, Invalid, NoMatch, NotFound
+from simulacra.virtual.api_v2 import STATUS_OF, error_answer
+from simulacra.virtual.matching import PlaybackRequest
+from simulacra.virtual.model import Response, Session, check_name, normalize_host, qualify
+from simulacra.virtual.service import VirtualService
+from simulacra.virtual.tracker import BODY_CAPTURE_BYTES, join_headers
+from simulacra.virtual.tracking import Tracker
+
+log = logging.getLogger("simulacra")
+
+STUBS_PREFIX = "/api/v2/scenarios/objects/"
+STUBS_SUFFIX = "/stubs"
+MATCHER_PATH = "/api/v2/matcher"
+V1_PATH = "/stubo/api/get/response"
+# A session on the main port, for where only one port is reachable: /virtual/{scenario}/
+# {session}/users/1 plays /users/1. No Mimic or Mirage path starts so.
+VIRTUAL_PREFIX = "/virtual/"
+INTERNAL_ERROR = "internal error; the server log has the details"
+
+
+# What a stub's response sends --------------------------------------------------------
+
+# status, headers, body, the tracker's header block and body start
+Wire = tuple[int, Headers, bytes, bytes, bytes]
+_NO_BODY = frozenset({204, 304})
+
+
+def build_wire(response: Response) -> Wire:
+    """The bytes a stub's response sends: header names lower-cased, the body in UTF-8 and
+    its Content-Length unless the stub gives one (or the status has no body)."""
+    headers = [
+        (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in response.headers.items()
+    ]
+    body = response.body.encode()
+    status = response.status
+    if not (status < 200 or status in _NO_BODY) and all(k != b"content-length" for k, _ in headers):
+        headers.append((b"content-length", b"%d" % len(body)))
+    return status, headers, body, join_headers(headers), body[:BODY_CAPTURE_BYTES]
+
+
+class Wires:
+    """``build_wire`` once per stub response, not once per playback.
+
+    Keyed by the response's identity, holding it weakly: the stub's responses live as long
+    as their scenario's index, and a rendered template is a new response each time (its
+    entry dies with it). Bounded, since the dead entries of templates accumulate.
+    """
+
+    MAX = 50_000
+
+    def __init__(self) -> None:
+        self._wires: dict[int, tuple[weakref.ref[Response], Wire]] = {}
+
+    def __call__(self, response: Response) -> Wire:
+        entry = self._wires.get(id(response))
+        if entry is not None and entry[0]() is response:
+            return entry[1]
+        wire = build_wire(response)
+        if len(self._wires) >= self.MAX:
+            self._wires.clear()
+        self._wires[id(response)] = (weakref.ref(response), wire)
+        return wire
+
+
+# Where a request plays ---------------------------------------------------------------
+
+
+class Target:
+    """The session a request names, how its scenario is checked, and the tracker's notes."""
+
+    __slots__ = ("host", "notes", "scenario", "session", "unrelated")
+
+    def __init__(
+        self,
+        host: str,
+        session: str,
+        scenario: str | None = None,
+        unrelated: Callable[[Session], DomainError] | None = None,
+        notes: dict[str, Any] | None = None,
+    ) -> None:
+        self.host = host
+        self.session = session
+        self.scenario = scenario  # the scenario the session must play, when the request names one
+        self.unrelated = unrelated  # the error when it plays another
+        self.notes = notes or {}
+
+    def check(self, session: Session) -> None:
+        if self.scenario is not None and session.scenario != self.scenario:
+            assert self.unrelated is not None
+            raise self.unrelated(session)
+
+
+class Playback:
+    """The steps every playback route shares, and what they read."""
+
+    def __init__(self, tracker: Tracker) -> None:
+        self.tracker = tracker
+        self.svc: VirtualService | None = None  # the app's startup sets it
+        self.wires = Wires()
+
+    def run(self, route: PlaybackRoute, request: Request) -> Answer | Awaitable[Answer]:
+        t0 = request.started
+        target: Target | None = None
+        svc = self.svc
+        try:
+            if svc is None:
+                raise _starting()
+            target = route.target(request)
+            session = svc.cached_session(target.host, target.session)
+            if session is None:
+                return self._later(route, request, target, t0)
+            target.check(session)
+            response = svc.playback_now(session, route.matched(request))
+            if response is None:
+                return self._later(route, request, target, t0)
+        except DomainError as exc:
+            return self.refused(route, request, exc, t0, target)
+        except Exception:
+            return self.failed(route, request, t0, target)
+        if response.delay_policy:
+            return self._delayed(route, request, target, session, response, t0)
+        return self.answered(route, request, target, response, t0, 0)
+
+    async def _later(
+        self, route: PlaybackRoute, request: Request, target: Target, t0: float
+    ) -> Answer:
+        """``run``'s steps when the session, the stub index or a sequence's position must
+        come from the store."""
+        svc = self.svc
+        assert svc is not None
+        try:
+            session = await svc.find_session(target.host, target.session)
+            target.check(session)
+            response = await svc.playback(session, route.matched(request))
+            delay = await self._delay(svc, session, response)
+        except DomainError as exc:
+            return self.refused(route, request, exc, t0, target)
+        except Exception:
+            return self.failed(route, request, t0, target)
+        return self.answered(route, request, target, response, t0, delay)
+
+    async def _delayed(
+        self,
+        route: PlaybackRoute,
+        request: Request,
+        target: Target,
+        session: Session,
+        response: Response,
+        t0: float,
+    ) -> Answer:
+        assert self.svc is not None
+        delay = await self._delay(self.svc, session, response)
+        return self.answered(route, request, target, response, t0, delay)
+
+    @staticmethod
+    async def _delay(svc: VirtualService, session: Session, response: Response) -> int:
+        """Hold the answer for its delay policy (ms); sleeping lets other requests run."""
+        if not response.delay_policy:
+            return 0
+        ms = svc.delay_ms(session.host, response.delay_policy)
+        if ms:
+            await asyncio.sleep(ms / 1000)
+        return ms
+
+    def answered(
+        self,
+        route: PlaybackRoute,
+        request: Request,
+        target: Target,
+        response: Response,
+        t0: float,
+        delay: int,
+    ) -> Answer:
+        answer, header_block, body_start = route.render(self, response)
+        self.tracker.note(
+            request,
+            0 if answer.fault else answer.status,
+            header_block,
+            len(answer.body),
+            body_start,
+            t0,
+            delay=delay,
+            **target.notes,
+        )
+        return answer
+
+    def refused(
+        self,
+        route: PlaybackRoute,
+        request: Request,
+        error: DomainError,
+        t0: float,
+        target: Target | None,
+    ) -> Answer:
+        answer = route.error(self, request, error, target)
+        self._note(request, answer, t0, target)
+        return answer
+
+    def failed(
+        self, route: PlaybackRoute, request: Request, t0: float, target: Target | None
+    ) -> Answer:
+        log.exception("unhandled error on %s %s", request.method, request.path[:200])
+        answer = error_answer(500, INTERNAL_ERROR)
+        self._note(request, answer, t0, target)
+        return answer
+
+    def _note(self, request: Request, answer: Answer, t0: float, target: Target | None) -> None:
+        body = answer.body
+        self.tracker.note(
+            request,
+            answer.status,
+            join_headers(answer.headers),
+            len(body),
+            body[:BODY_CAPTURE_BYTES],
+            t0,
+            **(target.notes if target is not None else {}),
+        )
+
+    def near_misses(self, target: Target | None, request: PlaybackRequest) -> list[dict[str, Any]]:
+        """The stubs that came closest to ``request`` (for a 404), best first."""
+        svc = self.svc
+        if svc is None or target is None:
+            return []
+        session = svc.cached_session(target.host, target.session)
+        if session is None:
+            return []
+        return [miss.to_dict() for miss in svc.near_misses(session, request)]
+
+
+def _starting() -> DomainError:
+    from simulacra.errors import Unavailable
+
+    return Unavailable("the server is starting")
+
+
+# The routes --------------------------------------------------------------------------
+
+
+class PlaybackRoute:
+    """One door to playback: a ``dataplane.Route`` over ``Playback``'s steps."""
+
+    def __init__(self, playback: Playback) -> None:
+        self.playback = playback
+
+    def answer(self, request: Request) -> Answer | Awaitable[Answer]:
+        return self.playback.run(self, request)
+
+    def refuse(self, request: Request, error: DomainError) -> Answer:
+        return self.playback.refused(self, request, error, request.started, None)
+
+    def target(self, request: Request) -> Target:
+        raise NotImplementedError
+
+    def matched(self, request: Request) -> PlaybackRequest:
+        """The request stubs are matched against: Mirage's routes read a proxy's
+        ``Stubo-Request-*`` headers (method, path, query and headers of the real call)."""
+        return PlaybackRequest.from_proxy_headers(
+            request.method,
+            request.path,
+            request.query.decode("latin-1"),
+            header_dict(request.headers),
+            request.body.decode("utf-8", errors="replace"),
+        )
+
+    def render(self, playback: Playback, response: Response) -> tuple[Answer, bytes, bytes]:
+        """The stub's own response: (the answer, its header block and body start)."""
+        status, headers, body, header_block, body_start = playback.wires(response)
+        # A copy of the headers: the cached list must survive whatever a server does to it.
+        answer = Answer(status, list(headers), body)
+        if response.fault is not None or response.dribble is not None:
+            answer.fault = response.fault
+            if response.dribble is not None:
+                chunks, total_ms = response.dribble
+                answer.dribble = (chunks, total_ms / 1000)
+        return answer, header_block, body_start
+
+    def error(
+        self, playback: Playback, request: Request, error: DomainError, target: Target | None
+    ) -> Answer:
+        return error_answer(STATUS_OF.get(type(error), 400), error.message)
+
+
+def header_dict(headers: Headers) -> dict[str, str]:
+    """Header names to values (the last of a repeated name), as matching reads them."""
+    return {k.decode("latin-1"): v.decode("latin-1") for k, v in headers}
+
+
+def first_header(headers: Headers, name: bytes) -> str | None:
+    for key, value in headers:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+_scenarios: dict[tuple[str, str | None, str | None], str] = {}
+
+
+def scenario_of(name: str, target_host: str | None, host: str | None) -> str:
+    """The ``host:name`` key of a scenario named in a path: ``target_host`` or the Host
+    header's namespace (memoized: a run plays a few scenarios many times)."""
+    key = (name, target_host, host)
+    scenario = _scenarios.get(key)
+    if scenario is None:
+        where = target_host or normalize_host(host or "localhost")
+        scenario = qualify(name, where.lower())  # Invalid is raised, never remembered
+        if len(_scenarios) >= 1024:  # invented Host headers must not grow it forever
+            _scenarios.clear()
+        _scenarios[key] = scenario
+    return scenario
+
+
+def _plays_another(scenario: str) -> Callable[[Session], DomainError]:
+    return lambda session: Invalid(
+        f"Session {session.name} plays scenario {session.scenario}, not {scenario}"
+    )
+
+
+def _not_in(scenario: str) -> Callable[[Session], DomainError]:
+    return lambda session: NotFound(f"Session {session.name} not found in scenario {scenario}")
+
+
+class StubsPlayback(PlaybackRoute):
+    """Play back: the matching stub's status, headers and body (``session`` header)."""
+
+    def target(self, request: Request) -> Target:
+        name = request.path[len(STUBS_PREFIX) : -len(STUBS_SUFFIX)]
+        headers = request.headers
+        scenario = scenario_of(
+            name, first_header(headers, b"target_host"), first_header(headers, b"host")
+        )
+        session = first_header(headers, b"session") or first_header(
+            headers, b"stubo-request-session"
+        )
+        if not session:
+            raise Invalid("the 'session' header is missing")
+        return Target(scenario.rpartition(":")[0], session, scenario, _plays_another(scenario))
+
+
+MATCHER_USAGE = "the 'session' header must be 'scenario:session' (or 'host:scenario:session')"
+
+
+class MatcherPlayback(PlaybackRoute):
+    """Play back, answering the stub's response as JSON parts for a proxy."""
+
+    def target(self, request: Request) -> Target:
+        key = first_header(request.headers, b"session")
+        parts = key.split(":") if key else []
+        if len(parts) not in (2, 3) or not all(parts):
+            raise Invalid(MATCHER_USAGE)
+        *scenario_part, session = parts
+        try:
+            host = normalize_host(first_header(request.headers, b"host") or "localhost")
+            scenario = qualify(":".join(scenario_part), host)
+            check_name("session", session)
+        except Invalid as exc:
+            raise Invalid(f"{MATCHER_USAGE}: {exc.message}") from None
+        return Target(scenario.rpartition(":")[0], session, scenario, _not_in(scenario))
+
+    def render(self, playback: Playback, response: Response) -> tuple[Answer, bytes, bytes]:
+        # Mirage never delayed the matcher; a proxy wants the delay too (compatibility.md).
+        parts = {"body": response.body, "headers": response.headers, "statusCode": response.status}
+        answer = json_answer(200, orjson.dumps(parts))
+        return answer, join_headers(answer.headers), answer.body[:BODY_CAPTURE_BYTES]
+
+    def error(
+        self, playback: Playback, request: Request, error: DomainError, target: Target | None
+    ) -> Answer:
+        status = 404 if type(error) is NoMatch else STATUS_OF.get(type(error), 400)
+        return error_answer(status, error.message)
+
+
+class V1Playback(PlaybackRoute):
+    """Play back: the matching stub's status, headers and body (session header or arg)."""
+
+    def target(self, request: Request) -> Target:
+        name = first_header(request.headers, b"stubo-request-session")
+        if not name:
+            args = parse_qsl(request.query.decode("latin-1"), keep_blank_values=True)
+            value = next((v for k, v in reversed(args) if k == "session"), None)
+            # Mirage strips a ",..." suffix from the argument (command files add one).
+            name = value.split(",", 1)[0] if value else None
+        if not name:
+            raise Invalid("no session: send the 'Stubo-Request-Session' header or a 'session' arg")
+        host = normalize_host(first_header(request.headers, b"host") or "localhost")
+        return Target(host, name, notes={"session": name})
+
+
+class PlainPlayback(PlaybackRoute):
+    """A session played at real paths: the request is matched as the client sent it, and a
+    request no stub matches gets a 404 naming the stubs that came closest."""
+
+    def matched(self, request: Request) -> PlaybackRequest:
+        return PlaybackRequest(
+            request.method,
+            self.path_of(request),
+            request.query.decode("latin-1"),
+            header_dict(request.headers),
+            request.body.decode("utf-8", errors="replace"),
+        )
+
+    def path_of(self, request: Request) -> str:
+        return request.path
+
+    def error(
+        self, playback: Playback, request: Request, error: DomainError, target: Target | None
+    ) -> Answer:
+        if type(error) is not NoMatch:
+            return super().error(playback, request, error, target)
+        try:
+            misses = playback.near_misses(target, self.matched(request))
+        except Exception:  # the 404 matters more than its diagnosis
+            log.exception("near misses failed on %s", request.path[:200])
+            misses = []
+        return error_answer(
+            404,
+            f"no stub matches {request.method} {self.path_of(request)[:200]}",
+            nearMisses=misses,
+        )
+
+
+class BoundPlayback(PlainPlayback):
+    """Every request on a session's own port plays that session."""
+
+    def __init__(self, playback: Playback, host: str, session: str) -> None:
+        super().__init__(playback)
+        self.host = host
+        self.session = session
+
+    def target(self, request: Request) -> Target:
+        svc = self.playback.svc
+        session = svc.cached_session(self.host, self.session) if svc is not None else None
+        scenario = session.scenario if session is not None else None
+        return Target(
+            self.host, self.session, notes={"session": self.session, "scenario": scenario}
+        )
+
+
+class PrefixPlayback(PlainPlayback):
+    """``/virtual/{scenario}/{session}/{path}`` plays ``/{path}`` on the main port."""
+
+    def target(self, request: Request) -> Target:
+        scenario_name, session, _ = self._parts(request)
+        host = normalize_host(first_header(request.headers, b"host") or "localhost")
+        scenario = qualify(scenario_name, host)
+        check_name("session", session)
+        return Target(
+            scenario.rpartition(":")[0],
+            session,
+            scenario,
+            _not_in(scenario),
+            notes={"session": session, "scenario": scenario},
+        )
+
+    def path_of(self, request: Request) -> str:
+        return self._parts(request)[2]
+
+    @staticmethod
+    def _parts(request: Request) -> tuple[str, str, str]:
+        scenario, _, rest = request.path[len(VIRTUAL_PREFIX) :].partition("/")
+        session, slash, path = rest.partition("/")
+        if not scenario or not session:
+            raise Invalid(
+                f"a virtual path is {VIRTUAL_PREFIX}{{scenario}}/{{session}}/{{path}},"
+                f" got {request.path[:200]!r}"
+            )
+        return scenario, session, "/" + path if slash else "/"
+
+
+def _is_v1(path: str) -> bool:
+    return path.startswith(V1_PATH) and path[len(V1_PATH) : len(V1_PATH) + 1] in ("", "/")
+
+
+class PostOnly:
+    """Any other method on a POST-only playback path: 405 in the envelope, as Starlette's
+    router answers it for the admin routes (untracked, as those are)."""
+
+    def answer(self, request: Request) -> Answer:
+        return self.refuse(request, Invalid(""))
+
+    def refuse(self, request: Request, error: DomainError) -> Answer:
+        return error_answer(405, f"method {request.method} is not allowed on {request.path}")
+
+
+class PlaybackRoutes:
+    """Which playback route, if any, a request on the main port or a bound port takes."""
+
+    def __init__(self, tracker: Tracker) -> None:
+        self.playback = Playback(tracker)
+        self.stubs = StubsPlayback(self.playback)
+        self.matcher = MatcherPlayback(self.playback)
+        self.v1 = V1Playback(self.playback)
+        self.prefix = PrefixPlayback(self.playback)
+        self.post_only = PostOnly()
+        self.bound: dict[int, BoundPlayback] = {}  # port -> its session's route
+        self.declared = [
+            Declared("POST", STUBS_PREFIX + "{name}" + STUBS_SUFFIX, StubsPlayback),
+            Declared("POST", MATCHER_PATH, MatcherPlayback),
+            Declared("POST", V1_PATH, V1Playback),
+            Declared("POST", V1_PATH + "/{rest:path}", V1Playback),
+            Declared("any", VIRTUAL_PREFIX + "{scenario}/{session}/{path}", PrefixPlayback),
+            Declared("any", "(any path on a session's own port)", BoundPlayback),
+        ]
+
+    def claim(self, request: Request) -> PlaybackRoute | PostOnly | None:
+        if self.bound and request.local is not None:
+            route = self.bound.get(request.local[1])
+            if route is not None:
+                return route
+        path = request.path
+        if request.method != "POST":
+            if path == MATCHER_PATH or _is_v1(path):
+                return self.post_only
+        else:
+            if path.startswith(STUBS_PREFIX):
+                name = path[len(STUBS_PREFIX) : -len(STUBS_SUFFIX)]
+                if path.endswith(STUBS_SUFFIX) and name and "/" not in name:
+                    return self.stubs
+                return None
+            if path == MATCHER_PATH:
+                return self.matcher
+            if _is_v1(path):
+                return self.v1
+        if path.startswith(VIRTUAL_PREFIX):
+            return self.prefix
+        return None
+
+    def bind(self, port: int, host: str, session: str) -> None:
+        self.bound[port] = BoundPlayback(self.playback, host, session)
+
+    def unbind(self, port: int) -> None:
+        self.bound.pop(port, None)
