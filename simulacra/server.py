@@ -43,6 +43,7 @@ from simulacra.dataplane.request import (
     check_declared,
     check_size,
     dribble_pieces,
+    text_answer,
 )
 from simulacra.errors import DomainError
 
@@ -78,12 +79,10 @@ def _status_line(status: int) -> bytes:
 
 
 def _plain_response(status: int, text: str) -> bytes:
-    """A whole plain-text answer after which the connection closes."""
-    body = text.encode()
-    head = _status_line(status) + (
-        b"content-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n" % len(body)
-    )
-    return head + b"connection: close\r\n\r\n" + body
+    """A whole plain-text answer (``text_answer``'s) after which the connection closes."""
+    answer = text_answer(status, text)
+    head = b"".join(b"%s: %s\r\n" % header for header in answer.headers)
+    return _status_line(status) + head + b"connection: close\r\n\r\n" + answer.body
 
 
 def asgi_scope(request: Request, state: dict[str, Any]) -> dict[str, Any]:
@@ -553,6 +552,7 @@ class HttpConnection(asyncio.Protocol):
             self.run(exchange.run(self.server.app))
             return
         request = exchange.request
+        answer: Answer | Awaitable[Answer]
         try:
             if exchange.refusal is not None:
                 answer = route.refuse(request, exchange.refusal)
@@ -565,10 +565,10 @@ class HttpConnection(asyncio.Protocol):
             log.exception("the data plane failed on %s %s", request.method, request.path[:200])
             exchange._fail()
             return
-        if type(answer) is Answer:
+        if isinstance(answer, Answer):
             exchange.answer(answer)
         else:
-            self.run(exchange.answer_later(answer))  # type: ignore[arg-type]
+            self.run(exchange.answer_later(answer))
 
     def run(self, work: Coroutine[Any, Any, None]) -> None:
         task = self.loop.create_task(work)

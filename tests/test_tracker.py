@@ -71,7 +71,7 @@ def capture(
         ("0.0.0.0", 8001),
     )
     if failed:
-        return tracker_capture(request, 500, b"", 0, b"internal error", 100.0, 100.0 + duration)
+        return tracker_capture(request, 500, b"", 0, b"internal error", 100.0, t1=100.0 + duration)
     sent = [
         (b"x-kind", b"test"),
         (b"content-length", b"%d" % len(body)),
@@ -84,7 +84,7 @@ def capture(
         len(body),
         body[:1024],
         100.0,
-        100.0 + duration,
+        t1=100.0 + duration,
         **notes,
     )
 

@@ -103,6 +103,20 @@ def served_region(core: CloudCore, spec: ServiceSpec, region: str) -> str:
     return region
 
 
+def backend_region(
+    core: CloudCore, spec: ServiceSpec, service: str, tenant: str, region: str
+) -> Any:
+    """A tenant's region of ``service``'s backend, once ``spec`` is served there (else 404)."""
+    served_region(core, spec, region)
+    return core.services[service].region(tenant, region)
+
+
+def region_of(request: Request, spec: ServiceSpec, service: str) -> Any:
+    """``backend_region`` for a Starlette route with ``{tenant}`` and ``{region}``."""
+    params = request.path_params
+    return backend_region(cloud(request), spec, service, params["tenant"], params["region"])
+
+
 # Errors ------------------------------------------------------------------------------
 
 _STATUSES: dict[type[DomainError], int] = {

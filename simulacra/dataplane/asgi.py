@@ -54,7 +54,7 @@ class DataPlaneApp:
             answer = route.refuse(request, exc)
         else:
             answered = route.answer(request)
-            answer = answered if type(answered) is Answer else await answered  # type: ignore[misc]
+            answer = answered if isinstance(answered, Answer) else await answered
         await send_answer(send, answer)
 
 

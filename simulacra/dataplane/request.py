@@ -8,7 +8,7 @@ ASGI scope or a framework object. Both are plain: slots, bytes and strings.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterable, Iterable
+from collections.abc import AsyncIterable, Iterable, Mapping
 from typing import Any
 
 from simulacra.errors import Invalid, TooLarge
@@ -94,7 +94,7 @@ class Request:
         return self.local[1] if self.local else 0
 
     @classmethod
-    def from_scope(cls, scope: dict[str, Any], body: bytes = b"") -> Request:
+    def from_scope(cls, scope: Mapping[str, Any], body: bytes = b"") -> Request:
         """The request of an ASGI HTTP scope (granian, uvicorn, or an admin route's)."""
         client, server = scope.get("client"), scope.get("server")
         raw_path = scope.get("raw_path")

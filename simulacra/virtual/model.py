@@ -120,12 +120,7 @@ class Response:
         """
         if not isinstance(doc, dict):
             raise Invalid(f"stub '{where}' must be an object")
-        unknown = [k for k in doc if k not in RESPONSE_KEYS]
-        if unknown:
-            names = ", ".join(repr(k) for k in unknown)
-            plural = "s" if len(unknown) > 1 else ""
-            known = ", ".join(RESPONSE_KEYS)
-            raise Invalid(f"unknown {where} key{plural} {names}; known: {known}")
+        refuse_unknown(doc, RESPONSE_KEYS, where)
         body = doc.get("body", "")
         if isinstance(body, list):
             raise Invalid(f"{where}.body must be a string or JSON value, not a list")
@@ -285,6 +280,15 @@ def _bounded_int(value: object, where: str, low: int, high: int) -> int:
     return value
 
 
+def refuse_unknown(value: dict[str, Any], known: tuple[str, ...], where: str) -> None:
+    """Invalid naming the keys of ``value`` not in ``known`` (a typo must not pass unseen)."""
+    unknown = [k for k in value if k not in known]
+    if unknown:
+        names = ", ".join(repr(k[:40]) for k in unknown[:5])
+        plural = "s" if len(unknown) > 1 else ""
+        raise Invalid(f"unknown {where} key{plural} {names}; known: {', '.join(known)}")
+
+
 def _parse_dribble(value: object, where: str) -> tuple[int, int] | None:
     """``{"numberOfChunks": N, "totalDuration": ms}`` -> (N, ms), bounded."""
     if value is None:
@@ -292,11 +296,7 @@ def _parse_dribble(value: object, where: str) -> tuple[int, int] | None:
     where = f"{where}.chunkedDribbleDelay"
     if not isinstance(value, dict):
         raise Invalid(f"{where} must be an object {{numberOfChunks, totalDuration}}")
-    unknown = [k for k in value if k not in DRIBBLE_KEYS]
-    if unknown:
-        names = ", ".join(repr(k) for k in unknown)
-        plural = "s" if len(unknown) > 1 else ""
-        raise Invalid(f"unknown {where} key{plural} {names}; known: {', '.join(DRIBBLE_KEYS)}")
+    refuse_unknown(value, DRIBBLE_KEYS, where)
     chunks = _bounded_int(
         value.get("numberOfChunks"), f"{where}.numberOfChunks", 1, MAX_DRIBBLE_CHUNKS
     )

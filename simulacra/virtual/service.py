@@ -349,7 +349,7 @@ class VirtualService:
         await self.store.save_session(session)
         self._sessions[key] = session
         verb = "Record" if mode == RECORD else "Playback"
-        begun = {
+        begun: dict[str, Any] = {
             "message": f"{verb} mode initiated....",
             "status": mode,
             "scenario": scenario.name,

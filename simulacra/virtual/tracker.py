@@ -404,8 +404,8 @@ def capture(
     size: int,
     body_start: bytes,
     t0: float,
-    t1: float,
     *,
+    t1: float | None = None,
     delay: int = 0,
     session: object = None,
     scenario: str | None = None,
@@ -423,7 +423,7 @@ def capture(
     client = request.client
     return (
         t0,
-        t1,
+        time.perf_counter() if t1 is None else t1,
         request.path,
         request.method,
         request.query,

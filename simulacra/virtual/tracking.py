@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import logging
 import socket
-import time
 from collections import deque
 from typing import Any
 
@@ -64,39 +63,16 @@ class Tracker:
         self._retry: deque[tuple[Any, ...]] = deque()
         self._max_retry = max_pending
 
-    def note(
-        self,
-        request: Request,
-        status: int,
-        response_headers: bytes,
-        size: int,
-        body_start: bytes,
-        t0: float,
-        *,
-        delay: int = 0,
-        session: object = None,
-        scenario: str | None = None,
-    ) -> None:
-        """Queue one answered call (``tracker.capture``); nothing when tracking is off.
+    def note(self, request: Request, *answer: Any, **notes: Any) -> None:
+        """Queue one answered call, ended now: ``tracker.capture``'s arguments after the
+        request (the answer's status, header block, size and body start, then the call's
+        start time) and its notes. Nothing when tracking is off.
 
         Called before the answer goes out, so a client that reads the tracker after being
         answered finds the record.
         """
         if self.enabled:
-            self.queue.add(
-                capture(
-                    request,
-                    status,
-                    response_headers,
-                    size,
-                    body_start,
-                    t0,
-                    time.perf_counter(),
-                    delay=delay,
-                    session=session,
-                    scenario=scenario,
-                )
-            )
+            self.queue.add(capture(request, *answer, **notes))
 
     async def start(self, store: Store) -> None:
         self.store = store

@@ -20,13 +20,15 @@ from simulacra.cloud.behaviors import BehaviorRegistry
 from simulacra.cloud.catalog import ServiceSpec
 from simulacra.cloud.compute import views
 from simulacra.cloud.compute.faults import Fault
-from simulacra.cloud.compute.model import ComputeBackend, RegionCompute
+from simulacra.cloud.compute.model import RegionCompute
 from simulacra.cloud.core import CloudCore
 from simulacra.cloud.http import (
+    backend_region,
     cloud,
     flat_errors,
     json_object,
     read_json_object,
+    region_of,
     renders_errors,
     request_base_url,
     served_region,
@@ -82,14 +84,11 @@ nova_errors = renders_errors(nova_error)
 
 
 def _region(core: CloudCore, spec: ServiceSpec, tenant: str, region: str) -> RegionCompute:
-    served_region(core, spec, region)
-    backend: ComputeBackend = core.services["compute"]
-    return backend.region(tenant, region)
+    return backend_region(core, spec, "compute", tenant, region)
 
 
 def _region_of(request: Request, spec: ServiceSpec) -> RegionCompute:
-    params = request.path_params
-    return _region(cloud(request), spec, params["tenant"], params["region"])
+    return region_of(request, spec, "compute")
 
 
 def _check_region(request: Request, spec: ServiceSpec) -> None:

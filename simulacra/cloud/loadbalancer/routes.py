@@ -17,13 +17,13 @@ from simulacra.cloud.behaviors import BehaviorRegistry
 from simulacra.cloud.catalog import ServiceSpec
 from simulacra.cloud.core import CloudCore
 from simulacra.cloud.http import (
-    cloud,
+    backend_region,
     flat_answer,
     flat_error,
     json_object,
     read_json_object,
+    region_of,
     renders_errors,
-    served_region,
     status_of,
 )
 from simulacra.cloud.loadbalancer import views
@@ -31,7 +31,6 @@ from simulacra.cloud.loadbalancer.faults import SCHEMA_MESSAGE, ClbError
 from simulacra.cloud.loadbalancer.model import (
     ALGORITHMS,
     PROTOCOLS,
-    LoadBalancerBackend,
     RegionLoadBalancers,
 )
 from simulacra.dataplane.request import Answer, json_answer, text_answer
@@ -67,15 +66,11 @@ clb_errors = renders_errors(clb_error)
 
 
 def _region(core: CloudCore, spec: ServiceSpec, tenant: str, region: str) -> RegionLoadBalancers:
-    # NotFound, not ClbError: the behavior routes render it too, in the flat shape.
-    served_region(core, spec, region)
-    backend: LoadBalancerBackend = core.services["loadbalancer"]
-    return backend.region(tenant, region)
+    return backend_region(core, spec, "loadbalancer", tenant, region)
 
 
 def _region_of(request: Request, spec: ServiceSpec) -> RegionLoadBalancers:
-    params = request.path_params
-    return _region(cloud(request), spec, params["tenant"], params["region"])
+    return region_of(request, spec, "loadbalancer")
 
 
 def _clb(request: Request) -> RegionLoadBalancers:
