@@ -480,8 +480,9 @@ class HttpConnection(asyncio.Protocol):
             b"",
             self.client,
             self.sockname,
-            raw_path=raw_path,
-            http_version=parser.get_http_version(),
+            raw_path,
+            "http",
+            parser.get_http_version(),
         )
         dataplane = self.server.dataplane
         route = dataplane.claim(request) if dataplane is not None else None

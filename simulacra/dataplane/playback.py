@@ -16,6 +16,7 @@ or a delay policy holds the answer back.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import weakref
 from collections.abc import Awaitable, Callable
@@ -31,7 +32,7 @@ from simulacra.virtual.api_v2 import STATUS_OF, error_answer
 from simulacra.virtual.matching import PlaybackRequest
 from simulacra.virtual.model import Response, Session, check_name, normalize_host, qualify
 from simulacra.virtual.service import VirtualService
-from simulacra.virtual.tracker import BODY_CAPTURE_BYTES, join_headers
+from simulacra.virtual.tracker import BODY_CAPTURE_BYTES, capture, join_headers
 from simulacra.virtual.tracking import Tracker
 
 log = logging.getLogger("simulacra")
@@ -48,14 +49,15 @@ INTERNAL_ERROR = "internal error; the server log has the details"
 
 # What a stub's response sends --------------------------------------------------------
 
-# status, headers, body, the tracker's header block and body start
-Wire = tuple[int, Headers, bytes, bytes, bytes]
+# The answer, and the tracker's header block and body start for it.
+Wire = tuple[Answer, bytes, bytes]
 _NO_BODY = frozenset({204, 304})
 
 
 def build_wire(response: Response) -> Wire:
-    """The bytes a stub's response sends: header names lower-cased, the body in UTF-8 and
-    its Content-Length unless the stub gives one (or the status has no body)."""
+    """What a stub's response sends: header names lower-cased, the body in UTF-8 and its
+    Content-Length unless the stub gives one (or the status has no body); its fault or
+    slow body."""
     headers = [
         (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in response.headers.items()
     ]
@@ -63,11 +65,20 @@ def build_wire(response: Response) -> Wire:
     status = response.status
     if not (status < 200 or status in _NO_BODY) and all(k != b"content-length" for k, _ in headers):
         headers.append((b"content-length", b"%d" % len(body)))
-    return status, headers, body, join_headers(headers), body[:BODY_CAPTURE_BYTES]
+    dribble = response.dribble
+    answer = Answer(
+        status,
+        headers,
+        body,
+        fault=response.fault,
+        dribble=None if dribble is None else (dribble[0], dribble[1] / 1000),
+    )
+    return answer, join_headers(headers), body[:BODY_CAPTURE_BYTES]
 
 
 class Wires:
-    """``build_wire`` once per stub response, not once per playback.
+    """``build_wire`` once per stub response, not once per playback (an Answer is never
+    changed by the servers that write it, so one serves every playback).
 
     Keyed by the response's identity, holding it weakly: the stub's responses live as long
     as their scenario's index, and a rendered template is a new response each time (its
@@ -77,16 +88,16 @@ class Wires:
     MAX = 50_000
 
     def __init__(self) -> None:
-        self._wires: dict[int, tuple[weakref.ref[Response], Wire]] = {}
+        self.known: dict[int, tuple[weakref.ref[Response], Wire]] = {}
 
     def __call__(self, response: Response) -> Wire:
-        entry = self._wires.get(id(response))
+        entry = self.known.get(id(response))
         if entry is not None and entry[0]() is response:
             return entry[1]
         wire = build_wire(response)
-        if len(self._wires) >= self.MAX:
-            self._wires.clear()
-        self._wires[id(response)] = (weakref.ref(response), wire)
+        if len(self.known) >= self.MAX:
+            self.known.clear()
+        self.known[id(response)] = (weakref.ref(response), wire)
         return wire
 
 
@@ -94,28 +105,45 @@ class Wires:
 
 
 class Target:
-    """The session a request names, how its scenario is checked, and the tracker's notes."""
+    """Where a request plays: the session it names, the scenario that session must play
+    (when the request names one), the request's headers (read once) and, for a request
+    played at a path other than its own, that path; and the tracker's notes."""
 
-    __slots__ = ("host", "notes", "scenario", "session", "unrelated")
+    __slots__ = ("headers", "host", "notes", "path", "scenario", "session")
 
     def __init__(
         self,
         host: str,
         session: str,
+        headers: RequestHeaders,
         scenario: str | None = None,
-        unrelated: Callable[[Session], DomainError] | None = None,
-        notes: dict[str, Any] | None = None,
+        path: str | None = None,
+        notes: tuple[str | None, str | None] = (None, None),
     ) -> None:
         self.host = host
         self.session = session
-        self.scenario = scenario  # the scenario the session must play, when the request names one
-        self.unrelated = unrelated  # the error when it plays another
-        self.notes = notes or {}
+        self.headers = headers
+        self.scenario = scenario
+        self.path = path
+        self.notes = notes  # (session, scenario) for the record, when the path cannot say
 
-    def check(self, session: Session) -> None:
-        if self.scenario is not None and session.scenario != self.scenario:
-            assert self.unrelated is not None
-            raise self.unrelated(session)
+
+class RequestHeaders:
+    """A request's headers read once: each name's last value (``all``, as matching reads
+    them) and its first (``first``, as the routes read the headers that name a session)."""
+
+    __slots__ = ("all", "raw", "unique")
+
+    def __init__(self, raw: Headers) -> None:
+        self.raw = raw
+        self.all = {k.decode("latin-1"): v.decode("latin-1") for k, v in raw}
+        self.unique = len(self.all) == len(raw)  # no name repeats: the first is the last
+
+    def first(self, name: str) -> str | None:
+        if self.unique:
+            return self.all.get(name)
+        key = name.encode("latin-1")
+        return next((v.decode("latin-1") for k, v in self.raw if k == key), None)
 
 
 class Playback:
@@ -123,6 +151,7 @@ class Playback:
 
     def __init__(self, tracker: Tracker) -> None:
         self.tracker = tracker
+        self.queue = tracker.queue
         self.svc: VirtualService | None = None  # the app's startup sets it
         self.wires = Wires()
 
@@ -137,8 +166,8 @@ class Playback:
             session = svc.cached_session(target.host, target.session)
             if session is None:
                 return self._later(route, request, target, t0)
-            target.check(session)
-            response = svc.playback_now(session, route.matched(request))
+            route.check(target, session)
+            response = svc.playback_now(session, route.matched(request, target))
             if response is None:
                 return self._later(route, request, target, t0)
         except DomainError as exc:
@@ -158,8 +187,8 @@ class Playback:
         assert svc is not None
         try:
             session = await svc.find_session(target.host, target.session)
-            target.check(session)
-            response = await svc.playback(session, route.matched(request))
+            route.check(target, session)
+            response = await svc.playback(session, route.matched(request, target))
             delay = await self._delay(svc, session, response)
         except DomainError as exc:
             return self.refused(route, request, exc, t0, target)
@@ -200,16 +229,21 @@ class Playback:
         delay: int,
     ) -> Answer:
         answer, header_block, body_start = route.render(self, response)
-        self.tracker.note(
-            request,
-            0 if answer.fault else answer.status,
-            header_block,
-            len(answer.body),
-            body_start,
-            t0,
-            delay=delay,
-            **target.notes,
-        )
+        if self.tracker.enabled:  # the queue directly: this is every playback's cost
+            session, scenario = target.notes
+            self.queue.add(
+                capture(
+                    request,
+                    0 if answer.fault else answer.status,
+                    header_block,
+                    len(answer.body),
+                    body_start,
+                    t0,
+                    delay,
+                    session,
+                    scenario,
+                )
+            )
         return answer
 
     def refused(
@@ -234,6 +268,7 @@ class Playback:
 
     def _note(self, request: Request, answer: Answer, t0: float, target: Target | None) -> None:
         body = answer.body
+        session, scenario = target.notes if target is not None else (None, None)
         self.tracker.note(
             request,
             answer.status,
@@ -241,18 +276,23 @@ class Playback:
             len(body),
             body[:BODY_CAPTURE_BYTES],
             t0,
-            **(target.notes if target is not None else {}),
+            0,
+            session,
+            scenario,
         )
 
-    def near_misses(self, target: Target | None, request: PlaybackRequest) -> list[dict[str, Any]]:
-        """The stubs that came closest to ``request`` (for a 404), best first."""
+    def near_misses(
+        self, route: PlaybackRoute, request: Request, target: Target | None
+    ) -> list[dict[str, Any]]:
+        """The stubs that came closest to the request (for a 404), best first."""
         svc = self.svc
         if svc is None or target is None:
             return []
         session = svc.cached_session(target.host, target.session)
         if session is None:
             return []
-        return [miss.to_dict() for miss in svc.near_misses(session, request)]
+        played = route.matched(request, target)
+        return [miss.to_dict() for miss in svc.near_misses(session, played)]
 
 
 def _starting() -> DomainError:
@@ -269,9 +309,10 @@ class PlaybackRoute:
 
     def __init__(self, playback: Playback) -> None:
         self.playback = playback
-
-    def answer(self, request: Request) -> Answer | Awaitable[Answer]:
-        return self.playback.run(self, request)
+        # ``answer(request)``: Playback.run for this route, bound once (no frame of its own).
+        self.answer: Callable[[Request], Answer | Awaitable[Answer]] = functools.partial(
+            playback.run, self
+        )
 
     def refuse(self, request: Request, error: DomainError) -> Answer:
         return self.playback.refused(self, request, error, request.started, None)
@@ -279,45 +320,36 @@ class PlaybackRoute:
     def target(self, request: Request) -> Target:
         raise NotImplementedError
 
-    def matched(self, request: Request) -> PlaybackRequest:
+    def check(self, target: Target, session: Session) -> None:
+        """The session plays the scenario the request names, if it names one."""
+        if target.scenario is not None and session.scenario != target.scenario:
+            raise self.unrelated(session, target.scenario)
+
+    def unrelated(self, session: Session, scenario: str) -> DomainError:
+        return Invalid(f"Session {session.name} plays scenario {session.scenario}, not {scenario}")
+
+    def matched(self, request: Request, target: Target) -> PlaybackRequest:
         """The request stubs are matched against: Mirage's routes read a proxy's
         ``Stubo-Request-*`` headers (method, path, query and headers of the real call)."""
         return PlaybackRequest.from_proxy_headers(
             request.method,
             request.path,
             request.query.decode("latin-1"),
-            header_dict(request.headers),
+            target.headers.all,
             request.body.decode("utf-8", errors="replace"),
         )
 
-    def render(self, playback: Playback, response: Response) -> tuple[Answer, bytes, bytes]:
+    def render(self, playback: Playback, response: Response) -> Wire:
         """The stub's own response: (the answer, its header block and body start)."""
-        status, headers, body, header_block, body_start = playback.wires(response)
-        # A copy of the headers: the cached list must survive whatever a server does to it.
-        answer = Answer(status, list(headers), body)
-        if response.fault is not None or response.dribble is not None:
-            answer.fault = response.fault
-            if response.dribble is not None:
-                chunks, total_ms = response.dribble
-                answer.dribble = (chunks, total_ms / 1000)
-        return answer, header_block, body_start
+        entry = playback.wires.known.get(id(response))  # Wires.__call__'s hit, inlined
+        if entry is not None and entry[0]() is response:
+            return entry[1]
+        return playback.wires(response)
 
     def error(
         self, playback: Playback, request: Request, error: DomainError, target: Target | None
     ) -> Answer:
         return error_answer(STATUS_OF.get(type(error), 400), error.message)
-
-
-def header_dict(headers: Headers) -> dict[str, str]:
-    """Header names to values (the last of a repeated name), as matching reads them."""
-    return {k.decode("latin-1"): v.decode("latin-1") for k, v in headers}
-
-
-def first_header(headers: Headers, name: bytes) -> str | None:
-    for key, value in headers:
-        if key == name:
-            return value.decode("latin-1")
-    return None
 
 
 _scenarios: dict[tuple[str, str | None, str | None], str] = {}
@@ -337,31 +369,17 @@ def scenario_of(name: str, target_host: str | None, host: str | None) -> str:
     return scenario
 
 
-def _plays_another(scenario: str) -> Callable[[Session], DomainError]:
-    return lambda session: Invalid(
-        f"Session {session.name} plays scenario {session.scenario}, not {scenario}"
-    )
-
-
-def _not_in(scenario: str) -> Callable[[Session], DomainError]:
-    return lambda session: NotFound(f"Session {session.name} not found in scenario {scenario}")
-
-
 class StubsPlayback(PlaybackRoute):
     """Play back: the matching stub's status, headers and body (``session`` header)."""
 
     def target(self, request: Request) -> Target:
         name = request.path[len(STUBS_PREFIX) : -len(STUBS_SUFFIX)]
-        headers = request.headers
-        scenario = scenario_of(
-            name, first_header(headers, b"target_host"), first_header(headers, b"host")
-        )
-        session = first_header(headers, b"session") or first_header(
-            headers, b"stubo-request-session"
-        )
+        headers = RequestHeaders(request.headers)
+        scenario = scenario_of(name, headers.first("target_host"), headers.first("host"))
+        session = headers.first("session") or headers.first("stubo-request-session")
         if not session:
             raise Invalid("the 'session' header is missing")
-        return Target(scenario.rpartition(":")[0], session, scenario, _plays_another(scenario))
+        return Target(scenario.rpartition(":")[0], session, headers, scenario)
 
 
 MATCHER_USAGE = "the 'session' header must be 'scenario:session' (or 'host:scenario:session')"
@@ -371,20 +389,24 @@ class MatcherPlayback(PlaybackRoute):
     """Play back, answering the stub's response as JSON parts for a proxy."""
 
     def target(self, request: Request) -> Target:
-        key = first_header(request.headers, b"session")
+        headers = RequestHeaders(request.headers)
+        key = headers.first("session")
         parts = key.split(":") if key else []
         if len(parts) not in (2, 3) or not all(parts):
             raise Invalid(MATCHER_USAGE)
         *scenario_part, session = parts
         try:
-            host = normalize_host(first_header(request.headers, b"host") or "localhost")
+            host = normalize_host(headers.first("host") or "localhost")
             scenario = qualify(":".join(scenario_part), host)
             check_name("session", session)
         except Invalid as exc:
             raise Invalid(f"{MATCHER_USAGE}: {exc.message}") from None
-        return Target(scenario.rpartition(":")[0], session, scenario, _not_in(scenario))
+        return Target(scenario.rpartition(":")[0], session, headers, scenario)
 
-    def render(self, playback: Playback, response: Response) -> tuple[Answer, bytes, bytes]:
+    def unrelated(self, session: Session, scenario: str) -> DomainError:
+        return NotFound(f"Session {session.name} not found in scenario {scenario}")
+
+    def render(self, playback: Playback, response: Response) -> Wire:
         # Mirage never delayed the matcher; a proxy wants the delay too (compatibility.md).
         parts = {"body": response.body, "headers": response.headers, "statusCode": response.status}
         answer = json_answer(200, orjson.dumps(parts))
@@ -401,7 +423,8 @@ class V1Playback(PlaybackRoute):
     """Play back: the matching stub's status, headers and body (session header or arg)."""
 
     def target(self, request: Request) -> Target:
-        name = first_header(request.headers, b"stubo-request-session")
+        headers = RequestHeaders(request.headers)
+        name = headers.first("stubo-request-session")
         if not name:
             args = parse_qsl(request.query.decode("latin-1"), keep_blank_values=True)
             value = next((v for k, v in reversed(args) if k == "session"), None)
@@ -409,25 +432,25 @@ class V1Playback(PlaybackRoute):
             name = value.split(",", 1)[0] if value else None
         if not name:
             raise Invalid("no session: send the 'Stubo-Request-Session' header or a 'session' arg")
-        host = normalize_host(first_header(request.headers, b"host") or "localhost")
-        return Target(host, name, notes={"session": name})
+        host = normalize_host(headers.first("host") or "localhost")
+        return Target(host, name, headers, notes=(name, None))
 
 
 class PlainPlayback(PlaybackRoute):
     """A session played at real paths: the request is matched as the client sent it, and a
     request no stub matches gets a 404 naming the stubs that came closest."""
 
-    def matched(self, request: Request) -> PlaybackRequest:
-        return PlaybackRequest(
+    def matched(self, request: Request, target: Target) -> PlaybackRequest:
+        return PlaybackRequest.from_headers(
             request.method,
-            self.path_of(request),
+            request.path if target.path is None else target.path,
             request.query.decode("latin-1"),
-            header_dict(request.headers),
+            target.headers.all,
             request.body.decode("utf-8", errors="replace"),
         )
 
-    def path_of(self, request: Request) -> str:
-        return request.path
+    def unrelated(self, session: Session, scenario: str) -> DomainError:
+        return NotFound(f"Session {session.name} not found in scenario {scenario}")
 
     def error(
         self, playback: Playback, request: Request, error: DomainError, target: Target | None
@@ -435,14 +458,13 @@ class PlainPlayback(PlaybackRoute):
         if type(error) is not NoMatch:
             return super().error(playback, request, error, target)
         try:
-            misses = playback.near_misses(target, self.matched(request))
+            misses = playback.near_misses(self, request, target)
         except Exception:  # the 404 matters more than its diagnosis
             log.exception("near misses failed on %s", request.path[:200])
             misses = []
+        path = request.path if target is None or target.path is None else target.path
         return error_answer(
-            404,
-            f"no stub matches {request.method} {self.path_of(request)[:200]}",
-            nearMisses=misses,
+            404, f"no stub matches {request.method} {path[:200]}", nearMisses=misses
         )
 
 
@@ -458,43 +480,41 @@ class BoundPlayback(PlainPlayback):
         svc = self.playback.svc
         session = svc.cached_session(self.host, self.session) if svc is not None else None
         scenario = session.scenario if session is not None else None
-        return Target(
-            self.host, self.session, notes={"session": self.session, "scenario": scenario}
-        )
+        headers = RequestHeaders(request.headers)
+        return Target(self.host, self.session, headers, notes=(self.session, scenario))
+
+
+_prefixed: dict[tuple[str, str, str | None], tuple[str, str]] = {}
 
 
 class PrefixPlayback(PlainPlayback):
     """``/virtual/{scenario}/{session}/{path}`` plays ``/{path}`` on the main port."""
 
     def target(self, request: Request) -> Target:
-        scenario_name, session, _ = self._parts(request)
-        host = normalize_host(first_header(request.headers, b"host") or "localhost")
-        scenario = qualify(scenario_name, host)
-        check_name("session", session)
+        scenario_name, rest = request.path[len(VIRTUAL_PREFIX) :].partition("/")[::2]
+        session, slash, path = rest.partition("/")
+        headers = RequestHeaders(request.headers)
+        host = headers.first("host")
+        key = (scenario_name, session, host)
+        known = _prefixed.get(key)  # memoized, as scenario_of: a run repeats a few
+        if known is None:
+            if not scenario_name or not session:
+                raise Invalid(
+                    f"a virtual path is {VIRTUAL_PREFIX}{{scenario}}/{{session}}/{{path}},"
+                    f" got {request.path[:200]!r}"
+                )
+            scenario = qualify(scenario_name, normalize_host(host or "localhost"))
+            check_name("session", session)
+            if len(_prefixed) >= 1024:
+                _prefixed.clear()
+            known = _prefixed[key] = (scenario, scenario.rpartition(":")[0])
+        scenario, where = known
         return Target(
-            scenario.rpartition(":")[0],
-            session,
-            scenario,
-            _not_in(scenario),
-            notes={"session": session, "scenario": scenario},
+            where, session, headers, scenario, "/" + path if slash else "/", (session, scenario)
         )
 
-    def path_of(self, request: Request) -> str:
-        return self._parts(request)[2]
 
-    @staticmethod
-    def _parts(request: Request) -> tuple[str, str, str]:
-        scenario, _, rest = request.path[len(VIRTUAL_PREFIX) :].partition("/")
-        session, slash, path = rest.partition("/")
-        if not scenario or not session:
-            raise Invalid(
-                f"a virtual path is {VIRTUAL_PREFIX}{{scenario}}/{{session}}/{{path}},"
-                f" got {request.path[:200]!r}"
-            )
-        return scenario, session, "/" + path if slash else "/"
-
-
-def _is_v1(path: str) -> bool:
+def is_v1(path: str) -> bool:
     return path.startswith(V1_PATH) and path[len(V1_PATH) : len(V1_PATH) + 1] in ("", "/")
 
 
@@ -510,7 +530,7 @@ class PostOnly:
 
 
 class PlaybackRoutes:
-    """Which playback route, if any, a request on the main port or a bound port takes."""
+    """The playback routes, one per door, and the bound ports' (``DataPlane.claim`` picks)."""
 
     def __init__(self, tracker: Tracker) -> None:
         self.playback = Playback(tracker)
@@ -528,29 +548,6 @@ class PlaybackRoutes:
             Declared("any", VIRTUAL_PREFIX + "{scenario}/{session}/{path}", PrefixPlayback),
             Declared("any", "(any path on a session's own port)", BoundPlayback),
         ]
-
-    def claim(self, request: Request) -> PlaybackRoute | PostOnly | None:
-        if self.bound and request.local is not None:
-            route = self.bound.get(request.local[1])
-            if route is not None:
-                return route
-        path = request.path
-        if request.method != "POST":
-            if path == MATCHER_PATH or _is_v1(path):
-                return self.post_only
-        else:
-            if path.startswith(STUBS_PREFIX):
-                name = path[len(STUBS_PREFIX) : -len(STUBS_SUFFIX)]
-                if path.endswith(STUBS_SUFFIX) and name and "/" not in name:
-                    return self.stubs
-                return None
-            if path == MATCHER_PATH:
-                return self.matcher
-            if _is_v1(path):
-                return self.v1
-        if path.startswith(VIRTUAL_PREFIX):
-            return self.prefix
-        return None
 
     def bind(self, port: int, host: str, session: str) -> None:
         self.bound[port] = BoundPlayback(self.playback, host, session)

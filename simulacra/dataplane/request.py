@@ -58,7 +58,6 @@ class Request:
         body: bytes = b"",
         client: tuple[str, int] | None = None,
         local: tuple[str, int] | None = None,
-        *,
         raw_path: bytes | None = None,
         scheme: str = "http",
         http_version: str = "1.1",

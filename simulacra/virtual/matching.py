@@ -119,7 +119,14 @@ class PlaybackRequest:
         raw = headers.get("stubo-request-headers")
         if raw is not None:
             return cls(method, path, query, parse_header_literal(raw), body)
-        # Names are lowercase already: keep the dict instead of copying it (hot path).
+        return cls.from_headers(method, path, query, headers, body)
+
+    @classmethod
+    def from_headers(
+        cls, method: str, path: str, query: str, headers: dict[str, str], body: str
+    ) -> PlaybackRequest:
+        """The request as a client sent it; ``headers`` must have lowercase names (kept,
+        not copied: the hot path)."""
         request = cls.__new__(cls)
         request.method = method.upper()
         request.path = path

@@ -404,11 +404,10 @@ def capture(
     size: int,
     body_start: bytes,
     t0: float,
-    *,
-    t1: float | None = None,
     delay: int = 0,
     session: object = None,
     scenario: str | None = None,
+    t1: float | None = None,
 ) -> tuple[Any, ...]:
     """What the request path keeps of a tracked call: a tuple of plain values only.
 
@@ -420,7 +419,7 @@ def capture(
     a tuple of their (immutable) pairs, so the tuple holds no mutable container: the
     garbage collector soon stops visiting it, and the request dies with its exchange.
     """
-    client = request.client
+    client, local = request.client, request.local
     return (
         t0,
         time.perf_counter() if t1 is None else t1,
@@ -431,7 +430,7 @@ def capture(
         # most flushes need not (``build_record``'s memo); ~3,000 instructions a call saved.
         tuple(request.headers),
         client[0] if client else "",
-        request.port,
+        local[1] if local else 0,
         delay,
         session if isinstance(session, str) else None,
         scenario,
