@@ -13,8 +13,9 @@ folder and run with this checkout's virtualenv), loads the same scenario of ``--
 - ``head prefix``: the same through ``/virtual/{scenario}/{session}/``.
 
 Prints requests/s, p99 and the server's CPU time per request (medians over ``--repeats``
-rounds), and each row against ``base mirage``. The targets of issue 13: head mirage within
-5% of base in req/s and CPU per request, and bound playback at least as fast as Mirage's.
+rounds, each round starting one target later), and each row against ``base mirage``. The
+targets of issue 13: head mirage within 5% of base in req/s and CPU per request, and bound
+playback at least as fast as Mirage's.
 A measurement, not a test: it exits 0 either way.
 
     python -m bench.dataplane                       # --base 6b33466 --stubs 10
@@ -160,7 +161,10 @@ def measure(args: argparse.Namespace, workdir: Path) -> list[Target]:
             for t in targets
         }
         for round_no in range(1, args.repeats + 1):
-            for target in targets:
+            # Each round starts one target later: none is always first (or always measured
+            # right after the same neighbour) on a machine whose load drifts.
+            shift = (round_no - 1) % len(targets)
+            for target in targets[shift:] + targets[:shift]:
                 url = f"http://127.0.0.1:{target.port}"
                 with Stopwatch(target.server) as watch:
                     result = run_wrk(

@@ -27,7 +27,7 @@ import orjson
 
 from simulacra.dataplane import Declared
 from simulacra.dataplane.request import Answer, Headers, Request, json_answer
-from simulacra.errors import DomainError, Invalid, NoMatch, NotFound
+from simulacra.errors import DomainError, Invalid, NoMatch, NotFound, Unavailable
 from simulacra.virtual.api_v2 import STATUS_OF, error_answer
 from simulacra.virtual.matching import PlaybackRequest
 from simulacra.virtual.model import Response, Session, check_name, normalize_host, qualify
@@ -296,8 +296,6 @@ class Playback:
 
 
 def _starting() -> DomainError:
-    from simulacra.errors import Unavailable
-
     return Unavailable("the server is starting")
 
 
@@ -523,10 +521,10 @@ class PostOnly:
     router answers it for the admin routes (untracked, as those are)."""
 
     def answer(self, request: Request) -> Answer:
-        return self.refuse(request, Invalid(""))
+        return error_answer(405, f"method {request.method} is not allowed on {request.path}")
 
     def refuse(self, request: Request, error: DomainError) -> Answer:
-        return error_answer(405, f"method {request.method} is not allowed on {request.path}")
+        return self.answer(request)  # the method is wrong whatever the body
 
 
 class PlaybackRoutes:

@@ -44,6 +44,9 @@ class Ports:
         self.listener: Listener | None = None
         self.app: Any = None
         self._open: dict[int, Callable[[], None]] = {}  # port -> what closes it
+        # Reserved for a session still beginning: not yet in the sessions ``reconcile``
+        # sees, so it must not close them meanwhile.
+        self._pending: set[int] = set()
         self._lock = asyncio.Lock()
 
     def _listen(self) -> Listener:
@@ -57,6 +60,7 @@ class Ports:
 
     async def reserve(self, port: int) -> int:
         """Listen on ``port`` (0: a free one) for a session about to begin; the port bound.
+        ``release`` it if the session does not begin; ``reconcile`` adopts it once it has.
 
         Conflict (409) for the main port, a port bound already or one in use.
         """
@@ -71,9 +75,11 @@ class Ports:
         except OSError as exc:
             raise Conflict(f"port {port} cannot be bound: {exc.strerror or exc}") from None
         self._open[bound] = close
+        self._pending.add(bound)
         return bound
 
     def release(self, port: int) -> None:
+        self._pending.discard(port)
         self.routes.unbind(port)
         close = self._open.pop(port, None)
         if close is not None:
@@ -84,8 +90,9 @@ class Ports:
         change here or told by the store); a port this instance cannot bind is logged."""
         async with self._lock:
             wanted = {s.port: s for s in sessions if s.port and s.status == PLAYBACK}
+            self._pending -= wanted.keys()  # their sessions have begun
             for port in list(self._open):
-                if port not in wanted:
+                if port not in wanted and port not in self._pending:
                     self.release(port)
             for port, session in wanted.items():
                 if port not in self._open:
@@ -95,6 +102,7 @@ class Ports:
                         # Another worker of this instance may serve it (it bound it first).
                         log.info("session %s: %s", session.name, exc.message)
                         continue
+                    self._pending.discard(port)  # its session is playing already
                 self.routes.bind(port, session.host, session.name)
 
     def close(self) -> None:
