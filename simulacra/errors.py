@@ -1,8 +1,10 @@
-"""Typed domain errors.
+"""Typed domain errors, and how a message quotes a value.
 
 Domain code raises these; each API family renders them in its own envelope and
 maps the kind to an HTTP status (see ``virtual/api_v2.py``).
 """
+
+import reprlib
 
 
 class DomainError(Exception):
@@ -43,3 +45,16 @@ class TooLarge(DomainError):
 
 class Unavailable(DomainError):
     """A backing service (the shared store) cannot be reached right now (503)."""
+
+
+_SHOWN = reprlib.Repr()
+_SHOWN.maxlevel = 3  # nesting shown: a value 1,000 deep is cut, never recursed into
+_SHOWN.maxstring = _SHOWN.maxother = 60
+_SHOWN.maxlist = _SHOWN.maxdict = _SHOWN.maxtuple = _SHOWN.maxset = 4
+
+
+def shown(value: object, limit: int = 80) -> str:
+    """``value`` as an error message may quote it: a short prefix of its repr, whatever its
+    size or depth (a message must never be the size of the input, nor recurse through it)."""
+    text = _SHOWN.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
