@@ -135,7 +135,7 @@ class VirtualService:
         it before its NOTIFY arrived, so admin calls and cache misses re-read it (one keyed
         query); steady-state playback never does."""
         if self._shared:
-            fresh = await self.store.get_session(host, name)  # type: ignore[attr-defined]
+            fresh = await self.store.get_session(host, name)
             self._merge_session((host, name), fresh)
         return self._sessions.get((host, name))
 
@@ -300,7 +300,7 @@ class VirtualService:
         *,
         port: int | None = None,
         append: bool = False,
-    ) -> dict:
+    ) -> dict[str, Any]:
         """Begin a session in record or playback mode.
 
         ``port``: the port a playback session is bound to (the edge has bound it already).
@@ -359,7 +359,9 @@ class VirtualService:
             begun["port"] = port
         return begun
 
-    async def begin_record_creating(self, scenario_name: str, session_name: object) -> dict:
+    async def begin_record_creating(
+        self, scenario_name: str, session_name: object
+    ) -> dict[str, Any]:
         """API v1's begin record: creates the scenario when missing (v2 needs it first).
 
         An existing scenario is recorded only while it has no stubs, as in v2 (Mirage v1's
@@ -381,7 +383,7 @@ class VirtualService:
                 raise Invalid(f"Duplicate scenario: {exc.message}") from None
             raise
 
-    async def end_session(self, scenario_name: str, session_name: object) -> dict:
+    async def end_session(self, scenario_name: str, session_name: object) -> dict[str, Any]:
         await self.get_scenario(scenario_name)
         host = scenario_name.rpartition(":")[0]
         name = check_name("session", session_name)
@@ -391,7 +393,7 @@ class VirtualService:
         await self._end(session)
         return {"message": "Session ended"}
 
-    async def end_all_sessions(self, scenario_name: str) -> dict:
+    async def end_all_sessions(self, scenario_name: str) -> dict[str, Any]:
         await self.get_scenario(scenario_name)
         ended = {}
         for session in self._active_sessions(scenario_name):

@@ -15,12 +15,16 @@ the stub is stored, so playback never meets a syntax error.
 - ``now``: the current UTC datetime; ``today(fmt="%Y-%m-%d", days=0)``: a formatted date.
 
 **Bounds.** The sandbox stops templates from reaching Python internals, but not from
-spending CPU or memory, so each render is held to: at most ``MAX_ITERATIONS`` loop
+spending CPU or memory, and a render runs on the server's one event loop: every other
+request waits for it. So each render is held to: at most ``MAX_ITERATIONS`` loop
 iterations, ``range()`` of at most ``MAX_RANGE`` items, ``MAX_OUTPUT`` characters of
 output, ``MAX_WORK`` characters built by operators, filters and string methods that
 can grow a value (``*``, ``+``, ``~``, ``%``, ``**``, ``replace``, ``join``,
-``center``...), checked *before* the value is built, and a ``DEADLINE`` of wall time.
-``include``, ``import`` and ``extends`` are refused: a body is one template.
+``center``...), and ``MAX_COST`` (about 50 ms) of work by filters, each charged its
+input's size times what one item costs it (``FILTER_COST``; ``sort`` on a 10-million
+item list is refused, never started): all checked *before* the work is done. A
+``DEADLINE`` of wall time is the backstop between steps. ``include``, ``import`` and
+``extends`` are refused: a body is one template.
 
 A render that fails (a limit, an undefined value used in a way that needs it, a type
 error) raises ``Invalid``: the playback answers 400 with the template line and reason.
@@ -50,11 +54,46 @@ from simulacra.virtual.matching import NOT_JSON, PlaybackRequest
 from simulacra.virtual.model import Response, Stub
 
 MARKERS = ("{{", "{%")
-MAX_ITERATIONS = 100_000
+MAX_ITERATIONS = 20_000  # ~1-5 us each with a small body: 20-100 ms at the very most
 MAX_RANGE = 10_000
 MAX_OUTPUT = 10 * 1024 * 1024  # characters; a rendered body is no bigger than a stub body
 MAX_WORK = 32 * 1024 * 1024  # characters built by growing operations, per render
-DEADLINE = 2.0  # seconds per render: a backstop, the counters above bind first
+# Filters' work, in nanoseconds as measured on the bench VM: a render may spend about this.
+MAX_COST = 50_000_000
+# What one input item (character or element) costs a filter, in ns (measured, rounded up):
+# the Python-level filters walk their input item by item; others are C loops over it.
+FILTER_COST = {
+    "sort": 2000,
+    "dictsort": 2000,
+    "groupby": 2000,
+    "unique": 400,
+    "wordwrap": 400,
+    "urlize": 300,
+    "map": 300,
+    "select": 300,
+    "reject": 300,
+    "selectattr": 300,
+    "rejectattr": 300,
+    "batch": 300,
+    "slice": 300,
+    "sum": 100,
+    "min": 300,
+    "max": 300,
+    "xmlattr": 300,
+    "pprint": 300,
+    "tojson": 100,
+    "wordcount": 100,
+    "striptags": 50,
+    "title": 30,
+    "capitalize": 30,
+    "e": 30,
+    "escape": 30,
+    "forceescape": 30,
+    "urlencode": 100,
+    "format": 30,
+}
+DEFAULT_FILTER_COST = 10  # a C loop over the input (lower, list, reverse, trim, length...)
+DEADLINE = 0.05  # seconds per render: a backstop between steps, the budgets bind first
 _SMALL = 32  # what a non-sized value (a number, None) counts for
 
 _LOOP_GUARD = "__simulacra_loop__"
@@ -70,6 +109,7 @@ class _Budget:
     deadline: float
     iterations: int = MAX_ITERATIONS
     work: int = MAX_WORK
+    cost: int = MAX_COST
 
     def tick(self) -> None:
         if time.monotonic() > self.deadline:
@@ -82,6 +122,14 @@ class _Budget:
                 f" {MAX_WORK} in all"
             )
         self.work -= size
+
+    def spend(self, ns: int, what: str) -> None:
+        if ns > self.cost:
+            raise TemplateLimit(
+                f"{what} on this input is more work than a render may do (about"
+                f" {MAX_COST // 1_000_000} ms); make the input smaller"
+            )
+        self.cost -= ns
 
 
 # The render in progress on this task (None outside a render, e.g. constant folding).
@@ -109,6 +157,32 @@ def _tick() -> None:
     budget = _current.get()
     if budget is not None:
         budget.tick()
+
+
+def _spend(items: int, name: str) -> None:
+    """Charge filter ``name`` its input of ``items`` before it runs (``FILTER_COST``)."""
+    ns = items * FILTER_COST.get(name, DEFAULT_FILTER_COST)
+    budget = _current.get()
+    if budget is not None:
+        budget.spend(ns, f"'{name}'")
+    elif ns > MAX_COST:
+        raise TemplateLimit(f"'{name}' on this input is more work than a render may do")
+
+
+def _materialized(value: object, name: str) -> object:
+    """An unsized iterable (a generator from ``map``, say) as a list, each item charged as
+    it is drawn, so a filter's input always has a size to charge."""
+    if isinstance(value, str | bytes) or hasattr(value, "__len__"):
+        return value
+    if not isinstance(value, Iterable):
+        return value
+    items = []
+    for item in value:
+        _spend(1, name)
+        items.append(item)
+        if len(items) > MAX_ITERATIONS * 10:
+            raise TemplateLimit(f"'{name}' was given more than {MAX_ITERATIONS * 10} items")
+    return items
 
 
 def _check_width(width: object, what: str) -> None:
@@ -159,6 +233,12 @@ def _guard_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
         plain = [a for a in args if not _is_jinja_internal(a)]
         value = plain[0] if plain else None
         rest = plain[1:]
+        if plain:
+            sized = _materialized(value, name)
+            if sized is not value:
+                args = tuple(sized if a is value else a for a in args)
+                value = sized
+            _spend(_size(value), name)
         if name == "center":
             _check_width(rest[0] if rest else kwargs.get("width", 80), "center")
         elif name == "indent":
@@ -254,9 +334,13 @@ class _Sandbox(ImmutableSandboxedEnvironment):
             for seq, times in ((left, right), (right, left)):
                 if isinstance(seq, str | list | tuple) and isinstance(times, int):
                     _charge(len(seq) * max(times, 0), "'*'")
+                    if not isinstance(seq, str):  # a list copies a pointer per item
+                        _spend(len(seq) * max(times, 0), "*")
         elif operator == "+":
             if isinstance(left, str | list | tuple) and isinstance(right, str | list | tuple):
                 _charge(len(left) + len(right), "'+'")
+                if not isinstance(left, str):
+                    _spend(len(left) + len(right), "+")
         elif operator == "%":
             if isinstance(left, str):
                 _check_printf(left)

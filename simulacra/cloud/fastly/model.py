@@ -102,7 +102,7 @@ def choice(*allowed: str | None) -> Callable[[object, str], str | None]:
         if value not in allowed:
             shown = ", ".join(str(a) for a in allowed if a is not None)
             raise bad_request(f"'{key}' must be one of {shown}, got {value!r}")
-        return value  # type: ignore[return-value]
+        return value
 
     return parse
 

@@ -286,41 +286,73 @@ def parse_query(query: Mapping[str, list[str]], tenant: str) -> ImageQuery:
         value = one(key)
         if value is not None:
             match = _matcher(value)
-            predicates.append(lambda i, key=key, match=match: match(i.field(key)))
+            predicates.append(_field_matches(key, match))
     for key, compare in (("size_min", int.__ge__), ("size_max", int.__le__)):
         value = one(key)
         if value is not None:
             bound = _int(value, key)
-            predicates.append(lambda i, bound=bound, compare=compare: compare(i.size, bound))
+            predicates.append(_size_within(compare, bound))
     for key in ("protected", "os_hidden"):
         value = one(key)
         if value is not None:
             wanted = _bool(value, key)
-            predicates.append(lambda i, key=key, wanted=wanted: getattr(i, key) is wanted)
+            predicates.append(_flag_is(key, wanted))
     if one("os_hidden") is None:
         predicates.append(lambda i: not i.os_hidden)  # hidden images only when asked for
     for tag in query.get("tag") or []:
-        predicates.append(lambda i, tag=tag: tag in i.tags)
+        predicates.append(_tagged(tag))
     for key in ("created_at", "updated_at"):
         value = one(key)
         if value is not None:
             time_match = _time_matcher(value, key)
-            predicates.append(lambda i, key=key, m=time_match: m(getattr(i, key)))
+            predicates.append(_time_matches(key, time_match))
     # Any other key filters on an extra property of that name, exactly.
     for key in query:
         if key in RESERVED or key in IN_FILTERS:
             continue
         value = one(key)
         if value is not None:
-            predicates.append(lambda i, key=key, value=value: i.properties.get(key) == value)
+            predicates.append(_property_is(key, value))
     return ImageQuery(predicates, _sort_order(query), limit, one("marker"))
+
+
+# One predicate each, built by a function so each closes over its own values.
+Predicate = Callable[["GlanceImage"], bool]
+
+
+def _field_matches(key: str, match: Callable[[Any], bool]) -> Predicate:
+    return lambda i: match(i.field(key))
+
+
+def _size_within(compare: Callable[[int, int], bool], bound: int) -> Predicate:
+    return lambda i: compare(i.size, bound)
+
+
+def _flag_is(key: str, wanted: bool) -> Predicate:
+    return lambda i: getattr(i, key) is wanted
+
+
+def _tagged(tag: str) -> Predicate:
+    return lambda i: tag in i.tags
+
+
+def _time_matches(key: str, match: Callable[[Any], bool]) -> Predicate:
+    return lambda i: match(getattr(i, key))
+
+
+def _property_is(key: str, value: object) -> Predicate:
+    return lambda i: i.properties.get(key) == value
 
 
 def _sorted(images: list[GlanceImage], order: list[tuple[str, bool]]) -> list[GlanceImage]:
     result = list(images)
     for key, descending in reversed(order):  # stable sorts, least significant key first
-        result.sort(key=lambda i, key=key: _sort_value(i.field(key)), reverse=descending)
+        result.sort(key=_sort_key(key), reverse=descending)
     return result
+
+
+def _sort_key(key: str) -> Callable[[GlanceImage], Any]:
+    return lambda i: _sort_value(i.field(key))
 
 
 def _sort_value(value: Any) -> tuple[int, Any]:

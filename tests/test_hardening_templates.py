@@ -1,0 +1,79 @@
+"""Issue 14: a response template cannot hold the server's one event loop.
+
+The probes that held it for seconds (a template stopped at its 2 s deadline still held every
+other request for 2 s) now answer 400 within the render budget, while a concurrent `GET /`
+keeps answering.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import requests
+
+from tests.mirage_helpers import action_url, assert_data, assert_error, create_scenario, put_stub_ok
+
+PROBES = [
+    "{% set s='ab'*5000000 %}{{ s|list|sort|first }}",
+    "{% set s='ab '*2500000 %}{{ s|wordwrap }}",
+    "{% set l = range(10000)|list %}{{ (l*1000)|sort|length }}",
+    "{% for i in range(10000) %}{% for j in range(10000) %}{{ i }}{% endfor %}{% endfor %}",
+    "{{ ('<a>'*3000000)|urlize|length }}",
+]
+
+
+@pytest.fixture
+def templated(http: requests.Session, base_url: str, name: str) -> str:
+    """A scenario whose stubs answer each probe, played by session ``{name}-p``."""
+    create_scenario(http, base_url, name)
+    rec = {"begin": None, "session": f"{name}-r", "mode": "record"}
+    assert_data(http.post(action_url(base_url, name), json=rec))
+    for i, body in enumerate(PROBES):
+        stub = {"request": {"method": "GET", "urlPath": f"/{i}"}, "response": {"body": body}}
+        put_stub_ok(http, base_url, name, f"{name}-r", stub)
+    http.post(action_url(base_url, name), json={"end": None, "session": f"{name}-r"})
+    play = {"begin": None, "session": f"{name}-p", "mode": "playback"}
+    assert_data(http.post(action_url(base_url, name), json=play))
+    return f"{base_url}/virtual/{name}/{name}-p"
+
+
+@pytest.mark.parametrize("probe", range(len(PROBES)))
+def test_a_heavy_template_is_refused_quickly(templated: str, probe: int) -> None:
+    started = time.monotonic()
+    reply = requests.get(f"{templated}/{probe}")
+    assert_error(reply, 400, "template")
+    assert time.monotonic() - started < 1.0
+
+
+def test_others_are_answered_while_heavy_templates_play(base_url: str, templated: str) -> None:
+    stop = threading.Event()
+
+    def hammer() -> None:
+        with requests.Session() as own:
+            while not stop.is_set():
+                for probe in range(len(PROBES)):
+                    own.get(f"{templated}/{probe}")
+
+    workers = [threading.Thread(target=hammer) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    waits: list[float] = []
+    try:
+        time.sleep(0.2)
+        with requests.Session() as http:
+            for _ in range(30):
+                started = time.monotonic()
+                assert http.get(base_url + "/").status_code == 200
+                waits.append(time.monotonic() - started)
+                time.sleep(0.02)
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join(10)
+    waits.sort()
+    # Two clients keep the loop busy with renders of up to ~50 ms each, so a GET / may wait
+    # for one or two of them; before, it waited seconds.
+    assert waits[len(waits) // 2] < 0.1, waits
+    assert waits[-1] < 0.2, waits
