@@ -9,8 +9,14 @@ What it does: HTTP/1.1 and 1.0 over TCP; keep-alive and pipelining (answers in r
 order); request bodies streamed to the app with back-pressure; ``Expect: 100-continue``;
 responses framed by Content-Length, or chunked when the app streams; the ASGI lifespan
 protocol; idle keep-alive connections closed after ``KEEP_ALIVE_S``; a graceful stop on
-SIGTERM or SIGINT; several worker processes forked onto one listening socket. Not: TLS,
-HTTP/2, WebSocket (an upgrade is answered as a plain request, then the connection closes).
+SIGTERM or SIGINT; several worker processes forked onto one listening socket, a dead one
+replaced. Not: TLS, HTTP/2, WebSocket (an upgrade is answered as a plain request, then the
+connection closes).
+
+No client may hurt another: a head is bounded as it arrives (``MAX_HEAD_BYTES``,
+``MAX_HEADERS``), slow heads and bodies are timed out (``HEAD_TIMEOUT_S``, ``BODY_WINDOW_S``,
+``BODY_MIN_RATE``) by a once-a-second scan, and a closed connection drops what it held at
+once. Response headers are checked before they are written (``bad_header``).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import email.utils
 import http
 import logging
 import os
+import re
 import signal
 import socket
 import struct
@@ -54,14 +61,35 @@ ASGIApp = Callable[..., Any]
 # garbage that is neither a status line nor a chunk size does).
 GARBAGE = b"lskdu018973t09sylgasjkfg1][]'./.sdlv"
 
-MAX_HEAD_BYTES = 64 * 1024  # request line and headers; more is answered 431
+# What a client may make the server hold or wait for; each limit holds while the bytes
+# arrive, so no request grows memory or holds its connection without bound.
+MAX_HEAD_BYTES = 64 * 1024  # request line, header and trailer lines; more: 431, then closed
+MAX_HEADERS = 100  # header and trailer lines of a request (Apache's limit); more: 431
+HEAD_TIMEOUT_S = 10.0  # a head must be whole this long after its first byte; else 408, closed
+# A body must arrive at BODY_MIN_RATE bytes/s or more, measured over each BODY_WINDOW_S
+# (so also: no byte for BODY_WINDOW_S); else 408 when nothing is answered yet, and closed.
+# Not counted: while the server pauses reading, or the client awaits its 100 Continue.
+BODY_WINDOW_S = 30.0
+BODY_MIN_RATE = 1024
+# After a refusal (400, 408, 431) the answer goes out with a FIN and what the client still
+# sends is read and dropped this long before the close: closed with unread bytes, a socket
+# sends a reset, which can destroy the answer before the client reads it (nginx's
+# lingering close).
+REFUSAL_LINGER_S = 2.0
 KEEP_ALIVE_S = 75.0  # an idle keep-alive connection is closed after this long (nginx's default)
+# A client that reads nothing of its answers (the transport's buffer stays over its high
+# water mark) this long is disconnected (nginx's send_timeout). Meanwhile no further answer
+# is started for it.
+SEND_TIMEOUT_S = 60.0
 WHOLE_BODY_MAX = 64 * 1024  # a body up to this size is read whole before the app is called
 BODY_HIGH_WATER = 256 * 1024  # body bytes buffered for the app before reading pauses
 MAX_PIPELINED = 16  # requests parsed ahead of the one being answered before reading pauses
 STOP_GRACE_S = 10.0  # on stop, how long requests in progress get to finish
 # On stop, how long a worker process gets before SIGKILL: its grace, and time to stop the app.
 WORKERS_KILL_TIMEOUT_S = STOP_GRACE_S + 5.0
+# A dead worker is replaced; a worker dying once more than --workers have been replaced
+# within this window stops the server instead (a broken config must not loop for ever).
+WORKER_RESTART_WINDOW_S = 60.0
 
 _STATUS_LINES = {
     int(s): f"HTTP/1.1 {int(s)} {s.phrase}\r\n".encode("latin-1") for s in http.HTTPStatus
@@ -72,6 +100,48 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 # equality checks downstream (routing, the tracker's memo) are the cheap ones.
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
 _ASGI = {"version": "3.0", "spec_version": "2.3"}
+
+# A response header the server writes: a name of RFC 9110 token characters, a value
+# without CR, LF or NUL (a CRLF would end the line, and what follows would be a header, or
+# a body, of the value's choosing).
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_NOT_IN_VALUE = re.compile(rb"[\r\n\x00]")
+_GOOD_NAMES: set[bytes] = set()  # names seen valid: most answers repeat a few
+_GOOD_NAMES_MAX = 1024
+# The data plane's header lists seen valid, by identity and held (so that the id is not
+# reused): an Answer is never changed, and a stub's is written for every playback.
+_CHECKED: dict[int, list[tuple[bytes, bytes]]] = {}
+_CHECKED_MAX = 4096
+
+
+def bad_header(headers: list[tuple[bytes, bytes]]) -> tuple[bytes, bytes] | None:
+    """The first header in ``headers`` that must not be written, or None."""
+    for header in headers:
+        name, value = header
+        if name not in _GOOD_NAMES:
+            if _TOKEN.fullmatch(name) is None:
+                return header
+            if len(_GOOD_NAMES) < _GOOD_NAMES_MAX:
+                _GOOD_NAMES.add(name)
+        if _NOT_IN_VALUE.search(value) is not None:
+            return header
+    return None
+
+
+def _bad_answer_header(headers: list[tuple[bytes, bytes]]) -> tuple[bytes, bytes] | None:
+    """``bad_header`` for the data plane's lists, each checked once."""
+    if _CHECKED.get(id(headers)) is headers:
+        return None
+    bad = bad_header(headers)
+    if bad is None:
+        if len(_CHECKED) >= _CHECKED_MAX:
+            _CHECKED.clear()
+        _CHECKED[id(headers)] = headers
+    return bad
+
+
+class _HeadTooLarge(Exception):
+    """Raised in a parser callback to stop parsing a head or trailers over the limits."""
 
 
 def _status_line(status: int) -> bytes:
@@ -129,6 +199,8 @@ class Exchange:
         "route",
         "started",
         "status",
+        "streamed",
+        "superseded",
         "waiter",
     )
 
@@ -159,6 +231,10 @@ class Exchange:
         self.bodiless = request.method == "HEAD"
         self.done = False  # the whole response has been handed to the transport
         self.dispatched = False  # handed to the data plane or the app
+        # For the app: its body is too large to wait for (declared or arrived past
+        # WHOLE_BODY_MAX), so the app is called at once and reads it streamed.
+        self.streamed = False
+        self.superseded = False  # the server answered in the app's place: its sends are dropped
 
     def wake(self) -> None:
         waiter = self.waiter
@@ -186,13 +262,22 @@ class Exchange:
             self.waiter = None
 
     async def send(self, message: dict[str, Any]) -> None:
+        if self.superseded:
+            return
         kind = message["type"]
         if kind == "http.response.start":
             if self.started:
                 raise RuntimeError("http.response.start sent twice")
+            headers = message.get("headers") or []
+            if not isinstance(headers, list):
+                headers = list(headers)  # any iterable (ASGI): read twice here
+            bad = bad_header(headers)
+            if bad is not None:
+                self._refuse_headers(bad)
+                return
             self.started = True
             self.status = message["status"]
-            self.response_headers = message.get("headers") or []
+            self.response_headers = headers
             return
         if kind != "http.response.body":
             raise RuntimeError(f"unexpected ASGI message {kind!r}")
@@ -206,6 +291,10 @@ class Exchange:
     def answer(self, answer: Answer) -> None:
         """Write the data plane's answer: whole, as a fault, or dribbled."""
         if self.done:
+            return
+        bad = _bad_answer_header(answer.headers)
+        if bad is not None:
+            self._refuse_headers(bad)
             return
         self.started = True
         self.status = answer.status
@@ -348,6 +437,17 @@ class Exchange:
             self.conn.abort()
             raise
 
+    def _refuse_headers(self, bad: tuple[bytes, bytes]) -> None:
+        """A 500 instead of an answer with a header that must not be written."""
+        log.error(
+            "invalid response header %.200r to %s %s: answered 500 instead",
+            tuple(bad),
+            self.request.method,
+            self.request.path[:200],
+        )
+        self.superseded = True
+        self._fail()
+
     def _fail(self) -> None:
         if self.done:
             return
@@ -368,22 +468,36 @@ class HttpConnection(asyncio.Protocol):
         self.server = server
         self.loop = server.loop
         self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpRequestParser(self)
+        self.parser: httptools.HttpRequestParser | None = httptools.HttpRequestParser(self)
         self.client: tuple[str, int] | None = None
         self.sockname: tuple[str, int] | None = None
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
-        self.head_bytes = 0
+        self.head_bytes = 0  # of the request's head and trailers so far
+        self.header_count = 0  # its header and trailer lines so far
+        self.in_head = False  # between a request's first byte and the end of its head
+        # Bytes received since the parser last gave a piece (URL, header line, body): it
+        # keeps a header line in progress to itself until the line ends, so this bounds it.
+        self.stalled = 0
+        self.too_large = False  # the head or trailers went over the limits
         self.expect = False  # the request being parsed asks for 100 Continue
         self.reading: Exchange | None = None  # the request being parsed
         self.active: Exchange | None = None  # the request being answered
         self.waiting: deque[Exchange] = deque()  # pipelined requests parsed ahead
         self.idle_since = self.loop.time()
+        # Slow heads and bodies, checked by Server._tick: when a tick first saw the head in
+        # progress; when the body's current window began, and its bytes then.
+        self.head_mark: float | None = None
+        self.body_mark: float | None = None
+        self.body_mark_bytes = 0
+        self.body_bytes = 0  # body bytes parsed on this connection
+        self.linger_until: float | None = None  # after a refusal: when the socket closes
         self.read_paused = False
         self.write_paused = False
+        self.write_paused_at: float | None = None  # when the client last stopped reading
         self.drain_waiters: list[asyncio.Future[None]] = []
-        self.closed = False
-        self.refused = False  # a bad request was answered: ignore whatever follows
+        self.closed = False  # nothing more is written
+        self.refused = False  # nothing more is read (a refusal, an upgrade, a port closing)
 
     # asyncio.Protocol
 
@@ -398,17 +512,29 @@ class HttpConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.server.connections.discard(self)
-        for exchange in (self.active, self.reading):
+        exchanges = [self.active, self.reading]
+        # Everything the connection holds goes now: its parser (with the head it was
+        # buffering), its requests and their bodies. They are in cycles with the
+        # connection, which only a full collection would free, and the server's GC tuning
+        # (app.py tune_gc) makes those rare. An exchange still running keeps its own.
+        self.parser = None
+        self.transport = None
+        self.active = self.reading = None
+        self.waiting.clear()
+        self.url = b""
+        self.headers = []
+        for exchange in exchanges:
             if exchange is not None:
                 exchange.wake()
-        self.waiting.clear()
         self._release_drain_waiters()
 
     def data_received(self, data: bytes) -> None:
-        if self.refused:
-            return
+        parser = self.parser
+        if self.refused or parser is None:
+            return  # dropped: the connection closes once its answers are out
+        self.stalled += len(data)
         try:
-            self.parser.feed_data(data)
+            parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             # No WebSocket or h2c: the request is answered as it is, then the connection
             # closes (what follows its head is not HTTP/1.1).
@@ -423,14 +549,28 @@ class HttpConnection(asyncio.Protocol):
             if self.active is None and not self.waiting:
                 self.close()  # answered already
         except httptools.HttpParserError as exc:
-            self._refuse(400, f"Bad Request: {exc}")
+            if self.too_large:
+                self._refuse(431, "Request Header Fields Too Large")
+            else:
+                self._refuse(400, f"Bad Request: {exc}")
+        else:
+            if self.stalled > MAX_HEAD_BYTES and not self.refused:
+                self._refuse(431, "Request Header Fields Too Large")
+        if self.refused:  # the parser and what it buffered go at once
+            self.parser = None
+            self.url = b""
+            self.headers = []
 
     def pause_writing(self) -> None:
         self.write_paused = True
+        self.write_paused_at = self.loop.time()
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        self.write_paused_at = None
         self._release_drain_waiters()
+        if self.active is None and not self.closed:
+            self._answer_next()
 
     # httptools callbacks
 
@@ -438,26 +578,42 @@ class HttpConnection(asyncio.Protocol):
         self.url = b""
         self.headers = []
         self.head_bytes = 0
+        self.header_count = 0
+        self.in_head = True
+        self.stalled = 0
         self.expect = False
 
+    def _too_large(self) -> None:
+        self.too_large = True
+        raise _HeadTooLarge  # stops the parser: nothing more of this head is buffered
+
     def on_url(self, url: bytes) -> None:
+        self.stalled = 0
         self.url += url
         self.head_bytes += len(url)
+        if self.head_bytes > MAX_HEAD_BYTES:
+            self._too_large()
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self.stalled = 0
         self.head_bytes += len(name) + len(value) + 4
+        self.header_count += 1
+        if self.head_bytes > MAX_HEAD_BYTES or self.header_count > MAX_HEADERS:
+            self._too_large()
+        if not self.in_head:
+            return  # a trailer field: counted, never a request header
         name = name.lower()
         if name == b"expect":
             self.expect = value.lower() == b"100-continue"
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        self.in_head = False
+        self.head_mark = self.body_mark = None
         if self.refused:
             return
-        if self.head_bytes > MAX_HEAD_BYTES:
-            self._refuse(431, "Request Header Fields Too Large")
-            return
         parser = self.parser
+        assert parser is not None  # called by it
         method = parser.get_method()
         url = self.url
         if url[:1] == b"/" and b"#" not in url:  # origin form, as clients send it
@@ -472,6 +628,7 @@ class HttpConnection(asyncio.Protocol):
         path = raw_path.decode("latin-1")
         if "%" in path:
             path = unquote(path)
+        version = parser.get_http_version()
         request = Request(
             _METHODS.get(method) or method.decode("ascii"),
             path,
@@ -482,22 +639,31 @@ class HttpConnection(asyncio.Protocol):
             self.sockname,
             raw_path,
             "http",
-            parser.get_http_version(),
+            version,
         )
+        keep_alive = parser.should_keep_alive()
+        if keep_alive and version == "1.0" and request.header(b"transfer-encoding") is not None:
+            # RFC 9112 section 6.1: its framing is faulty; closed after the answer.
+            keep_alive = False
         dataplane = self.server.dataplane
         route = dataplane.claim(request) if dataplane is not None else None
         expect = self.expect
-        exchange = Exchange(self, request, parser.should_keep_alive(), expect, route)
+        exchange = Exchange(self, request, keep_alive, expect, route)
         if route is not None:
             try:
                 check_declared(request.header(b"content-length"), self.server.limit)
             except DomainError as exc:
                 exchange.refusal = exc
+        else:
+            declared = request.header(b"content-length")  # digits: the parser checks
+            # Too large to wait for: the app is called at once, so that its own limit can
+            # refuse a body that may never come.
+            exchange.streamed = declared is not None and int(declared) > WHOLE_BODY_MAX
         self.reading = exchange
-        if self.active is None:
+        if self.active is None and not self.write_paused:
             self.active = exchange
-            if exchange.refusal is not None or (expect and route is None):
-                self._dispatch(exchange)  # refused at once, or the app asks for the body
+            if exchange.refusal is not None or (route is None and (expect or exchange.streamed)):
+                self._dispatch(exchange)  # refused at once, or the app reads the body
             elif expect:
                 self.write(_CONTINUE)  # the data plane reads the whole body first
                 exchange.expect_continue = False
@@ -507,6 +673,8 @@ class HttpConnection(asyncio.Protocol):
                 self._pause_reading()
 
     def on_body(self, body: bytes) -> None:
+        self.stalled = 0
+        self.body_bytes += len(body)
         exchange = self.reading
         if exchange is None or exchange.done:
             return  # the answer is out already: the rest of the body is dropped
@@ -528,12 +696,15 @@ class HttpConnection(asyncio.Protocol):
         if exchange.buffered > BODY_HIGH_WATER:
             self._pause_reading()
         if not exchange.dispatched:
-            if exchange.buffered > WHOLE_BODY_MAX and exchange is self.active:
-                self._dispatch(exchange)  # too big to wait for: the app streams it
+            if exchange.buffered > WHOLE_BODY_MAX:
+                exchange.streamed = True
+                if exchange is self.active:
+                    self._dispatch(exchange)  # too big to wait for: the app streams it
         else:
             exchange.wake()
 
     def on_message_complete(self) -> None:
+        self.stalled = 0
         exchange = self.reading
         if exchange is not None:
             exchange.complete = True
@@ -581,12 +752,14 @@ class HttpConnection(asyncio.Protocol):
         """The response is out: close, or answer the next request."""
         if self.active is exchange:
             self.active = None
+        if self.closed:
+            return
         self.idle_since = self.loop.time()
         if not exchange.keep_alive or self.server.stopping:
             self.close()
             return
         if self.refused and not self.waiting:
-            self.close()  # after an upgrade or a bad request: nothing more is read
+            self._linger()  # after an upgrade or a refusal: nothing more is read
             return
         if exchange.expect_continue and not exchange.complete:
             # Answered before the body was asked for: the client may never send it, and
@@ -595,6 +768,13 @@ class HttpConnection(asyncio.Protocol):
             return
         if not exchange.complete:
             exchange.chunks = []  # the rest of its body is parsed and dropped
+        if not self.write_paused:
+            self._answer_next()
+        # else resume_writing does (and on_headers_complete queues the requests that come):
+        # a client that does not read its answers gets no more of them buffered, and its
+        # pipelined requests pause reading at MAX_PIPELINED.
+
+    def _answer_next(self) -> None:
         if self.waiting:
             following = self.active = self.waiting.popleft()
             if following.route is not None:
@@ -603,16 +783,52 @@ class HttpConnection(asyncio.Protocol):
                 elif following.expect_continue:
                     following.expect_continue = False
                     self.write(_CONTINUE)
-            else:
-                waited = following.buffered > WHOLE_BODY_MAX  # its reading paused on it
-                if following.complete or following.expect_continue or waited:
-                    self._dispatch(following)
+            elif following.complete or following.expect_continue or following.streamed:
+                self._dispatch(following)
         if self.read_paused and len(self.waiting) < MAX_PIPELINED:
             self._resume_reading()
 
     def body_taken(self) -> None:
         if self.read_paused and len(self.waiting) < MAX_PIPELINED:
             self._resume_reading()
+
+    def check(self, now: float) -> None:
+        """Once a second (Server._tick): close what has waited too long, a keep-alive
+        connection idle, a lingering refusal, a head or a body arriving too slowly, a client
+        not reading its answers."""
+        paused_at = self.write_paused_at
+        if paused_at is not None and now - paused_at >= SEND_TIMEOUT_S:
+            self.abort()  # what it has not read is dropped: no answer can reach it
+            return
+        if self.closed:
+            if self.linger_until is not None and now >= self.linger_until:
+                self.close()
+            return
+        if self.refused:
+            return  # closes once the answers in progress are out
+        if self.read_paused:  # the server's pause, not the client's: the clocks restart
+            self.head_mark = self.body_mark = None
+            return
+        if self.in_head:
+            if self.head_mark is None:
+                self.head_mark = now
+            elif now - self.head_mark >= HEAD_TIMEOUT_S:
+                self._refuse(408, "Request Timeout: the request head came too slowly")
+            return
+        reading = self.reading
+        if reading is not None:
+            if reading.expect_continue:
+                return  # the client awaits the 100 Continue the app has not asked for
+            if self.body_mark is None or now - self.body_mark >= BODY_WINDOW_S:
+                if self.body_mark is not None and (
+                    self.body_bytes - self.body_mark_bytes < BODY_MIN_RATE * BODY_WINDOW_S
+                ):
+                    self._refuse(408, "Request Timeout: the request body came too slowly")
+                    return
+                self.body_mark = now
+                self.body_mark_bytes = self.body_bytes
+        elif self.idle() and self.idle_since < now - KEEP_ALIVE_S:
+            self.close()
 
     # transport
 
@@ -644,23 +860,56 @@ class HttpConnection(asyncio.Protocol):
             self.transport.resume_reading()
 
     def _refuse(self, status: int, reason: str) -> None:
-        """Answer a request that cannot be parsed, then close (once earlier answers are out)."""
+        """The request being read cannot be read to its end (unparsable, too large, too
+        slow): nothing more is read. It is answered ``status`` unless an answer before it
+        is still going out or its own has begun; the connection closes after the answers
+        before it (the requests parsed whole are run, so they are answered)."""
         self.refused = True
-        self.reading = None
+        exchange, self.reading = self.reading, None
+        if exchange is not None:
+            if exchange.done:  # answered already; the rest of its body was being dropped
+                self._linger()
+                return
+            if exchange.dispatched:  # the app is reading a body that will not come
+                if exchange.started:
+                    self.abort()  # part of its answer is out: only a close can tell
+                    return
+                exchange.superseded = True
+                exchange.done = True
+                exchange.wake()
+                self.active = None
+            elif exchange is self.active:
+                self.active = None
+            else:
+                self.waiting.remove(exchange)
         if self.active is None and not self.waiting:
             self.write(_plain_response(status, reason))
+            self._linger()
+
+    def _linger(self) -> None:
+        """Close after a refusal: a FIN after the answer, then what the client still sends
+        is dropped until REFUSAL_LINGER_S (or its own FIN) before the socket closes."""
+        transport = self.transport
+        if self.closed or transport is None:
+            return
+        if not transport.can_write_eof():
             self.close()
-        else:
-            self.abort()
+            return
+        self.closed = True
+        transport.write_eof()
+        self.linger_until = self.loop.time() + REFUSAL_LINGER_S
+        if self.read_paused:
+            self.read_paused = False
+            transport.resume_reading()  # drop what comes, rather than leave it unread
 
     def close(self) -> None:
-        if not self.closed and self.transport is not None:
-            self.closed = True
-            self.transport.close()  # after what is buffered is written
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()  # after what is buffered is written; idempotent
 
     def abort(self) -> None:
+        self.closed = True
         if self.transport is not None:
-            self.closed = True
             self.transport.abort()
 
     def reset(self) -> None:
@@ -740,12 +989,12 @@ class Server:
         self.tasks: set[asyncio.Task[None]] = set()  # every exchange's, until it ends
 
     def _tick(self) -> None:
-        """Once a second: the Date header, and idle keep-alive connections closed."""
+        """Once a second: the Date header; connections idle too long, or too slow, closed
+        (one scan, rather than a timer per request)."""
         self.date_header = b"date: %s\r\n" % email.utils.formatdate(usegmt=True).encode()
-        cutoff = self.loop.time() - KEEP_ALIVE_S
+        now = self.loop.time()
         for conn in list(self.connections):
-            if conn.idle() and conn.idle_since < cutoff:
-                conn.close()
+            conn.check(now)
 
     async def _ticker(self) -> None:
         while True:
@@ -863,8 +1112,15 @@ def serve(app_factory: Callable[[], ASGIApp], host: str, port: int, workers: int
 
 
 def _supervise(app_factory: Callable[[], ASGIApp], sock: socket.socket, workers: int) -> int:
-    """Fork the workers, pass SIGTERM/SIGINT on, and stop them all when one fails."""
+    """Fork the workers, replace one that dies, pass SIGTERM/SIGINT on.
+
+    A worker dying once more than ``workers`` have been replaced within
+    WORKER_RESTART_WINDOW_S stops them all, with its exit code (or 1): workers that keep
+    dying (at startup: a broken config, a store that refuses them) are not restarted for ever.
+    """
     stopping = False
+    children: list[int] = []
+    stops = {signal.SIGTERM, signal.SIGINT}
 
     def forward(signum: int, frame: object) -> None:
         nonlocal stopping
@@ -873,25 +1129,33 @@ def _supervise(app_factory: Callable[[], ASGIApp], sock: socket.socket, workers:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
 
-    children: list[int] = []
-    stops = {signal.SIGTERM, signal.SIGINT}
-    # Held back while forking, so that no worker runs ``forward`` before it has reset it.
-    signal.pthread_sigmask(signal.SIG_BLOCK, stops)
+    def spawn() -> None:
+        # Held back while forking, so that no worker runs ``forward`` before it has reset it.
+        signal.pthread_sigmask(signal.SIG_BLOCK, stops)
+        try:
+            pid = os.fork()
+            if pid == 0:  # the worker: its own loop, its own app
+                code = 1
+                try:
+                    for sig in stops:
+                        signal.signal(sig, signal.SIG_DFL)
+                    signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
+                    code = serve_worker(app_factory, sock)
+                finally:
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                    os._exit(code)
+            children.append(pid)
+            if stopping:  # the stop came while it was forked: it gets the stop too
+                os.kill(pid, signal.SIGTERM)
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
+
     for sig in stops:
         signal.signal(sig, forward)
     for _ in range(workers):
-        pid = os.fork()
-        if pid == 0:  # the worker: its own loop, its own app
-            for sig in stops:
-                signal.signal(sig, signal.SIG_DFL)
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
-            code = serve_worker(app_factory, sock)
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(code)
-        children.append(pid)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
-    sock.close()
+        spawn()
+    restarts: deque[float] = deque()  # when workers were replaced, within the window
     status = 0
     deadline: float | None = None
     while children:
@@ -908,12 +1172,33 @@ def _supervise(app_factory: Callable[[], ASGIApp], sock: socket.socket, workers:
         if pid == 0:
             time.sleep(0.05)
             continue
+        if pid not in children:
+            continue
         children.remove(pid)
         code = os.waitstatus_to_exitcode(wait_status)
-        if not stopping:  # a worker died on its own: stop the rest rather than serve less
-            print(f"simulacra: worker {pid} exited with {code}; stopping", file=sys.stderr)
-            status = code or 1
+        if stopping:
+            if code not in (0, -signal.SIGTERM, -signal.SIGKILL):
+                status = status or code
+            continue
+        now = time.monotonic()
+        while restarts and now - restarts[0] > WORKER_RESTART_WINDOW_S:
+            restarts.popleft()
+        if len(restarts) >= workers:
+            print(
+                f"simulacra: worker {pid} exited with {code}; workers keep exiting"
+                f" ({len(restarts)} replaced within {WORKER_RESTART_WINDOW_S:g} s): stopping",
+                file=sys.stderr,
+                flush=True,
+            )
+            status = code if code > 0 else 1  # a signal's negative code is no exit status
             forward(signal.SIGTERM, None)
-        elif code not in (0, -signal.SIGTERM, -signal.SIGKILL):
-            status = status or code
+            continue
+        restarts.append(now)
+        print(
+            f"simulacra: worker {pid} exited with {code}; starting another",
+            file=sys.stderr,
+            flush=True,
+        )
+        spawn()
+    sock.close()
     return status

@@ -117,6 +117,7 @@ class Running:
         self.url = f"http://127.0.0.1:{self.port}"
         self.loop = asyncio.new_event_loop()
         self.stop = asyncio.Event()
+        self.server: http_server.Server | None = None  # once it runs: its connections
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
         deadline = time.monotonic() + 10
@@ -131,7 +132,8 @@ class Running:
     def _run(self) -> None:
         async def main() -> None:
             sock = http_server.bind("127.0.0.1", self.port)
-            await http_server.Server(self.app).serve(sock, self.stop)
+            self.server = http_server.Server(self.app)
+            await self.server.serve(sock, self.stop)
 
         self.loop.run_until_complete(main())
 
