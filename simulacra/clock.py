@@ -10,6 +10,7 @@ moves every due transition at once and the real clock needs no timers.
 from __future__ import annotations
 
 import functools
+import math
 import time
 from datetime import UTC, datetime
 from typing import Protocol
@@ -24,6 +25,15 @@ class Clock(Protocol):
         """Move the clock forward; return the new time. Refused by the real clock."""
 
 
+# How far ahead of now anything may be dated: a token expires a day after now, an
+# impersonation token when asked, up to this.
+AHEAD = 365 * 86400.0
+# The latest time the virtual clock may show: datetime ends with the year 9999, and a clock
+# ticked past it (or too near to date a token's expiry) failed every token and load
+# balancer create afterwards.
+LATEST = datetime(9999, 12, 31, tzinfo=UTC).timestamp() - AHEAD
+
+
 class VirtualClock:
     def __init__(self, start: float = 0.0) -> None:
         self._now = float(start)
@@ -32,9 +42,24 @@ class VirtualClock:
         return self._now
 
     def advance(self, amount: float) -> float:
-        if amount < 0:
+        """Move forward ``amount`` seconds; Invalid, and the clock unmoved, for an amount that
+        is not a finite, non-negative number or that would take it past ``LATEST``."""
+        if isinstance(amount, bool) or not isinstance(amount, int | float):
+            raise Invalid("'amount' must be a number of seconds")
+        try:
+            seconds = float(amount)
+        except OverflowError:  # an int too large for a float
+            seconds = math.inf
+        if not math.isfinite(seconds):
+            raise Invalid("'amount' must be a finite number of seconds")
+        if seconds < 0:
             raise Invalid("the clock only moves forward: 'amount' must not be negative")
-        self._now += amount
+        if seconds > LATEST - self._now:  # checked before moving: nothing is half-advanced
+            raise Invalid(
+                f"the clock cannot pass {iso8601(LATEST)}: it is at {iso8601(self._now)},"
+                f" so 'amount' may be at most {LATEST - self._now:.6f} seconds"
+            )
+        self._now += seconds
         return self._now
 
 

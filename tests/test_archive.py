@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import time
 import zipfile
 
 import pytest
@@ -279,3 +280,60 @@ def test_nothing_is_extracted_to_disk(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     read_archive(make_zip({"c.yaml": config("a", "b"), "stub_0.json": STUB}), "z.zip")
     assert os.listdir(tmp_path) == []
+
+
+# Issue 14: a YAML of a few hundred bytes must not expand into gigabytes, and no message
+# may quote a value whole.
+
+
+def alias_bomb(depth: int, width: int = 9, where: str = "scenario") -> str:
+    """A "billion laughs": each level lists the previous one ``width`` times."""
+    lines = ['l0: &l0 ["lol"]']
+    lines += [
+        f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * width) + "]" for i in range(1, depth + 1)
+    ]
+    if where == "scenario":
+        lines.append(f"recording: {{scenario: *l{depth}, session: s}}")
+    else:  # a key upload ignores
+        lines.append(f"recording: {{scenario: sc, session: s, stubs: *l{depth}}}")
+    return "\n".join(lines)
+
+
+class TestYamlAliases:
+    @pytest.mark.parametrize("depth", [6, 7, 9, 30])
+    @pytest.mark.parametrize("where", ["scenario", "stubs"])
+    def test_an_alias_bomb_is_refused_before_it_expands(self, depth, where):
+        data = make_zip({"c.yaml": alias_bomb(depth, where=where), "stub_0.json": STUB})
+        assert len(data) < 2_000
+        started = time.perf_counter()
+        with pytest.raises(Invalid, match="more than 100000 values") as caught:
+            read_archive(data, "z.zip")
+        assert time.perf_counter() - started < 0.1
+        assert len(caught.value.message) < 300
+
+    def test_a_recursive_alias_is_refused(self):
+        text = "a: &a [x, *a]\nrecording: {scenario: *a, session: s}"
+        with pytest.raises(Invalid, match="more than 100000 values"):
+            read_archive(make_zip({"c.yaml": text}), "z.zip")
+
+    def test_a_bad_value_is_quoted_short(self):
+        data = make_zip({"c.yaml": alias_bomb(4)})  # 6,561 values: under the bound
+        with pytest.raises(Invalid, match=r"recording\.scenario must be a name") as caught:
+            read_archive(data, "z.zip")
+        assert len(caught.value.message) < 300
+
+    def test_aliases_in_ordinary_use_still_work(self):
+        text = "name: &n shop\nrecording: {scenario: *n, session: *n}\n"
+        content = read_archive(make_zip({"c.yaml": text, "stub_0.json": STUB}), "z.zip")
+        assert (content.scenario, content.session) == ("shop", "shop")
+
+    def test_long_names_are_quoted_short(self):
+        long_name = "n" * 5_000
+        data = make_zip({"c.yaml": config("a", "b"), f"{long_name}.json": "{not json"})
+        with pytest.raises(Invalid, match="is not valid JSON") as caught:
+            read_archive(data, long_name + ".zip")
+        assert len(caught.value.message) < 400
+        several = make_zip({f"{long_name}{i}.yaml": config("a", "b") for i in range(50)})
+        with pytest.raises(Invalid, match="several configuration files") as caught:
+            read_archive(several, "z.zip")
+        assert len(caught.value.message) < 400

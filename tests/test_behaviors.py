@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from simulacra.clock import RealClock, VirtualClock, iso8601
@@ -98,3 +100,34 @@ def test_virtual_clock_moves_only_forward_and_formats_like_mimic():
         clock.advance(-1)
     with pytest.raises(Conflict):
         RealClock().advance(1)
+
+
+# Issue 14: a criterion is a user's regex, matched against what a client sends.
+EVIL = "a" * 40 + "!"
+
+
+def test_criteria_run_on_re2_in_linear_time():
+    registry = BehaviorRegistry(EVENT)
+    registry.add({"name": "error", "criteria": [{"server_name": "^(a+)+$"}]})
+    registry.add({"name": "fail", "criteria": [{"metadata": {"env": "^(a|aa)+$"}}]})
+    started = time.perf_counter()
+    assert registry.choose({"server_name": EVIL, "metadata": {"env": EVIL}}) is None
+    assert time.perf_counter() - started < 0.1
+    assert registry.choose({"server_name": "aaa"}) == Outcome("error", {})
+
+
+@pytest.mark.parametrize("pattern", [r"(a)\1", "(?=a)", "(?<=a)b"])
+def test_criteria_that_need_backtracking_are_refused_saying_so(pattern):
+    registry = BehaviorRegistry(EVENT)
+    with pytest.raises(Invalid, match="linear-time"):
+        registry.add({"name": "error", "criteria": [{"server_name": pattern}]})
+    with pytest.raises(Invalid, match="linear-time"):
+        registry.add({"name": "error", "criteria": [{"metadata": {"k": pattern}}]})
+
+
+def test_a_value_too_long_to_match_within_bounds_does_not_match():
+    registry = BehaviorRegistry(EVENT)
+    registry.add({"name": "error", "criteria": [{"server_name": "[ab]*a[ab]{14}x"}]})
+    started = time.perf_counter()
+    assert registry.choose({"server_name": "ab" * 1_000_000}) is None
+    assert time.perf_counter() - started < 0.1

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import time
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from simulacra.errors import Invalid
 from simulacra.virtual.matching import (
+    DESCENT_WORK,
+    JSONPATH_STEPS,
+    MAX_PARSED_BODY,
+    MAX_XML_DEPTH,
+    REQUEST_WORK_US,
+    XPATH_WORK,
     CompiledRequest,
     NearMiss,
     PlaybackRequest,
@@ -294,3 +303,227 @@ class TestModel:
         assert parse_header_literal("{'a': 'b'}") == {"a": "b"}
         with pytest.raises(Invalid):
             parse_header_literal("__import__('os').system('true')")
+
+
+# Issue 14: no matcher may hold the event loop --------------------------------------------
+
+EXSLT = "http://exslt.org/regular-expressions"
+EVIL = "a" * 40 + "!"  # Python's re takes hours on it with ^(a+)+$
+
+
+def xp(expression: str) -> dict:
+    return {"bodyPatterns": {"xpath": [{"expression": expression, "namespaces": {"re": EXSLT}}]}}
+
+
+def refused(doc: dict, *fragments: str) -> str:
+    with pytest.raises(Invalid) as caught:
+        compile_request(normalize_request(doc))
+    message = caught.value.message
+    assert len(message) < 600, message
+    for fragment in fragments:
+        assert fragment in message, (fragment, message)
+    return message
+
+
+def quickly(doc: dict, request: PlaybackRequest, expected: bool) -> None:
+    compiled = compile_request(normalize_request(doc))
+    started = time.perf_counter()
+    assert compiled.matches(request) is expected
+    assert time.perf_counter() - started < 0.1
+
+
+class TestRegexesRunOnRe2:
+    def test_a_catastrophic_url_pattern_answers_at_once(self):
+        quickly({"urlPattern": "^/(a+)+$"}, req(path="/" + EVIL), False)
+        quickly({"urlPattern": "^/(a+)+$"}, req(path="/aaaa"), True)
+
+    @pytest.mark.parametrize(
+        ("pattern", "path", "expected"),
+        [
+            (r"/items/\d+$", "/items/12", True),
+            ("(?i)^/ITEMS", "/items", True),
+            (r"^/(?P<kind>[a-z]+)/", "/users/1", True),
+            ("a|b", "/c", False),
+        ],
+    )
+    def test_python_syntax_in_common_use_still_works(self, pattern, path, expected):
+        quickly({"urlPattern": pattern}, req(path=path), expected)
+
+    @pytest.mark.parametrize("pattern", [r"^(a)\1$", "(?=a)b", "(?<!a)b", r"\Z"])
+    def test_what_needs_backtracking_is_refused_saying_so(self, pattern):
+        refused({"urlPattern": pattern}, "request.urlPattern", "linear-time", "RE2")
+
+    def test_huge_patterns_are_refused(self):
+        refused({"urlPattern": "a" * 20_000}, "at most")
+        refused({"urlPattern": r"\pL{300}"}, "compiles to more than")
+
+    def test_work_is_bounded_by_text_times_pattern(self):
+        # RE2's DFA thrashes on this pattern (~0.5 µs a byte): a long path is not tried.
+        quickly({"urlPattern": "[ab]*a[ab]{14}x"}, req(path="/" + "ab" * 40_000), False)
+        quickly({"!urlPattern": "[ab]*a[ab]{14}x"}, req(path="/" + "ab" * 40_000), False)
+        quickly({"urlPattern": "[ab]*a[ab]{14}x"}, req(path="/a" + "b" * 14 + "x"), True)
+
+
+class TestJsonPath:
+    def test_regex_literals_run_on_re2(self):
+        doc = {"bodyPatterns": {"jsonpath": ["$[?(@.a =~ /^(a+)+$/)]"]}}
+        quickly(doc, req(json.dumps([{"a": EVIL}])), False)
+        quickly(doc, req(json.dumps([{"a": "aaa"}])), True)
+        flagged = {"bodyPatterns": {"jsonpath": ["$[?(@.a =~ /ab+/i)]"]}}
+        quickly(flagged, req(json.dumps([{"a": "ABB"}])), True)
+
+    def test_match_and_search_run_on_re2(self):
+        match = {"bodyPatterns": {"jsonpath": ["$[?match(@.a, '^(a+)+$')]"]}}
+        quickly(match, req(json.dumps([{"a": EVIL}])), False)
+        search = {"bodyPatterns": {"jsonpath": ["$[?search(@.a, 'b+')]"]}}
+        quickly(search, req(json.dumps([{"a": "abbc"}])), True)
+
+    def test_a_pattern_from_the_body_that_re2_refuses_matches_nothing(self):
+        doc = {"bodyPatterns": {"jsonpath": ["$[?match(@.a, @.p)]"]}}
+        quickly(doc, req(json.dumps([{"a": "aa", "p": r"(a)\1"}])), False)
+        quickly(doc, req(json.dumps([{"a": "aa", "p": "a+"}])), True)
+
+    @pytest.mark.parametrize(
+        "expr", [r"$[?(@.a =~ /(a)\1/)]", "$[?match(@.a, '(?=a)')]", "$[?search(@.a, '(?<=a)')]"]
+    )
+    def test_literal_patterns_re2_refuses_are_refused_when_stored(self, expr):
+        refused({"bodyPatterns": {"jsonpath": [expr]}}, "linear-time")
+
+    def test_intersections_are_refused(self):
+        refused({"bodyPatterns": {"jsonpath": ["$..a & $..b"]}}, "intersection")
+
+    def test_messages_quote_a_short_prefix(self):
+        message = refused({"bodyPatterns": {"jsonpath": ["$." + "a." * 5_000 + "["]}})
+        assert "not valid JSONPath" in message
+
+    def test_a_body_over_the_bound_is_not_parsed_and_matches_neither_way(self):
+        big = json.dumps([{"x": 1}] * 200_000)
+        assert len(big) > MAX_PARSED_BODY
+        quickly({"bodyPatterns": {"jsonpath": ["$[0].x"]}}, req(big), False)
+        quickly({"bodyPatterns": {"!jsonpath": ["$[0].x"]}}, req(big), False)
+        # A large body that is not JSON is not JSON, as before.
+        quickly({"bodyPatterns": {"!jsonpath": ["$[0].x"]}}, req("<" * 2_000_000), True)
+
+    def test_steps_are_bounded(self):
+        items = json.dumps([{"a": i} for i in range(JSONPATH_STEPS * 2)])
+        quickly({"bodyPatterns": {"jsonpath": ["$[?(@.a == -1)]"]}}, req(items), False)
+        quickly({"bodyPatterns": {"!jsonpath": ["$[?(@.a == -1)]"]}}, req(items), False)
+        # What is found before the bound is found.
+        quickly({"bodyPatterns": {"jsonpath": ["$[?(@.a == 10)]"]}}, req(items), True)
+
+    def test_descent_is_bounded_by_the_items_it_walks(self):
+        flat = json.dumps(list(range(DESCENT_WORK + 10)))
+        quickly({"bodyPatterns": {"jsonpath": ["$..x"]}}, req(flat), False)
+        quickly({"bodyPatterns": {"!jsonpath": ["$..x"]}}, req(flat), False)
+        quickly({"bodyPatterns": {"jsonpath": ["$..x"]}}, req('{"a": {"x": 1}}'), True)
+
+    def test_documents_nested_past_the_descent_limit_do_not_match(self):
+        deep = "[" * 150 + "]" * 150
+        quickly({"bodyPatterns": {"!jsonpath": ["$..x"]}}, req(deep), False)
+
+
+class TestXPathCost:
+    @pytest.mark.parametrize(
+        "expr",
+        [
+            "//a",
+            "/req/item[@id='7']",
+            "//s:Body/m:GetPrice[m:Item='Apple']",
+            "count(//item) > 2",
+            "//a[b = 'x' and c = 'y']",
+            "//*[.//x]",
+            "//x[ancestor::a]",
+            "//x[../@type = 't']",
+            "//x[name(..) = 'r']",
+            "(//a)[1]/b",
+            "//a[re:test(., '^x+$', 'i')]",
+            "/*//x",
+            "//text()[contains(., 'x')]",
+            "//a[count(b) > 1]",
+            "//*[self::a or self::b]",
+            "//a[b[c = 'x']]",
+            "sum(//n) > 3",
+        ],
+    )
+    def test_linear_expressions_are_accepted(self, expr):
+        namespaces = {"s": "urn:s", "m": "urn:m", "re": EXSLT}
+        doc = {"bodyPatterns": {"xpath": [{"expression": expr, "namespaces": namespaces}]}}
+        compile_request(normalize_request(doc))
+
+    @pytest.mark.parametrize(
+        ("expr", "fragment"),
+        [
+            ("count(//b[. = following::b])", "following axis"),
+            ("//a/preceding-sibling::b", "preceding-sibling axis"),
+            ("//a//b", "only start from one node"),
+            ("//a/..", "only start from one node"),
+            ("/a/b//c", "only start from one node"),
+            ("//a | //b", "union"),
+            ("//a = //b", "comparing two node-sets"),
+            ("//a[//b]", "absolute path"),
+            ("//a[../b]", "not up and then down"),
+            ("//a[.. = 'x']", "string value of an ancestor"),
+            ("//a[.//b = 'x']", "one deep step"),
+            ("//a[.//b[.//c]]", "one deep step"),
+            ("//a[id('x')]", "id()"),
+            ("//a[re:match(., 'x')]", "re:test"),
+            ("//a[re:replace(., 'x', 'g', '')]", "re:test"),
+            ("//a[x:f(.)]", "not declared"),
+            ("$v", "variables"),
+            ("//a[1]" + "[. = 'x']" * 20, "passes"),
+        ],
+    )
+    def test_superlinear_expressions_are_refused_saying_why(self, expr, fragment):
+        refused(xp(expr), "is refused", fragment)
+
+    def test_re_test_runs_on_re2(self):
+        doc = xp("//a[re:test(., '^(a+)+$')]")
+        quickly(doc, req(f"<r><a>{EVIL}</a></r>"), False)
+        quickly(doc, req("<r><a>aaa</a></r>"), True)
+        quickly(xp("//a[re:test(., '^A+$', 'i')]"), req("<r><a>aaa</a></r>"), True)
+        refused(xp(r"//a[re:test(., '(a)\1')]"), "linear-time")
+
+    def test_a_re_test_pattern_from_the_body_that_re2_refuses_matches_nothing(self):
+        doc = xp("//a[re:test(., string(../@p))]")
+        quickly(doc, req("<r p='(a)\\1'><a>aa</a></r>"), False)
+        quickly(doc, req("<r p='a+'><a>aa</a></r>"), True)
+
+    def test_bodies_past_the_bounds_match_neither_way(self):
+        many = "<r>" + "<a/>" * XPATH_WORK + "</r>"
+        quickly(xp("//a"), req(many), False)
+        quickly({"bodyPatterns": {"!xpath": ["//b"]}}, req(many), False)
+        deep = "<a>" * (MAX_XML_DEPTH + 1) + "</a>" * (MAX_XML_DEPTH + 1)
+        quickly(xp("//a"), req(deep), False)
+        quickly({"bodyPatterns": {"!xpath": ["//b"]}}, req(deep), False)
+        within = "<a>" * MAX_XML_DEPTH + "</a>" * MAX_XML_DEPTH
+        quickly(xp("//a"), req(within), True)
+        # A large body that is not XML is not XML, as before.
+        quickly({"bodyPatterns": {"!xpath": ["//b"]}}, req("{" * 2_000_000), True)
+
+    def test_an_expression_of_more_passes_sees_smaller_bodies(self):
+        body = "<r>" + "<a><b>x</b></a>" * (XPATH_WORK // 8) + "</r>"  # XPATH_WORK / 2 `<`
+        quickly(xp("//a"), req(body), True)
+        quickly(xp("//a[b = 'x']"), req(body), False)  # 3 passes
+
+    def test_the_probe_that_held_the_loop_is_refused(self):
+        refused(xp("count(//b[. = following::b])"), "following axis")
+
+
+class TestRequestWork:
+    def test_stubs_tried_for_one_request_share_a_budget(self):
+        items = json.dumps([{"a": i} for i in range(JSONPATH_STEPS * 2)])
+        heavy = [
+            stub(i, {"bodyPatterns": {"jsonpath": [f"$[?(@.a == -{i + 1})]"]}}) for i in range(8)
+        ]
+        index = StubIndex(heavy)
+        started = time.perf_counter()
+        with pytest.raises(Invalid, match="costs more than"):
+            index.match(req(items))
+        assert time.perf_counter() - started < REQUEST_WORK_US / 1e6 * 2.5
+        # Near misses stop at the budget, with what they found.
+        assert len(index.near_misses(req(items))) <= 3
+
+    def test_a_cheap_match_first_is_found(self):
+        heavy = {"bodyPatterns": {"jsonpath": ["$[?(@.a == -1)]"]}}
+        index = StubIndex([stub(1, {"urlPath": "/p"}, priority=1), stub(2, heavy, priority=2)])
+        assert index.match(req(json.dumps([{"a": i} for i in range(10_000)]))).id == "id1"

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import math
-import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from simulacra.errors import Invalid, NotFound
+from simulacra.errors import Invalid, NotFound, shown
+from simulacra.regex import LinearRegex, OverBudget, Work
 
 Predicate = Callable[[Any], bool]
 ParameterParser = Callable[[dict[str, Any]], dict[str, Any]]
@@ -33,14 +33,21 @@ class Outcome:
 
 
 def regex_criterion(value: object) -> Predicate:
-    """Mimic's criteria use ``re.match`` against the attribute's string."""
+    """Mimic's criteria use ``re.match`` against the attribute's string; here on RE2, so a
+    criterion runs in linear time (a backtracking one is refused when it is added)."""
     if not isinstance(value, str):
         raise Invalid("a criterion value must be a regular expression string")
-    try:
-        pattern = re.compile(value)
-    except re.error as exc:
-        raise Invalid(f"criterion {value!r} is not a valid regular expression: {exc}") from None
-    return lambda actual: isinstance(actual, str) and pattern.match(actual) is not None
+    pattern = LinearRegex(value, "criterion")
+
+    def holds(actual: object) -> bool:
+        if not isinstance(actual, str):
+            return False
+        try:
+            return pattern.match(actual, Work())
+        except OverBudget:
+            return False  # a value too long to match within bounds
+
+    return holds
 
 
 def mapping_criterion(value: object) -> Predicate:
@@ -93,7 +100,7 @@ class Rule:
 def parse_outcome(event: Event, name: object, parameters: object) -> Outcome:
     if not isinstance(name, str) or name not in event.behaviors:
         known = ", ".join([*event.behaviors, "sequence"])
-        raise Invalid(f"unknown behavior {name!r} for {event.name}; known: {known}")
+        raise Invalid(f"unknown behavior {shown(name)} for {event.name}; known: {known}")
     if parameters is None:
         parameters = {}
     if not isinstance(parameters, dict):

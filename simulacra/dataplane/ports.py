@@ -10,7 +10,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from simulacra.errors import Conflict, Invalid
+from simulacra.errors import Conflict, Invalid, shown
 from simulacra.virtual.model import PLAYBACK, Session
 
 if TYPE_CHECKING:
@@ -26,7 +26,7 @@ LOWEST_PORT = 1024  # below: privileged, refused rather than half-working as roo
 def parse_port(value: object) -> int:
     """A session's ``port``: 0 (any free port) or 1024-65535."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise Invalid(f"port must be an integer (0 picks a free port), got {str(value)[:40]!r}")
+        raise Invalid(f"port must be an integer (0 picks a free port), got {shown(value)}")
     if value != 0 and not LOWEST_PORT <= value <= 65535:
         raise Invalid(f"port must be 0 (any free port) or {LOWEST_PORT}-65535, got {value}")
     return value

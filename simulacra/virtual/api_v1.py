@@ -22,7 +22,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from simulacra import __version__
-from simulacra.errors import Conflict, DomainError, Invalid, NotFound
+from simulacra.errors import Conflict, DomainError, Invalid, NotFound, shown
 from simulacra.virtual.api_v2 import (
     endpoint,
     envelope,
@@ -129,7 +129,7 @@ def host_of(request: Request) -> str:
         raise Invalid("host=all is not supported: name one host (or leave 'host' out)")
     host = normalize_host(host)
     if not HOST_RE.match(host):
-        raise Invalid(f"host {host!r} is illegal")
+        raise Invalid(f"host {shown(host)} is illegal")
     return host
 
 
@@ -154,7 +154,7 @@ async def begin_session(request: Request) -> Response:
     elif mode == PLAYBACK:
         data = await svc.begin_session(name, session, mode)
     else:
-        raise Invalid(f"mode must be 'record' or 'playback', got {mode!r}")
+        raise Invalid(f"mode must be 'record' or 'playback', got {shown(mode)}")
     data["scenarioRef"] = scenario_ref(name)
     return envelope(data)
 
@@ -162,7 +162,7 @@ async def begin_session(request: Request) -> Response:
 @v1_endpoint()
 async def end_session(request: Request) -> Response:
     """End a session (it turns dormant); its scenario is found from the session."""
-    name = session_arg(arg(request, "session", required=True))
+    name = session_arg(arg(request, "session", required=True)) or ""
     note_session(request, name)
     svc = service(request)
     session = await svc.find_session(request_host(request), name)
@@ -273,7 +273,7 @@ async def get_export(request: Request) -> Response:
 async def put_delay_policy(request: Request) -> Response:
     """Create or replace a delay policy from its args (name, delay_type, parameters)."""
     host = request_host(request)
-    doc = {k: v for k, v in args_of(request) if k in ALL_PARAMETERS}
+    doc: dict[str, str | None] = {k: v for k, v in args_of(request) if k in ALL_PARAMETERS}
     doc["name"] = arg(request, "name")
     doc["delay_type"] = arg(request, "delay_type")
     if doc["delay_type"] is None:

@@ -31,8 +31,9 @@ from simulacra.errors import (
     PreconditionFailed,
     TooLarge,
     Unavailable,
+    shown,
 )
-from simulacra.virtual.model import qualify
+from simulacra.virtual.model import MODES, qualify
 from simulacra.virtual.service import VirtualService
 from simulacra.virtual.tracker import BODY_CAPTURE_BYTES, is_tracked, join_headers
 from simulacra.web import json_response, read_json, request_host, starlette_response, truthy
@@ -227,6 +228,9 @@ async def scenario_action(request: Request) -> Response:
     svc = service(request)
     ports: Ports = request.app.state.ports
     if "begin" in body:
+        mode = body.get("mode")
+        if mode is not None and mode not in MODES:  # None: the domain's "missing" message
+            raise Invalid(f"mode must be 'record' or 'playback', got {shown(mode)}")
         append = body.get("append", False)
         if not isinstance(append, bool):
             raise Invalid("append must be true or false")
@@ -237,7 +241,7 @@ async def scenario_action(request: Request) -> Response:
             port = await ports.reserve(parse_port(body["port"]))
         try:
             data = await svc.begin_session(
-                name, body.get("session"), body.get("mode"), port=port, append=append
+                name, body.get("session"), mode, port=port, append=append
             )
         except BaseException:
             if port is not None:

@@ -11,7 +11,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from simulacra import __version__
-from simulacra.errors import Invalid, NotFound
+from simulacra.errors import Invalid, NotFound, shown
 from simulacra.virtual.api_v2 import VERSION_HEADER, endpoint, envelope, limit, service
 from simulacra.virtual.delays import DelayPolicy, parse_policy, split_name
 from simulacra.virtual.tracker import paging, parse_paging, parse_query
@@ -37,7 +37,7 @@ def path_policy(request: Request) -> tuple[str, str]:
     try:
         return split_name(raw, request_host(request))
     except Invalid:
-        raise NotFound(f"Delay policy '{raw}' not found") from None
+        raise NotFound(f"Delay policy {shown(raw)} not found") from None
 
 
 def tracker(request: Request) -> Tracker:
@@ -85,8 +85,8 @@ async def delete_delay_policy(request: Request) -> Response:
     """Delete a delay policy (404 when missing); stubs naming it then play without delay."""
     host, name = path_policy(request)
     await service(request).delete_delay_policy(host, name)
-    shown = request.path_params["name"]
-    return envelope({"message": f"Deleted 1 delay policies from [{shown!r}]"})
+    deleted = request.path_params["name"]
+    return envelope({"message": f"Deleted 1 delay policies from [{deleted!r}]"})
 
 
 # tracker ---------------------------------------------------------------------
@@ -122,7 +122,7 @@ async def tracker_record(request: Request) -> Response:
         else None
     )
     if record is None:
-        raise NotFound(f"Tracker record {raw} not found")
+        raise NotFound(f"Tracker record {shown(raw)} not found")
     return json_response({"data": record.full()}, 200, VERSION_HEADER)
 
 

@@ -32,7 +32,13 @@ from simulacra.virtual.api_v2 import (
     scenario_ref,
     service,
 )
-from simulacra.virtual.archive import ArchiveLimits, NotAnArchive, read_archive, write_archive
+from simulacra.virtual.archive import (
+    ArchiveLimits,
+    NotAnArchive,
+    read_archive,
+    short_name,
+    write_archive,
+)
 from simulacra.virtual.model import check_name, qualify
 from simulacra.web import json_response, read_body, request_host, truthy
 
@@ -115,7 +121,7 @@ def parse_multipart(content_type: str, body: bytes) -> list[Part]:
     media_type, options = parse_options_header(content_type)
     if media_type.lower() != b"multipart/form-data":
         raise NotAnArchive(
-            f"Content type {media_type.decode('latin-1') or '(none)'} not supported:"
+            f"Content type {short_name(media_type.decode('latin-1')) or '(none)'} not supported:"
             " upload .zip archives as multipart/form-data file parts"
         )
     boundary = options.get(b"boundary")
@@ -123,7 +129,7 @@ def parse_multipart(content_type: str, body: bytes) -> list[Part]:
         raise Invalid("the multipart Content-Type has no boundary")
     collector = _MultipartCollector()
     try:
-        parser = MultipartParser(boundary, collector.callbacks())
+        parser = MultipartParser(boundary, collector.callbacks())  # type: ignore[arg-type]
         parser.write(body)
         parser.finalize()
     except MultipartParseError as exc:
@@ -150,7 +156,8 @@ async def upload(request: Request) -> Response:
         source = part.filename or "upload.zip"
         if part.content_type and part.content_type not in ZIP_TYPES:
             raise NotAnArchive(
-                f"{source}: Content type {part.content_type} not supported. Accepted format: .zip"
+                f"{short_name(source)}: Content type {short_name(part.content_type)} not"
+                " supported. Accepted format: .zip"
             )
         # Unpacking and parsing is CPU work: a thread keeps the event loop serving playback.
         archives.append(await asyncio.to_thread(read_archive, bytes(part.data), source, limits))

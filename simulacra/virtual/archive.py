@@ -10,7 +10,9 @@ comes from the network, so everything about it is bounded before it is read:
 the number of entries, the unpacked size (from the zip headers, and again while
 reading, since headers can lie), the size of each entry and its compression
 ratio. Entry names that try to escape (absolute, ``..``), links and encrypted
-entries are refused.
+entries are refused. The YAML's aliases are counted before they are expanded (a
+"billion laughs" of a few hundred bytes would otherwise build gigabytes), and messages
+quote names and values shortened (``shown``).
 """
 
 from __future__ import annotations
@@ -27,13 +29,16 @@ from typing import Any
 import orjson
 import yaml
 
-from simulacra.errors import DomainError, Invalid, TooLarge
+from simulacra.errors import DomainError, Invalid, TooLarge, shown
 from simulacra.virtual.model import Stub, stub_from_document
 
 MiB = 1024 * 1024
 DEFAULT_SCENARIO = "default_scenario"  # Mirage's defaults when the YAML names none
 DEFAULT_SESSION = "default_session"
 _CHUNK = 64 * 1024
+# Values the YAML may stand for once its aliases are expanded: its ``stubs:`` list names
+# at most ``max_entries`` files, a few values each.
+MAX_YAML_VALUES = 100_000
 
 
 class NotAnArchive(DomainError):
@@ -62,6 +67,11 @@ class ArchiveContent:
     scenario: str  # as written in the YAML: ``name`` or ``host:name``
     session: str
     stubs: list[tuple[str, Any]]  # (entry name, parsed JSON document)
+
+
+def short_name(name: str) -> str:
+    """A file name for a message: as is when short and printable, else ``shown``."""
+    return name if len(name) <= 80 and name.isprintable() else shown(name)
 
 
 def _natural_key(name: str) -> list[Any]:
@@ -105,7 +115,7 @@ class _Reader:
     def read(self, info: zipfile.ZipInfo, cap: int) -> bytes:
         """The entry's bytes, counting them as they come: a forged header must not let
         more than ``cap`` (or the archive's remaining budget) into memory."""
-        where = f"{self.source}: {info.filename}"
+        where = f"{self.source}: {short_name(info.filename)}"
         chunks: list[bytes] = []
         size = 0
         try:
@@ -155,7 +165,7 @@ def _check_entries(infos: list[zipfile.ZipInfo], source: str, limits: ArchiveLim
             " are accepted: split it into several archives"
         )
     for info in infos:
-        where = f"{source}: entry {info.filename!r}"
+        where = f"{source}: entry {shown(info.filename)}"
         reason = _unsafe_name(info.filename)
         if reason:
             raise Invalid(f"{where} {reason}; entries must be plain file names")
@@ -176,12 +186,24 @@ def _check_entries(infos: list[zipfile.ZipInfo], source: str, limits: ArchiveLim
 def _parse_config(raw: bytes, where: str) -> tuple[str, str]:
     fail = f"Configuration file {where} found, however failed to read it"
     try:
-        # CSafeLoader builds plain data only: no Python objects, no code.
-        config = yaml.load(raw.decode("utf-8"), Loader=yaml.CSafeLoader)
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise Invalid(f"{fail}: it is not UTF-8 text") from None
+    try:
+        # CSafeLoader builds plain data only: no Python objects, no code. The document is
+        # composed first (an alias is the node it names, shared) and measured, then built.
+        loader = yaml.CSafeLoader(text)
+        try:
+            node = loader.get_single_node()
+            if node is not None and _expanded_size(node) > MAX_YAML_VALUES:
+                raise Invalid(
+                    f"{fail}: its aliases expand it to more than {MAX_YAML_VALUES} values"
+                )
+            config = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
     except (yaml.YAMLError, RecursionError) as exc:
-        raise Invalid(f"{fail}: {exc}") from None
+        raise Invalid(f"{fail}: {str(exc)[:500]}") from None
     recording = config.get("recording") if isinstance(config, dict) else None
     if not isinstance(recording, dict):
         raise Invalid(f"{fail}: it must hold 'recording: {{scenario: ..., session: ...}}'")
@@ -190,12 +212,46 @@ def _parse_config(raw: bytes, where: str) -> tuple[str, str]:
     return scenario, session
 
 
+def _expanded_size(root: yaml.Node) -> int:
+    """How many values the document stands for, aliases expanded, counted without expanding
+    them: each node once (an alias is the same node object), a shared one for each use.
+    Sizes stop at just over the bound, so a billion laughs is a few small integers."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()  # being counted: met again below itself means a cycle
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, counted_children = stack.pop()
+        key = id(node)
+        if key in sizes:
+            continue
+        children = _children(node)
+        if counted_children:
+            total = 1 + sum(sizes[id(child)] for child in children)
+            sizes[key] = min(total, MAX_YAML_VALUES + 1)
+            open_nodes.discard(key)
+            continue
+        if key in open_nodes:
+            return MAX_YAML_VALUES + 1  # a value that contains itself never ends
+        open_nodes.add(key)
+        stack.append((node, True))
+        stack.extend((child, False) for child in children if id(child) not in sizes)
+    return sizes[id(root)]
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
+
+
 def _name(value: object, kind: str, fail: str) -> str:
     # YAML reads ``scenario: 123`` as a number; a name of digits is still a legal name.
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str) or not value:
-        raise Invalid(f"{fail}: recording.{kind} must be a name, got {value!r}")
+        raise Invalid(f"{fail}: recording.{kind} must be a name, got {shown(value)}")
     return value
 
 
@@ -208,6 +264,7 @@ def read_archive(data: bytes, source: str, limits: ArchiveLimits | None = None) 
     names matter.
     """
     limits = limits or ArchiveLimits()
+    source = short_name(source)  # it starts every message
     with _open(data, source) as zf:
         infos = zf.infolist()
         _check_entries(infos, source, limits)
@@ -223,12 +280,12 @@ def read_archive(data: bytes, source: str, limits: ArchiveLimits | None = None) 
                 " 'recording: {scenario: ..., session: ...}'"
             )
         if len(configs) > 1:
-            names = ", ".join(i.filename for i in configs)
+            names = shown([i.filename for i in configs])
             raise Invalid(f"{source}: several configuration files ({names}); keep exactly one")
         reader = _Reader(zf, source, limits)
         config = configs[0]
         scenario, session = _parse_config(
-            reader.read(config, limits.max_config_bytes), f"{source}: {config.filename}"
+            reader.read(config, limits.max_config_bytes), f"{source}: {short_name(config.filename)}"
         )
         stubs = []
         for info in stub_files:
@@ -236,7 +293,9 @@ def read_archive(data: bytes, source: str, limits: ArchiveLimits | None = None) 
             try:
                 stubs.append((info.filename, orjson.loads(raw)))
             except orjson.JSONDecodeError as exc:
-                raise Invalid(f"{source}: {info.filename} is not valid JSON: {exc}") from None
+                raise Invalid(
+                    f"{source}: {short_name(info.filename)} is not valid JSON: {exc}"
+                ) from None
     return ArchiveContent(source, scenario, session, stubs)
 
 
@@ -249,7 +308,7 @@ def build_stubs(content: ArchiveContent, scenario: str, recorded: str) -> list[S
         try:
             stub = stub_from_document(document, scenario=scenario, recorded=recorded)
         except Invalid as exc:
-            raise Invalid(f"{content.source}: {entry}: {exc.message}") from None
+            raise Invalid(f"{content.source}: {short_name(entry)}: {exc.message}") from None
         first = by_hash.get(stub.matchers_hash)
         if first is None:
             by_hash[stub.matchers_hash] = stub

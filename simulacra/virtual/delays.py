@@ -22,7 +22,7 @@ from bisect import bisect_right
 from dataclasses import dataclass, field
 from typing import Any
 
-from simulacra.errors import Conflict, Invalid
+from simulacra.errors import Conflict, Invalid, shown
 from simulacra.virtual.model import HOST_RE, check_name
 
 FIXED = "fixed"
@@ -39,6 +39,8 @@ ALL_PARAMETERS = frozenset(p for ps in PARAMETERS.values() for p in ps)
 IGNORED_KEYS = frozenset({"delayPolicyRef"})
 # An hour: anything longer is a typo, and would hold a connection open for as long.
 MAX_DELAY_MS = 3_600_000
+# A segment's weight: relative, so a billion is more than any split needs.
+MAX_WEIGHT = 1_000_000_000
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,9 @@ def split_name(name: object, host: str) -> tuple[str, str]:
     if ":" in name:
         given_host, _, short = name.rpartition(":")
         if not given_host or not HOST_RE.match(given_host.lower()):
-            raise Invalid(f"delay policy name {name!r} has an illegal host {given_host!r}")
+            raise Invalid(
+                f"delay policy name {shown(name)} has an illegal host {shown(given_host)}"
+            )
         host, name = given_host.lower(), short
     return host, check_name("delay policy", name)
 
@@ -98,13 +102,16 @@ def parse_policy(doc: object, host: str) -> DelayPolicy:
     unknown = sorted(set(doc) - ALL_PARAMETERS - IGNORED_KEYS - {"name", "delay_type"})
     if unknown:
         known = ", ".join(["name", "delay_type", *sorted(ALL_PARAMETERS)])
-        raise Invalid(f"unknown delay policy field(s) {', '.join(unknown)}; known: {known}")
+        names = ", ".join(shown(k, 40) for k in unknown[:5])
+        raise Invalid(f"unknown delay policy field(s) {names}; known: {known}")
     host, name = split_name(doc.get("name"), host)
     delay_type = doc.get("delay_type")
     if delay_type is None:
         raise Invalid("'delay_type' is missing: use fixed, normalvariate or weighted")
     if delay_type not in DELAY_TYPES:
-        raise Invalid(f"unknown delay_type {delay_type!r}: use fixed, normalvariate or weighted")
+        raise Invalid(
+            f"unknown delay_type {shown(delay_type)}: use fixed, normalvariate or weighted"
+        )
     wanted = PARAMETERS[delay_type]
     missing = [p for p in wanted if p not in doc]
     if missing:
@@ -146,7 +153,7 @@ def parse_weighted(text: object) -> tuple[tuple[Distribution, ...], tuple[int, .
     total = 0
     for number, segment in enumerate(text.split(":"), 1):
         fields = [f.strip() for f in segment.split(",")]
-        where = f"weighted delay segment {number} ({segment.strip()!r})"
+        where = f"weighted delay segment {number} ({shown(segment.strip())})"
         kind = fields[0]
         if kind == FIXED and len(fields) == 3:
             choice = Distribution(FIXED, _number(fields[1], f"{where}: milliseconds"))
@@ -160,11 +167,17 @@ def parse_weighted(text: object) -> tuple[tuple[Distribution, ...], tuple[int, .
             shape = "fixed,ms,weight" if kind == FIXED else "normalvariate,mean,stddev,weight"
             raise Conflict(f"{where} must be {shape!r}")
         else:
-            raise Conflict(f"{where}: unknown type {kind!r}, use fixed or normalvariate")
+            raise Conflict(f"{where}: unknown type {shown(kind)}, use fixed or normalvariate")
         weight = fields[-1]
-        if not weight.isdigit():
-            raise Conflict(f"{where}: the weight must be a non-negative integer, got {weight!r}")
-        total += int(weight)
+        # ASCII digits only: str.isdigit() takes "²", which int() refuses (it was a 500)
+        digits = weight.isascii() and weight.isdigit() and len(weight) <= 10
+        weight_n = int(weight) if digits else -1
+        if not 0 <= weight_n <= MAX_WEIGHT:
+            raise Conflict(
+                f"{where}: the weight must be a non-negative integer up to {MAX_WEIGHT},"
+                f" got {shown(weight)}"
+            )
+        total += weight_n
         choices.append(choice)
         cumulative.append(total)
     if total <= 0:
@@ -176,16 +189,16 @@ def _number(value: object, what: str) -> float:
     """A delay parameter in ms: a number or numeric string, finite, 0..MAX_DELAY_MS."""
     number: float
     if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise Conflict(f"{what} must be a number of milliseconds, got {value!r}")
+        raise Conflict(f"{what} must be a number of milliseconds, got {shown(value)}")
     if isinstance(value, str):
         try:
             number = float(value.strip())
         except ValueError:
-            raise Conflict(f"{what} must be a number of milliseconds, got {value!r}") from None
+            raise Conflict(f"{what} must be a number of milliseconds, got {shown(value)}") from None
     else:
         number = float(value)
     if not math.isfinite(number) or not 0 <= number <= MAX_DELAY_MS:
-        raise Conflict(f"{what} must be between 0 and {MAX_DELAY_MS} ms, got {value!r}")
+        raise Conflict(f"{what} must be between 0 and {MAX_DELAY_MS} ms, got {shown(value)}")
     return number
 
 

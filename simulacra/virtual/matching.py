@@ -13,13 +13,24 @@ priority order.
 
 When nothing matches, ``StubIndex.near_misses`` says which stubs came closest and
 which of their matchers failed, by the names those matchers have in the stub JSON.
+
+The server has one event loop, so no matcher may hold it long (issue 14). Regular
+expressions run on RE2 with a bound on their work (``simulacra.regex``); XPath runs only
+the expressions ``xpath_cost`` accepts, on bodies within ``MAX_PARSED_BODY``,
+``MAX_XML_DEPTH`` and ``XPATH_WORK``; JSONPath on bodies within ``MAX_PARSED_BODY`` and
+``JSONPATH_STEPS``. A matcher that cannot be evaluated within its bounds raises
+``OverBudget``, and the stub does not match (not even through a ``!``). All the stubs
+tried for one request share ``REQUEST_WORK_US``: past it, the request is refused (400).
 """
 
 from __future__ import annotations
 
 import ast
+import math
 import re
-from collections.abc import Callable, Iterable
+import sys
+import threading
+from collections.abc import Callable, Coroutine, Iterable, Sized
 from dataclasses import dataclass
 from itertools import chain
 from typing import Any
@@ -28,14 +39,64 @@ from urllib.parse import parse_qs
 import ahocorasick
 import jsonpath
 import orjson
+from jsonpath.exceptions import JSONPathRecursionError
+from jsonpath.filter import RegexLiteral, StringLiteral
+from jsonpath.function_extensions import ExpressionType, FilterFunction
+from jsonpath.path import CompoundJSONPath
+from jsonpath.token import TOKEN_RE_FLAGS
 from lxml import etree
 
-from simulacra.errors import Invalid
+from simulacra.errors import Invalid, shown
+from simulacra.regex import LinearRegex, OverBudget, Work
+from simulacra.virtual import xpath_cost
 from simulacra.virtual.model import Stub
 
 _MISSING = object()
 NOT_JSON = object()
+TOO_DEEP = object()
 _XML_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False)
+
+# What XPath and JSONPath matchers evaluate, so that one request cannot hold the loop
+# (measured worst cases: about 40 ms for XPath, 30 ms for JSONPath). A body outside these
+# bounds makes such a stub not match.
+MAX_PARSED_BODY = 1024 * 1024  # characters; a larger body is not parsed for them
+MAX_XML_DEPTH = 64  # a pass costs the body's size times its depth
+XPATH_WORK = 40_000  # the body's `<` count times the expression's passes (xpath_cost)
+JSONPATH_STEPS = 3_000  # nodes reached, filters and comparisons evaluated (~8 µs each)
+# `..` walks every item of every container below it, scalars too, and python-jsonpath
+# only reaches (and counts) the containers: the body's items times the `..` is bounded.
+DESCENT_WORK = 16_000
+MAX_EXPRESSION_CHARS = 16 * 1024  # an XPath or JSONPath, parsed at PUT on the loop
+_COMPILE_UNITS = 500_000  # regex work charged for compiling a pattern found in a body
+# All the stubs tried for one request may cost about this much. Costs are estimated from
+# counted work (measured worst cases below), so an answer never depends on the machine.
+REQUEST_WORK_US = 40_000
+_STEP_US = 8  # a JSONPath step: 5 to 15 µs
+_REGEX_UNITS_PER_US = 100  # regex work (simulacra.regex): ~8 ns a unit at worst
+_PASS_TAG_US = 0.25  # one `<` of a body in one pass of an XPath: up to ~0.2 µs
+_XML_START = re.compile(r"\ufeff?\s*<")
+_JSON_START = re.compile(r'\ufeff?\s*[\[{"\-0-9tfn]')
+_TOO_DEEP = etree.XPath("boolean(" + "/*" * (MAX_XML_DEPTH + 1) + ")")
+
+
+class TooMuchWork(Exception):
+    """Matching one request went over ``REQUEST_WORK_US`` (``StubIndex.match`` says so)."""
+
+
+class MatchingWork:
+    """What matching one request may still cost, in estimated µs."""
+
+    __slots__ = ("left",)
+
+    def __init__(self) -> None:
+        self.left = float(REQUEST_WORK_US)
+
+    def check(self) -> None:
+        if self.left <= 0:
+            raise TooMuchWork
+
+    def spend(self, micros: float) -> None:
+        self.left -= micros
 
 
 def strip_whitespace(text: str) -> str:
@@ -46,7 +107,20 @@ def strip_whitespace(text: str) -> str:
 class PlaybackRequest:
     """The request a stub is matched against; parsed views are computed once, lazily."""
 
-    __slots__ = ("_json", "_norm", "_query", "_xml", "body", "headers", "method", "path", "query")
+    __slots__ = (
+        "_items",
+        "_json",
+        "_markup",
+        "_norm",
+        "_query",
+        "_work",
+        "_xml",
+        "body",
+        "headers",
+        "method",
+        "path",
+        "query",
+    )
 
     def __init__(
         self,
@@ -64,7 +138,9 @@ class PlaybackRequest:
         self._norm: str | None = None
         self._json: Any = _MISSING
         self._xml: Any = _MISSING
+        self._markup = self._items = -1
         self._query: dict[str, list[str]] | None = None
+        self._work: MatchingWork | None = None
 
     @property
     def normalized_body(self) -> str:
@@ -84,13 +160,38 @@ class PlaybackRequest:
 
     @property
     def xml(self) -> Any:
-        """The body as an lxml root element, or None when it is not XML."""
+        """The body as an lxml root element, None when it is not XML, or ``TOO_DEEP``."""
         if self._xml is _MISSING:
             try:
                 self._xml = etree.fromstring(self.body.encode(), _XML_PARSER)
             except (etree.XMLSyntaxError, ValueError):
                 self._xml = None
+            else:
+                if _TOO_DEEP(self._xml):
+                    self._xml = TOO_DEEP
         return self._xml
+
+    @property
+    def markup(self) -> int:
+        """How many ``<`` the body holds: a bound on its XML elements and comments."""
+        if self._markup < 0:
+            self._markup = self.body.count("<")
+        return self._markup
+
+    @property
+    def items(self) -> int:
+        """A bound on the values in the body as JSON: one per `,` `[` `{`, plus one."""
+        if self._items < 0:
+            body = self.body
+            self._items = body.count(",") + body.count("[") + body.count("{") + 1
+        return self._items
+
+    @property
+    def work(self) -> MatchingWork:
+        """What matching this request may still cost (``StubIndex`` starts it afresh)."""
+        if self._work is None:
+            self._work = MatchingWork()
+        return self._work
 
     @property
     def query_args(self) -> dict[str, list[str]]:
@@ -135,6 +236,8 @@ class PlaybackRequest:
         request.body = body
         request._norm = None
         request._json = request._xml = _MISSING
+        request._markup = request._items = -1
+        request._work = None
         request._query = None
         return request
 
@@ -217,14 +320,22 @@ class UrlPath(Matcher):
 
 
 class UrlPattern(Matcher):
+    """The pattern occurs in the path (Python's ``re.search``), run on RE2."""
+
     def __init__(self, value: object) -> None:
-        try:
-            self.regex = re.compile(_string(value, "request.urlPattern"))
-        except re.error as exc:
-            raise Invalid(f"request.urlPattern is not a valid regular expression: {exc}") from None
+        self.regex = LinearRegex(_string(value, "request.urlPattern"), "request.urlPattern")
 
     def matches(self, request: PlaybackRequest) -> bool:
-        return self.regex.search(request.path) is not None
+        path, regex = request.path, self.regex
+        if regex.is_small(path):  # the common case, on the hot path: nothing to count
+            return regex.search_small(path)
+        spent = request.work
+        spent.check()
+        work = Work()
+        try:
+            return regex.search(path, work)
+        finally:
+            spent.spend(work.spent / _REGEX_UNITS_PER_US)
 
 
 class QueryArg(Matcher):
@@ -282,24 +393,307 @@ class Contains(Matcher):
         return self.pattern in request.normalized_body
 
 
+class _Budget:
+    """What one JSONPath or XPath evaluation may still do: steps, and regex work."""
+
+    __slots__ = ("regex", "steps")
+
+    def __init__(self) -> None:
+        self.steps = JSONPATH_STEPS
+        self.regex = Work()
+
+    def step(self, count: int = 1) -> None:
+        self.steps -= count
+        if self.steps < 0:
+            raise OverBudget
+
+    @property
+    def micros(self) -> float:
+        """What it cost, estimated: what was charged, up to the bounds (a refused charge
+        did not run)."""
+        steps = min(JSONPATH_STEPS - self.steps, JSONPATH_STEPS)
+        return steps * _STEP_US + self.regex.spent / _REGEX_UNITS_PER_US
+
+
+# The budget of the evaluation running on this thread: python-jsonpath and lxml call back
+# into code (filters, functions) that cannot be handed one.
+_running = threading.local()
+
+
+def _budget() -> _Budget:
+    budget: _Budget | None = getattr(_running, "budget", None)
+    return budget if budget is not None else _Budget()  # outside an evaluation: unbounded
+
+
+def _evaluate(work: MatchingWork, run: Callable[[], bool]) -> bool:
+    """``run`` one JSONPath or XPath evaluation with a budget, charged to ``work``."""
+    work.check()
+    budget = _Budget()
+    previous = getattr(_running, "budget", None)
+    _running.budget = budget
+    try:
+        return run()
+    finally:
+        _running.budget = previous
+        work.spend(budget.micros)
+
+
+class _RegexCache:
+    """Patterns compiled at playback (found in a body): each compile is charged."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self.compiled: dict[tuple[str, str], LinearRegex | None] = {}
+
+    def get(self, pattern: str, flags: str = "", *, strict: bool = False) -> LinearRegex | None:
+        """The compiled pattern; None if RE2 refuses it (``strict``: raise Invalid)."""
+        key = (pattern, flags)
+        known = self.compiled.get(key, _MISSING)
+        if known is not _MISSING and not strict:
+            return known  # type: ignore[return-value]
+        if not strict:
+            _budget().regex.charge(_COMPILE_UNITS)
+        if len(self.compiled) >= 1024:
+            self.compiled.clear()
+        try:
+            regex: LinearRegex | None = LinearRegex(pattern, self.where, flags)
+        except Invalid:
+            if strict:
+                raise
+            regex = None
+        self.compiled[key] = regex
+        return regex
+
+
+class _JsonRegex:
+    """A JSONPath regex literal (``@.a =~ /re/i``), compiled by RE2 when the stub is put.
+
+    python-jsonpath calls ``fullmatch``; ``pattern`` and ``flags`` print it."""
+
+    __slots__ = ("flags", "pattern", "regex")
+
+    _FLAGS = {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL, "a": re.ASCII}
+
+    def __init__(self, pattern: str, letters: str) -> None:
+        self.pattern = pattern
+        self.flags = sum(self._FLAGS[c] for c in set(letters) if c in self._FLAGS)
+        inline = "".join(sorted(set(letters) & set("ims")))  # ASCII is RE2's default
+        self.regex = LinearRegex(pattern, "bodyPatterns.jsonpath regex", inline)
+
+    def fullmatch(self, text: str) -> bool:
+        return self.regex.fullmatch(text, _budget().regex)
+
+
+class _LinearParser(jsonpath.Parser):
+    def parse_regex(self, stream: Any) -> Any:
+        # As python-jsonpath's own, but on RE2 instead of Python's backtracking re.
+        pattern = stream.current().value
+        letters = ""
+        if stream.peek().kind == TOKEN_RE_FLAGS:
+            stream.next()
+            letters = stream.next().value
+        return RegexLiteral(value=_JsonRegex(pattern, letters))  # type: ignore[arg-type]
+
+
+class _RegexFunction(FilterFunction):
+    """The standard ``match()`` (whole value) and ``search()`` functions, on RE2."""
+
+    arg_types = [ExpressionType.VALUE, ExpressionType.VALUE]
+    return_type = ExpressionType.LOGICAL
+
+    def __init__(self, anchor: str) -> None:
+        self.anchor = anchor
+        self.cache = _RegexCache(f"bodyPatterns.jsonpath {anchor}() pattern")
+
+    def __call__(self, value: object, pattern: object) -> bool:
+        if not isinstance(value, str) or not isinstance(pattern, str):
+            return False
+        regex = self.cache.get(pattern)
+        if regex is None:  # RFC 9535: an invalid pattern matches nothing
+            return False
+        work = _budget().regex
+        return regex.fullmatch(value, work) if self.anchor == "match" else regex.search(value, work)
+
+
+class _CountedMatch(jsonpath.JSONPathMatch):
+    """A node python-jsonpath reached (filter queries' own roots too): each is a step,
+    and more when deep: `..` hands each node up through one generator per level.
+
+    Its path is not built (python-jsonpath formats one per node): a matcher only asks
+    whether anything matched."""
+
+    __slots__ = ("depth",)
+
+    def __init__(self, **parts: Any) -> None:
+        parent = parts.get("parent")
+        self.depth: int = parent.depth + 1 if isinstance(parent, _CountedMatch) else 0
+        _budget().step(1 + self.depth // 8)
+        super().__init__(**parts)
+
+    def new_child(self, obj: object, key: int | str) -> jsonpath.JSONPathMatch:
+        return _CountedMatch(
+            filter_context=self.filter_context(),
+            obj=obj,
+            parent=self,
+            path="",
+            parts=(),
+            root=self.root,
+        )
+
+    def add_child(self, *children: jsonpath.JSONPathMatch) -> None:
+        pass  # only findall() reads children
+
+
+class _LinearJsonPath(jsonpath.JSONPathEnvironment):
+    """python-jsonpath with RE2 regexes and every node, filter and comparison counted.
+
+    Only its async API builds nodes through ``match_class`` everywhere (filter queries
+    too), so ``first`` drives it; on parsed JSON it never waits for anything."""
+
+    parser_class = _LinearParser
+    match_class = _CountedMatch
+
+    def setup_function_extensions(self) -> None:
+        super().setup_function_extensions()
+        self.function_extensions["match"] = _RegexFunction("match")
+        self.function_extensions["search"] = _RegexFunction("search")
+
+    def validate_function_extension_signature(self, token: Any, args: list[Any]) -> list[Any]:
+        args = super().validate_function_extension_signature(token, args)
+        function = self.function_extensions.get(token.value)
+        if isinstance(function, _RegexFunction) and isinstance(args[1], StringLiteral):
+            function.cache.get(args[1].value, strict=True)  # a literal pattern: refused now
+        return args
+
+    def is_truthy(self, obj: object) -> bool:
+        _budget().step()  # once per filter evaluation
+        return super().is_truthy(obj)
+
+    def compare(self, left: object, operator: str, right: object) -> bool:
+        budget = _budget()
+        budget.step()
+        if operator == "in" and isinstance(right, Sized):
+            budget.step(len(right))
+        elif operator == "contains" and isinstance(left, Sized):
+            budget.step(len(left))
+        return super().compare(left, operator, right)
+
+    def first(self, path: Any, data: Any, work: MatchingWork) -> bool:
+        """Whether ``path`` finds anything in ``data``; ``OverBudget`` past the budget."""
+        hooks = sys.get_asyncgen_hooks()
+        # The running loop would adopt each async generator made here and schedule a task
+        # to close each one left unfinished; these never wait, so none needs the loop.
+        sys.set_asyncgen_hooks(firstiter=None, finalizer=None)
+        try:
+            return _evaluate(work, lambda: _run_now(_found(path, data)))
+        except JSONPathRecursionError:
+            raise OverBudget from None  # nested deeper than python-jsonpath descends
+        finally:
+            sys.set_asyncgen_hooks(*hooks)
+
+
+async def _found(path: Any, data: Any) -> bool:
+    async for _match in await path.finditer_async(data):
+        return True
+    return False
+
+
+def _run_now(coroutine: Coroutine[Any, Any, bool]) -> bool:
+    """Run a coroutine that never waits to its end, without an event loop."""
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        return bool(done.value)
+    coroutine.close()
+    raise OverBudget  # it waited: not on parsed JSON
+
+
+# Without filter caching a root query in a filter (`$[?@.a == $.b]`) is evaluated, and
+# counted, for every candidate; with it, python-jsonpath copies the filter per node instead.
+_JSONPATH = _LinearJsonPath(filter_caching=False)
+
+
+def _jsonpath_reason(exc: jsonpath.JSONPathError) -> str:
+    """python-jsonpath's message, without its quote of the whole expression (twice)."""
+    token = exc.token
+    where = f" at character {token.index}" if token is not None else ""
+    return f"{exc.message}{where}"
+
+
 class JsonPath(Matcher):
     """Matches when the expression finds anything in the JSON body."""
 
     def __init__(self, value: object) -> None:
         expr = _string(value, "bodyPatterns.jsonpath item")
+        where = f"bodyPatterns.jsonpath {shown(expr)}"
+        _check_length(expr, where)
         try:
-            self.path = jsonpath.compile(expr)
+            self.path = _JSONPATH.compile(expr)
         except jsonpath.JSONPathError as exc:
-            raise Invalid(f"bodyPatterns.jsonpath {expr!r} is not valid JSONPath: {exc}") from None
+            raise Invalid(f"{where} is not valid JSONPath: {_jsonpath_reason(exc)}") from None
+        self.descents = expr.count("..")  # a `..` in a string literal is counted too
+        if isinstance(self.path, CompoundJSONPath) and any(
+            op == _JSONPATH.intersection_token for op, _path in self.path.paths
+        ):
+            raise Invalid(
+                f"{where} is refused: an intersection (&) compares every result of one path"
+                " with every result of the other (quadratic); use a filter"
+            )
 
     def matches(self, request: PlaybackRequest) -> bool:
+        body = request.body
+        if len(body) > MAX_PARSED_BODY:
+            if _JSON_START.match(body) is None:
+                return False  # not JSON, whatever its size
+            raise OverBudget
         data = request.json
         if data is NOT_JSON:
             return False
+        if self.descents and request.items * self.descents > DESCENT_WORK:
+            raise OverBudget
         try:
-            return self.path.match(data) is not None
+            return _JSONPATH.first(self.path, data, request.work)
         except jsonpath.JSONPathError:
             return False
+
+
+def _check_length(expr: str, where: str) -> None:
+    if len(expr) > MAX_EXPRESSION_CHARS:
+        raise Invalid(f"{where} is {len(expr)} characters long; at most {MAX_EXPRESSION_CHARS}")
+
+
+_RE_TEST = _RegexCache("bodyPatterns.xpath re:test pattern")
+_STRING_VALUE = etree.XPath("string()")
+
+
+def _xpath_string(value: object) -> str:
+    """An XPath value as XPath's string() converts it (extension functions get raw values)."""
+    if isinstance(value, list):
+        if not value:
+            return ""
+        value = value[0]
+        return str(_STRING_VALUE(value)) if isinstance(value, etree._Element) else str(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "NaN"
+        if math.isinf(value):
+            return "Infinity" if value > 0 else "-Infinity"
+        return str(int(value)) if value.is_integer() else repr(value)
+    return str(value)
+
+
+def _re_test(_context: object, text: object, pattern: object, flags: object = "") -> bool:
+    """EXSLT ``re:test(string, regex, flags?)`` on RE2 (lxml's own runs Python's re)."""
+    ignore_case = "i" if "i" in _xpath_string(flags) else ""
+    regex = _RE_TEST.get(_xpath_string(pattern), ignore_case)
+    if regex is None:
+        raise Invalid("re:test pattern refused")  # from the body: the stub does not match
+    return regex.search(_xpath_string(text), _budget().regex)
+
+
+_XPATH_EXTENSIONS = {(xpath_cost.EXSLT_REGEXP, "test"): _re_test}
 
 
 class XPath(Matcher):
@@ -313,21 +707,50 @@ class XPath(Matcher):
             namespaces = {**(namespaces or {}), **own}
             value = value.get("expression", value.get("xpath"))
         expr = _string(value, "bodyPatterns.xpath item")
+        where = f"bodyPatterns.xpath {shown(expr)}"
+        _check_length(expr, where)
         try:
-            self.xpath = etree.XPath(expr, namespaces=namespaces or None)
+            # regexp=False: lxml's EXSLT regular expressions run Python's re; re:test is
+            # registered again on RE2 (_re_test), re:match and re:replace are refused.
+            self.xpath = etree.XPath(
+                expr,
+                namespaces=namespaces or None,
+                regexp=False,
+                extensions=_XPATH_EXTENSIONS,
+            )
+        except (etree.XPathError, TypeError, ValueError) as exc:
+            raise Invalid(f"{where} is not valid XPath: {exc}") from None
+        try:
+            cost = xpath_cost.check(expr, namespaces or {})
+        except xpath_cost.Refused as exc:
+            raise Invalid(f"{where} is refused: {exc.reason}") from None
+        self.passes = cost.passes
+        for pattern, flags in cost.patterns:  # literal re:test patterns: refused now
+            _RE_TEST.get(pattern, "i" if "i" in flags else "", strict=True)
+        try:
             # Undeclared prefixes, variables and functions only fail when evaluated:
             # evaluate once now, so they are refused at PUT time, not never matched.
-            self.xpath(etree.Element("probe"))
+            _evaluate(MatchingWork(), lambda: bool(self.xpath(etree.Element("probe"))))
         except (etree.XPathError, TypeError, ValueError) as exc:
-            raise Invalid(f"bodyPatterns.xpath {expr!r} is not valid XPath: {exc}") from None
+            raise Invalid(f"{where} is not valid XPath: {exc}") from None
 
     def matches(self, request: PlaybackRequest) -> bool:
+        body = request.body
+        if _XML_START.match(body) is None:
+            return False  # not XML, whatever its size
+        if len(body) > MAX_PARSED_BODY or request.markup * self.passes > XPATH_WORK:
+            raise OverBudget
         root = request.xml
         if root is None:
             return False
+        if root is TOO_DEEP:
+            raise OverBudget
+        work = request.work
+        work.check()
+        work.spend(self.passes * request.markup * _PASS_TAG_US)
         try:
-            return bool(self.xpath(root))
-        except etree.XPathError:
+            return _evaluate(work, lambda: bool(self.xpath(root)))
+        except (etree.XPathError, Invalid):
             return False
 
 
@@ -355,14 +778,25 @@ class CompiledRequest:
     method: str | None = None
 
     def matches(self, request: PlaybackRequest) -> bool:
-        for matcher in self.matchers:  # noqa: SIM110  # all() makes a generator per request
-            if not matcher.matches(request):
-                return False
+        try:
+            for matcher in self.matchers:  # all() would make a generator per request
+                if not matcher.matches(request):
+                    return False
+        except OverBudget:
+            return False  # a body too large for a matcher's bounds: no match, even with "!"
         return True
 
     def failures(self, request: PlaybackRequest) -> list[str]:
         """The names of the matchers that do not hold (all evaluated: not for the hot path)."""
-        return [m.name for m in self.matchers if not m.matches(request)]
+        failed = []
+        for matcher in self.matchers:
+            try:
+                held = matcher.matches(request)
+            except OverBudget:
+                held = False
+            if not held:
+                failed.append(matcher.name)
+        return failed
 
 
 def _split_negation(key: str) -> tuple[str, bool]:
@@ -510,10 +944,20 @@ class StubIndex:
                 ranks.extend(self._by_anchor[pattern])
 
     def match(self, request: PlaybackRequest) -> Stub | None:
+        """The best stub matching ``request``; Invalid if trying them costs too much."""
         compiled = self._compiled
-        for rank in self.candidates(request):
-            if compiled[rank].matches(request):
-                return self.stubs[rank]
+        request._work = None  # this pass over the stubs has a whole budget
+        try:
+            for rank in self.candidates(request):
+                if compiled[rank].matches(request):
+                    return self.stubs[rank]
+        except TooMuchWork:
+            raise Invalid(
+                f"matching this request against the scenario's stubs costs more than the"
+                f" {REQUEST_WORK_US // 1000} ms a request may take: XPath, JSONPath and"
+                " regular expression matchers on a large body; give the stubs a urlPath, a"
+                " method or a contains pattern, so that fewer are tried"
+            ) from None
         return None
 
     def near_misses(
@@ -533,8 +977,12 @@ class StubIndex:
             return []
         compiled = self._compiled
         scored = []
+        request._work = None
         for rank in self._near_candidates(request, budget):
-            failed = compiled[rank].failures(request)
+            try:
+                failed = compiled[rank].failures(request)
+            except TooMuchWork:
+                break  # near misses are a hint: those found so far
             scored.append((len(failed), rank, failed))
         scored.sort(key=lambda item: item[:2])
         return [

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from simulacra.dataplane.request import FAULTS
-from simulacra.errors import Invalid
+from simulacra.errors import Invalid, shown
 
 NAME_RE = re.compile(r"^[\w-]+$")
 # An explicit ``host:`` prefix: a DNS name or IPv4 address, or a bracketed IPv6 address.
@@ -31,7 +31,9 @@ def check_name(kind: str, name: object) -> str:
     if not isinstance(name, str) or not name:
         raise Invalid(f"{kind} name is missing")
     if not NAME_RE.match(name):
-        raise Invalid(f"{kind} name {name!r} is illegal: use letters, digits, '_' and '-' only")
+        raise Invalid(
+            f"{kind} name {shown(name)} is illegal: use letters, digits, '_' and '-' only"
+        )
     return name
 
 
@@ -51,9 +53,9 @@ def qualify(name: object, host: str) -> str:
     if ":" in name:
         given_host, _, short = name.rpartition(":")
         if not given_host:
-            raise Invalid(f"scenario name {name!r} has an empty host")
+            raise Invalid(f"scenario name {shown(name)} has an empty host")
         if not HOST_RE.match(given_host.lower()):
-            raise Invalid(f"scenario name {name!r} has an illegal host {given_host!r}")
+            raise Invalid(f"scenario name {shown(name)} has an illegal host {shown(given_host)}")
         check_name("scenario", short)
         return f"{given_host.lower()}:{short}"
     check_name("scenario", name)
@@ -80,6 +82,9 @@ RESPONSE_KEYS = ("status", "body", "headers", "delayPolicy", "fault", "chunkedDr
 DRIBBLE_KEYS = ("numberOfChunks", "totalDuration")
 MAX_DRIBBLE_CHUNKS = 10_000
 MAX_DRIBBLE_MS = 600_000  # ten minutes: longer is a hung test, not a slow server
+MAX_BODY_DEPTH = 254  # the deepest JSON body orjson writes (a deeper one was a 500)
+# RFC 9110 5.6.2: a field name is a token.
+HEADER_NAME_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
 @dataclass
@@ -218,8 +223,16 @@ def matchers_hash(request: dict[str, Any]) -> str:
 def _body_text(value: object, where: str) -> str:
     if isinstance(value, str):
         return value
-    if isinstance(value, dict | list | int | float | bool) or value is None:
-        return orjson.dumps(value).decode() if value is not None else ""
+    if value is None:
+        return ""
+    if isinstance(value, dict | list | int | float | bool):
+        try:
+            return orjson.dumps(value).decode()
+        except orjson.JSONEncodeError:  # deeper than orjson writes (254), or an int over 64 bits
+            raise Invalid(
+                f"{where} cannot be written as JSON: nest it at most {MAX_BODY_DEPTH} deep"
+                " (or send it as a string)"
+            ) from None
     raise Invalid(f"{where} must be a string or JSON value")
 
 
@@ -233,22 +246,25 @@ def parse_priority(value: object, where: str = "priority") -> int | None:
         try:
             number = int(value.strip())
         except ValueError:
-            raise Invalid(f"{where} must be an integer, got {value!r}") from None
+            raise Invalid(f"{where} must be an integer, got {shown(value)}") from None
     if not isinstance(number, int):
-        raise Invalid(f"{where} must be an integer, got {value!r}")
+        raise Invalid(f"{where} must be an integer, got {shown(value)}")
     if not -(2**63) <= number < 2**63:  # the store keeps a 64-bit integer
-        raise Invalid(f"{where} is out of range, got {value!r}")
+        raise Invalid(f"{where} is out of range, got {shown(value)}")
     return number
 
 
 def _parse_status(value: object, where: str = "response") -> int:
     if value is None:
         return 200
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or not 100 <= value <= 599:
-        raise Invalid(f"{where}.status must be an HTTP status code (100-599), got {value!r}")
-    return value
+    number = value
+    if isinstance(value, str):
+        text = value.strip()
+        # ASCII digits, three at most: int() refuses "²" (which isdigit() takes) and 5,000 digits
+        number = int(text) if text.isascii() and text.isdigit() and len(text) <= 3 else None
+    if isinstance(number, bool) or not isinstance(number, int) or not 100 <= number <= 599:
+        raise Invalid(f"{where}.status must be an HTTP status code (100-599), got {shown(value)}")
+    return number
 
 
 def _parse_headers(value: object, where: str) -> dict[str, str]:
@@ -259,16 +275,43 @@ def _parse_headers(value: object, where: str) -> dict[str, str]:
     out = {}
     for k, v in value.items():
         if not isinstance(v, str | int | float) or isinstance(v, bool):
-            raise Invalid(f"{where}[{k!r}] must be a string")
+            raise Invalid(f"{where}[{shown(k)}] must be a string")
         out[str(k)] = str(v)
     return out
+
+
+def check_playable(response: Response, where: str) -> None:
+    """Refuse what cannot go on the wire as a final answer (checked when a stub is stored,
+    not when a store loads one): a 1xx status (informational: the client waits on for the
+    final answer that never comes), a header name that is not an RFC 9110 token, a value
+    with CR, LF or NUL (a response splitter: ``"a\\r\\nSet-Cookie: x=1"``) or not latin-1."""
+    if response.status < 200:
+        raise Invalid(
+            f"{where}.status {response.status} is informational (1xx), never a final answer:"
+            " use 200-599"
+        )
+    where = f"{where}.headers"
+    for name, value in response.headers.items():
+        if not HEADER_NAME_RE.fullmatch(name):
+            raise Invalid(
+                f"{where}: {shown(name)} is not a header name"
+                " (letters, digits and !#$%&'*+-.^_`|~ only)"
+            )
+        if "\r" in value or "\n" in value or "\0" in value:
+            raise Invalid(f"{where}[{shown(name)}] must not contain CR, LF or NUL")
+        try:
+            value.encode("latin-1")
+        except UnicodeEncodeError:
+            raise Invalid(
+                f"{where}[{shown(name)}] must be latin-1 text (HTTP header values are bytes)"
+            ) from None
 
 
 def _parse_fault(value: object, where: str) -> str | None:
     if value is None:
         return None
     if value not in FAULTS:
-        raise Invalid(f"{where}.fault must be one of {', '.join(FAULTS)}; got {value!r}")
+        raise Invalid(f"{where}.fault must be one of {', '.join(FAULTS)}; got {shown(value)}")
     return str(value)
 
 
@@ -276,7 +319,7 @@ def _bounded_int(value: object, where: str, low: int, high: int) -> int:
     if value is None:
         raise Invalid(f"{where} is missing: give an integer from {low} to {high}")
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise Invalid(f"{where} must be an integer from {low} to {high}, got {value!r}")
+        raise Invalid(f"{where} must be an integer from {low} to {high}, got {shown(value)}")
     return value
 
 
@@ -284,7 +327,7 @@ def refuse_unknown(value: dict[str, Any], known: tuple[str, ...], where: str) ->
     """Invalid naming the keys of ``value`` not in ``known`` (a typo must not pass unseen)."""
     unknown = [k for k in value if k not in known]
     if unknown:
-        names = ", ".join(repr(k[:40]) for k in unknown[:5])
+        names = ", ".join(shown(k, 40) for k in unknown[:5])
         plural = "s" if len(unknown) > 1 else ""
         raise Invalid(f"unknown {where} key{plural} {names}; known: {', '.join(known)}")
 
@@ -318,10 +361,13 @@ def parse_responses(
         raise Invalid(f"stub '{where}' must be an object")
     body = doc.get("body", "")
     if not isinstance(body, list):
-        return [Response.from_dict(doc, delay_policy, where)]
+        response = Response.from_dict(doc, delay_policy, where)
+        check_playable(response, where)
+        return [response]
     if not body:
         raise Invalid(f"{where}.body must not be an empty list")
     shared = Response.from_dict({**doc, "body": ""}, delay_policy, where)
+    check_playable(shared, where)
     return [
         replace(shared, body=_body_text(b, f"{where}.body[{i}]"), headers=dict(shared.headers))
         for i, b in enumerate(body)
@@ -375,7 +421,7 @@ def stub_from_document(
         stub_args = {}
     if not isinstance(stub_args, dict):
         raise Invalid("stub 'args' must be an object")
-    merged_args = {str(k): str(v) for k, v in stub_args.items()}
+    merged_args = {str(k): _scalar_text(v, f"stub args[{shown(k)}]") for k, v in stub_args.items()}
     merged_args.update(args or {})
     return Stub(
         scenario=scenario,
@@ -383,8 +429,16 @@ def stub_from_document(
         responses=responses,
         priority=stub_priority,
         args=merged_args,
-        recorded=str(doc.get("recorded") or recorded),
+        recorded=_scalar_text(doc.get("recorded") or recorded, "stub 'recorded'"),
     )
+
+
+def _scalar_text(value: object, where: str) -> str:
+    """A string, number or boolean as text; an object or list is refused (its ``str`` was a
+    Python repr, and one nested 1,000 deep a RecursionError)."""
+    if isinstance(value, dict | list):
+        raise Invalid(f"{where} must be a string, got {shown(value)}")
+    return str(value)
 
 
 def normalize_request(request: dict[str, Any]) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from urllib.parse import parse_qsl, urlencode
 import orjson
 
 from simulacra.dataplane.request import Request
-from simulacra.errors import Invalid
+from simulacra.errors import Invalid, shown
 from simulacra.virtual.model import normalize_host
 
 RECORDS_PATH = "/api/v2/tracker/records"
@@ -248,7 +248,7 @@ def pack_detail(
         head = _DETAIL.pack(
             DETAIL_BINARY,
             started,
-            0 if port is None else port + 1,
+            0 if port is None else int(port) + 1,
             size,
             *map(len, texts),
             len(length),
@@ -654,7 +654,9 @@ class TrackerJournal:
         """(how many match, the ``limit`` matches after ``skip``), newest first."""
         newest = self._next_id - 1
         if query.selects_all:  # count and slice without a scan
-            window = islice(reversed(self._records), skip, skip + limit)
+            # Past the end, nothing: islice refuses a stop beyond sys.maxsize (skip < 2**63).
+            stop = min(skip + limit, len(self._records))
+            window = islice(reversed(self._records), min(skip, stop), stop)
             return len(self._records), [
                 _with_id(record, newest - skip - i) for i, record in enumerate(window)
             ]
@@ -719,7 +721,20 @@ def _matching(query: TrackerQuery, rows: list[tuple[Any, ...]]) -> list[int]:
 
 OPERATORS = ("<=", ">=", "<", ">", "=")
 FIELDS = {"sc": "return_code", "rt": "duration_ms", "d": "delay"}
-_INTEGER = re.compile(r"^-?\d+$")
+_INTEGER = re.compile(r"-?[0-9]{1,19}")  # ASCII digits; at most 19 of them, as in a 64-bit int
+# Numbers go to the store as they are: SQLite and PostgreSQL bind at most a signed 64-bit
+# integer (a larger one was an OverflowError, a 500), so a query's numbers must fit in one.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def int64(text: str) -> int | None:
+    """``text`` as an integer that fits in 64 bits, or None (not one, or out of range)."""
+    if not _INTEGER.fullmatch(text):
+        return None
+    number = int(text)
+    return number if INT64_MIN <= number <= INT64_MAX else None
+
+
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
@@ -792,7 +807,7 @@ def parse_query(q: str | None, host: str | None = None) -> TrackerQuery:
             comparisons.append(_comparison(FIELDS[key], rest, token))
         elif colon and key == "session":
             if not rest:
-                raise Invalid(f"query part {token!r} needs a session name after 'session:'")
+                raise Invalid(f"query part {shown(token)} needs a session name after 'session:'")
             sessions.append(rest)
         else:
             words.append(ascii_lower(token))
@@ -802,26 +817,29 @@ def parse_query(q: str | None, host: str | None = None) -> TrackerQuery:
 def _comparison(field_name: str, text: str, token: str) -> Comparison:
     op = next((o for o in OPERATORS if text.startswith(o)), "=")
     number = text[len(op) :] if text.startswith(op) else text
-    if not _INTEGER.match(number):
+    value = int64(number)
+    if value is None:
         raise Invalid(
-            f"query part {token!r} must be like 'sc:200', 'rt:>=100' or 'd:<50'"
-            " (an operator <, <=, >, >=, = and an integer)"
+            f"query part {shown(token)} must be like 'sc:200', 'rt:>=100' or 'd:<50'"
+            " (an operator <, <=, >, >=, = and an integer that fits in 64 bits)"
         )
-    return Comparison(field_name, op, int(number))
+    return Comparison(field_name, op, value)
 
 
 # paging ----------------------------------------------------------------------
 
 
 def parse_paging(skip: str | None, limit: str | None) -> tuple[int, int]:
-    """``skip`` >= 0 (default 0); ``limit`` >= 1 (default 100), above MAX_LIMIT clamped."""
+    """``skip`` 0..2**63-1 (default 0); ``limit`` >= 1 (default 100), above MAX_LIMIT
+    clamped; each an integer that fits in 64 bits (the stores bind no larger one)."""
 
     def integer(text: str | None, name: str, default: int) -> int:
         if text is None or text == "":
             return default
-        if not _INTEGER.match(text.strip()):
-            raise Invalid(f"{name} must be an integer, got {text!r}")
-        return int(text)
+        number = int64(text.strip())
+        if number is None:
+            raise Invalid(f"{name} must be an integer that fits in 64 bits, got {shown(text)}")
+        return number
 
     skip_n, limit_n = integer(skip, "skip", 0), integer(limit, "limit", DEFAULT_LIMIT)
     if skip_n < 0:

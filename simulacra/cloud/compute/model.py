@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
+import orjson
+
 from simulacra.clock import Clock
 from simulacra.cloud.behaviors import BehaviorRegistry, Outcome
 from simulacra.cloud.compute import catalog_data as data
@@ -31,7 +33,7 @@ from simulacra.cloud.compute.faults import (
     fault_of,
     normalize_preset_value,
 )
-from simulacra.errors import AlreadyExists, Conflict, Invalid, NotFound
+from simulacra.errors import AlreadyExists, Conflict, Invalid, NotFound, shown
 
 # status -> (OS-EXT-STS:vm_state, OS-EXT-STS:task_state, OS-EXT-STS:power_state), as Nova
 # reports them. A status set through the control plane that is not listed shows its
@@ -70,7 +72,7 @@ def parse_timestamp(value: str, what: str = "changes-since") -> float:
     try:
         moment = datetime.fromisoformat(value.strip())
     except ValueError:
-        raise Invalid(f"Invalid {what} value: {value!r} is not an ISO 8601 time") from None
+        raise Invalid(f"Invalid {what} value: {shown(value)} is not an ISO 8601 time") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
@@ -99,7 +101,10 @@ def normalize_metadata(value: object, limit: int = data.MAX_SERVER_METADATA) -> 
         raise Fault(f"Maximum number of metadata items exceeds {limit}", 403, "forbidden")
     metadata: dict[str, str] = {}
     for key, item in value.items():
-        text = normalize_preset_value(key, item)
+        try:
+            text = normalize_preset_value(key, item)
+        except orjson.JSONEncodeError:  # a preset's object deeper than JSON is written (254)
+            text = None
         if text is None:
             raise Invalid("Invalid metadata: The input is not a string or unicode")
         metadata[key] = text
@@ -143,7 +148,7 @@ def _optional_string(container: dict[str, Any], key: str) -> str | None:
 def _object(body: dict[str, Any], key: str) -> dict[str, Any]:
     value = body.get(key)
     if not isinstance(value, dict):
-        raise Invalid(f"Malformed request body: {key!r} must be an object")
+        raise Invalid(f"Malformed request body: {shown(key)} must be an object")
     return value
 
 
@@ -700,7 +705,7 @@ class RegionCompute:
         if parameters is None:
             parameters = {}
         if not isinstance(parameters, dict):
-            raise Invalid(f"Malformed request body: {action!r} must be an object or null")
+            raise Invalid(f"Malformed request body: {shown(action)} must be an object or null")
         handler = getattr(self, "_action_" + action.replace("-", "_"))
         return handler(server, parameters)
 

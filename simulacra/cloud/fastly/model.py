@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from simulacra.clock import Clock
-from simulacra.errors import DomainError
+from simulacra.errors import DomainError, shown
 
 _ID_CHARS = string.ascii_letters + string.digits
 ID_LENGTH = 22  # Fastly's ids are 22 alphanumeric characters
@@ -65,11 +65,12 @@ def _digits(text: str) -> bool:
 
 
 def integer(value: object, key: str) -> int:
-    if isinstance(value, str) and _digits(value.strip().removeprefix("-")):
+    # int() refuses over 4,300 digits (a 500); 20 hold any 64-bit integer
+    if isinstance(value, str) and _digits(value.strip().removeprefix("-")) and len(value) <= 20:
         return int(value)
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    raise bad_request(f"'{key}' must be an integer, got {value!r}")
+    raise bad_request(f"'{key}' must be an integer, got {shown(value)}")
 
 
 def optional_integer(value: object, key: str) -> int | None:
@@ -83,7 +84,7 @@ def boolean(value: object, key: str) -> bool:
         return bool(value)
     if isinstance(value, str) and value.strip().lower() in ("true", "1", "false", "0"):
         return value.strip().lower() in ("true", "1")
-    raise bad_request(f"'{key}' must be true or false, got {value!r}")
+    raise bad_request(f"'{key}' must be true or false, got {shown(value)}")
 
 
 def optional_boolean(value: object, key: str) -> bool | None:
@@ -100,8 +101,8 @@ def choice(*allowed: str | None) -> Callable[[object, str], str | None]:
         if value in (None, "") and None in allowed:
             return None
         if value not in allowed:
-            shown = ", ".join(str(a) for a in allowed if a is not None)
-            raise bad_request(f"'{key}' must be one of {shown}, got {value!r}")
+            names = ", ".join(str(a) for a in allowed if a is not None)
+            raise bad_request(f"'{key}' must be one of {names}, got {shown(value)}")
         return value
 
     return parse
@@ -355,7 +356,7 @@ class FastlyBackend:
     def customer_by_id(self, token: str, customer_id: str) -> Customer:
         customer = self.customer(token)
         if customer.id != customer_id:
-            raise not_found(f"Cannot find customer '{customer_id}'")
+            raise not_found(f"Cannot find customer {shown(customer_id)}")
         return customer
 
     # Services ------------------------------------------------------------------------
@@ -363,7 +364,7 @@ class FastlyBackend:
     def service(self, token: str, service_id: str) -> Service:
         service = self.customer(token).services.get(service_id)
         if service is None:
-            raise not_found(f"Cannot find service '{service_id}'")
+            raise not_found(f"Cannot find service {shown(service_id)}")
         return service
 
     def create_service(self, token: str, params: Params) -> Service:
@@ -399,7 +400,7 @@ class FastlyBackend:
         for service in self.customer(token).services.values():
             if service.name == name:
                 return service
-        raise not_found(f"Cannot find service '{name}'")
+        raise not_found(f"Cannot find service {shown(name)}")
 
     def update_service(self, token: str, service_id: str, params: Params) -> Service:
         service = self.service(token, service_id)
@@ -421,9 +422,13 @@ class FastlyBackend:
 
     def version(self, token: str, service_id: str, number: str) -> Version:
         service = self.service(token, service_id)
-        version = service.versions.get(int(number)) if _digits(number) else None
+        # No version number has 20 digits; int() refused 5,000 (a 500)
+        known = _digits(number) and len(number) < 20
+        version = service.versions.get(int(number)) if known else None
         if version is None:
-            raise not_found(f"Cannot find version {number} of service '{service_id}'")
+            raise not_found(
+                f"Cannot find version {shown(number)[1:-1]} of service {shown(service_id)}"
+            )
         return version
 
     def create_version(self, token: str, service_id: str) -> Version:
@@ -514,7 +519,7 @@ class FastlyBackend:
         version = self.version(token, service_id, number)
         item = self._items(kind, version).get(name)
         if item is None:
-            raise not_found(f"Cannot find {kind.label.lower()} '{name}'")
+            raise not_found(f"Cannot find {kind.label.lower()} {shown(name)}")
         return version, item
 
     def update_item(
@@ -525,7 +530,9 @@ class FastlyBackend:
         items = self._items(kind, version)
         new_name = changes.get("name", name)
         if new_name != name and new_name in items:
-            raise FastlyError(409, "Duplicate record", f"Duplicate {kind.segment}: '{new_name}'")
+            raise FastlyError(
+                409, "Duplicate record", f"Duplicate {kind.segment}: {shown(new_name)}"
+            )
         item.values.update(changes)
         item.updated = version.updated = self._now()
         if new_name != name:

@@ -23,7 +23,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from simulacra.clock import Clock
+from simulacra.clock import AHEAD, Clock
 from simulacra.cloud.behaviors import (
     BehaviorRegistry,
     Event,
@@ -374,8 +374,10 @@ class Identity:
         self, username: str, expires_in: float, impersonator_token: str | None = None
     ) -> Token:
         """A RAX-AUTH impersonation token for ``username``, lasting ``expires_in`` seconds."""
-        if expires_in <= 0:
-            raise Invalid("'expire-in-seconds' must be a positive number of seconds")
+        if not 0 < expires_in <= AHEAD:  # its expiry must stay a date the clock can show
+            raise Invalid(
+                f"'expire-in-seconds' must be a positive number of seconds, at most {AHEAD:.0f}"
+            )
         impersonator = self._tokens.get(impersonator_token) if impersonator_token else None
         return self._mint(
             self.user(username),

@@ -150,7 +150,8 @@ def parse_impersonation(body: dict[str, Any]) -> tuple[str, int]:
     user = _object(document, "user", "RAX-AUTH:impersonation.user")
     username = _string(user, "username", "RAX-AUTH:impersonation.user.username")
     seconds = document.get("expire-in-seconds", 86400)
-    if isinstance(seconds, str) and seconds.isdigit():
+    # ASCII digits, few enough for int(): "²" and 5,000 digits were 500s
+    if isinstance(seconds, str) and seconds.isascii() and seconds.isdigit() and len(seconds) < 20:
         seconds = int(seconds)
     if isinstance(seconds, bool) or not isinstance(seconds, int) or seconds <= 0:
         raise Invalid("'expire-in-seconds' must be a positive whole number of seconds")

@@ -16,7 +16,7 @@ from typing import Any
 
 from simulacra.cloud.compute import catalog_data as data
 from simulacra.cloud.compute.model import RegionCompute, Snapshot, parse_timestamp
-from simulacra.errors import Invalid, NotFound
+from simulacra.errors import Invalid, NotFound, shown
 
 # Base images have no creation time of their own; compute shows the same one.
 BASE_IMAGE_TIME = datetime(1972, 1, 1, 15, 59, 11, tzinfo=UTC).timestamp()
@@ -160,7 +160,7 @@ def _bool(value: str, what: str) -> bool:
         return True
     if lowered in ("false", "0", "no", "off"):
         return False
-    raise Invalid(f"Invalid value '{value}' for {what}: expected a boolean")
+    raise Invalid(f"Invalid value {shown(value)} for {what}: expected a boolean")
 
 
 def _split_in(value: str) -> list[str]:
@@ -177,7 +177,7 @@ def _split_in(value: str) -> list[str]:
         else:
             current.append(char)
     if quoted:
-        raise Invalid(f"Invalid filter value {value}. The quote is not closed.")
+        raise Invalid(f"Invalid filter value {shown(value)}. The quote is not closed.")
     items.append("".join(current))
     return items
 

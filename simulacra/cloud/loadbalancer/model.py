@@ -34,6 +34,7 @@ from simulacra.cloud.loadbalancer.faults import (
     schema_error,
     validation_error,
 )
+from simulacra.errors import shown
 
 NODE_LIMIT = 25  # nodes per load balancer (Rackspace's limit, and Mimic's)
 BATCH_DELETE_LIMIT = 10  # node ids per bulk delete
@@ -105,17 +106,18 @@ def _digits(text: str) -> bool:
 def _integer(value: object, what: str, low: int, high: int) -> int:
     """An integer in [low, high]; numeric strings are accepted (Mimic ran ``int()``)."""
     if isinstance(value, str) and _digits(value.strip().removeprefix("-")):
-        value = int(value)
+        # int() refuses over 4,300 digits (a 500); past 20 it is out of range anyway
+        value = int(value) if len(value) <= 20 else high + 1
     if isinstance(value, bool) or not isinstance(value, int):
         raise schema_error(f"{what} must be an integer")
     if not low <= value <= high:
-        raise validation_error(f"{what} must be between {low} and {high}, got {value}.")
+        raise validation_error(f"{what} must be between {low} and {high}, got {shown(value)}.")
     return value
 
 
 def _choice(value: object, what: str, choices: tuple[str, ...] | list[str]) -> str:
     if not isinstance(value, str) or value not in choices:
-        raise schema_error(f"{what} must be one of {', '.join(choices)}, got {value!r}")
+        raise schema_error(f"{what} must be one of {', '.join(choices)}, got {shown(value)}")
     return value
 
 
@@ -484,7 +486,8 @@ class AddressPool:
 
 
 def _lb_id(value: str) -> int | None:
-    return int(value) if _digits(value) else None
+    # No id has 20 digits; int() refused 5,000 (a 500) where this is simply not found.
+    return int(value) if _digits(value) and len(value) < 20 else None
 
 
 class RegionLoadBalancers:
@@ -751,6 +754,7 @@ class RegionLoadBalancers:
         unknown = [value for value, n in zip(node_ids, numbers, strict=True) if n not in lb.nodes]
         if unknown:
             listed = ",".join(sorted(unknown, key=_id_order))
+            listed = listed if len(listed) <= 80 else listed[:77] + "..."  # quote a prefix
             raise validation_error(f"Node ids {listed} are not a part of your loadbalancer")
         if len(node_ids) > BATCH_DELETE_LIMIT:
             raise validation_error(
@@ -806,7 +810,8 @@ class RegionLoadBalancers:
 
 def _id_order(value: str) -> tuple[int, int, str]:
     """Numeric ids in numeric order (as Mimic listed them), anything else after them."""
-    return (0, int(value), "") if _digits(value) else (1, 0, value)
+    numeric = _digits(value) and len(value) < 20  # int() refuses 5,000 digits (a 500)
+    return (0, int(value), "") if numeric else (1, 0, value)
 
 
 def _check_new_nodes(existing: list[Node], requests: list[NodeRequest]) -> None:
