@@ -15,7 +15,6 @@ from simulacra.virtual.matching import (
     JSONPATH_STEPS,
     MAX_PARSED_BODY,
     MAX_XML_DEPTH,
-    REQUEST_WORK_US,
     XPATH_WORK,
     CompiledRequest,
     NearMiss,
@@ -519,7 +518,7 @@ class TestRequestWork:
         started = time.perf_counter()
         with pytest.raises(Invalid, match="costs more than"):
             index.match(req(items))
-        assert time.perf_counter() - started < REQUEST_WORK_US / 1e6 * 2.5
+        assert time.perf_counter() - started < 0.5  # it stops: 8 stubs x 2,000 steps did not run
         # Near misses stop at the budget, with what they found.
         assert len(index.near_misses(req(items))) <= 3
 

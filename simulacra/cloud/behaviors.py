@@ -149,7 +149,7 @@ class BehaviorRegistry:
             if compiler is None:
                 known = ", ".join(self.event.criteria)
                 raise Invalid(
-                    f"unknown criterion {criterion!r} for {self.event.name}; known: {known}"
+                    f"unknown criterion {shown(criterion)} for {self.event.name}; known: {known}"
                 )
             predicates.append((criterion, compiler(value)))
         steps: list[Outcome | None] = []

@@ -24,6 +24,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from simulacra.errors import shown
+
 EXSLT_REGEXP = "http://exslt.org/regular-expressions"
 MAX_PASSES = 16
 # re:test is a call into Python (~3 µs with its string value), not a step of libxml2's own
@@ -139,7 +141,7 @@ def _tokenize(expr: str) -> list[_Tok]:
     while pos < len(expr):
         found = _TOKEN.match(expr, pos)
         if found is None:
-            raise Refused(f"cannot read the expression at {expr[pos : pos + 20]!r}")
+            raise Refused(f"cannot read the expression at {shown(expr[pos : pos + 20])}")
         pos = found.end()
         kind = found.lastgroup or ""
         if kind == "ws":
@@ -241,12 +243,12 @@ class _Parser:
     def expect(self, text: str) -> None:
         tok = self.next()
         if tok.text != text:
-            raise Refused(f"expected {text!r}, found {tok.text!r}")
+            raise Refused(f"expected {text!r}, found {shown(tok.text)}")
 
     def parse(self) -> object:
         tree = self.binary(0)
         if self.pos != len(self.tokens):
-            raise Refused(f"unexpected {self.tokens[self.pos].text!r}")
+            raise Refused(f"unexpected {shown(self.tokens[self.pos].text)}")
         return tree
 
     def binary(self, level: int) -> object:
@@ -323,7 +325,7 @@ class _Parser:
                 axis = self.next().text
                 self.next()
                 if axis not in _AXES:
-                    raise Refused(f"unknown axis {axis!r}")
+                    raise Refused(f"unknown axis {shown(axis)}")
         return _Step(axis, self.node_test(), self.predicates())
 
     def node_test(self) -> str:
@@ -331,7 +333,7 @@ class _Parser:
         if tok.text == "*":
             return "*"
         if tok.kind != "name":
-            raise Refused(f"expected a node test, found {tok.text!r}")
+            raise Refused(f"expected a node test, found {shown(tok.text)}")
         if tok.text in _NODE_TYPES and self.at("sym", "("):
             self.next()
             if self.at("lit"):
@@ -370,7 +372,7 @@ class _Parser:
                     args.append(self.binary(0))
             self.expect(")")
             return _Call(tok.text, args)
-        raise Refused(f"unexpected {tok.text!r}")
+        raise Refused(f"unexpected {shown(tok.text)}")
 
 
 @dataclass(frozen=True)
@@ -408,7 +410,7 @@ class _Checker:
         if isinstance(node, _Literal):
             return _Value(node.kind)
         if isinstance(node, _Var):
-            raise Refused(f"variables (${node.name}) are not supported")
+            raise Refused(f"variables ({shown(node.name)}) are not supported")
         if isinstance(node, _Path):
             return self.path(node, ctx)
         if isinstance(node, _Filter):
@@ -537,10 +539,10 @@ class _Checker:
         prefix, sep, local_name = name.rpartition(":")
         if sep:
             if prefix not in self.namespaces:
-                raise Refused(f"the prefix of {name}() is not declared in namespaces")
+                raise Refused(f"the prefix of {shown(name)} is not declared in namespaces")
             if self.namespaces[prefix] != EXSLT_REGEXP or local_name != "test":
                 raise Refused(
-                    f"unknown function {name}(): XPath 1.0 functions and re:test (EXSLT"
+                    f"unknown function {shown(name)}: XPath 1.0 functions and re:test (EXSLT"
                     f" regular expressions, {EXSLT_REGEXP}, on RE2) are accepted"
                 )
             result, usage = "boolean", "string"
@@ -549,7 +551,7 @@ class _Checker:
         elif name in _FUNCTIONS:
             result, usage = _FUNCTIONS[name]
         else:
-            raise Refused(f"unknown function {name}()")
+            raise Refused(f"unknown function {shown(name)}")
         if name == "id" and ctx.local:
             raise Refused("id() in a predicate reads nodes anywhere in the document")
         if name == "lang":  # walks up from the context node
