@@ -433,5 +433,33 @@ def test_deep_session_port(http, base_url, name):
     assert_short_error(http.post(action_url(base_url, name), data=body), 400, "port")
 
 
+def test_ids_of_5000_digits_are_not_found(http, base_url):
+    # int() refuses over 4,300 digits: these path segments were 500s
+    digits = "9" * 5000
+    lb = f"{CLB}/{digits}"
+    for method, url in (("GET", lb), ("GET", lb + "/nodes"), ("DELETE", lb + "/nodes?id=1")):
+        assert http.request(method, base_url + url).status_code == 404, url
+    nodes = {"nodes": [{"address": "10.0.0.1", "port": 80, "condition": "ENABLED"}]}
+    assert http.post(base_url + lb + "/nodes", json=nodes).status_code == 404
+    created = {
+        "loadBalancer": {"name": "a", "protocol": "HTTP", "virtualIps": [{"type": "PUBLIC"}]}
+    }
+    lb_id = http.post(base_url + CLB, json=created).json()["loadBalancer"]["id"]
+    http.post(base_url + f"{CLB}/{lb_id}/nodes", json=nodes)
+    unknown = http.delete(base_url + f"{CLB}/{lb_id}/nodes", params={"id": digits})
+    assert unknown.status_code == 400, unknown.text[:300]
+    assert len(unknown.text) < 1000
+    service = http.post(base_url + "/fastly/service", data={"name": "digits"}).json()["id"]
+    version = http.get(base_url + f"/fastly/service/{service}/version/{digits}")
+    assert version.status_code == 404, version.text[:300]
+    assert len(version.text) < 1000
+
+
+def test_deep_export_runnable(http, base_url, name):
+    create_scenario(http, base_url, name)
+    body = raw({"export": None, "runnable": RAW}, DEEP)
+    assert_short_error(http.post(action_url(base_url, name), data=body), 400)
+
+
 def test_the_server_still_answers(http, base_url):
     assert http.get(base_url + "/").status_code == 200

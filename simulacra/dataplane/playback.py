@@ -52,18 +52,22 @@ INTERNAL_ERROR = "internal error; the server log has the details"
 # The answer, and the tracker's header block and body start for it.
 Wire = tuple[Answer, bytes, bytes]
 _NO_BODY = frozenset({204, 304})
+_FRAMING = frozenset({"content-length", "transfer-encoding"})
 
 
 def build_wire(response: Response) -> Wire:
-    """What a stub's response sends: header names lower-cased, the body in UTF-8 and its
-    Content-Length unless the stub gives one (or the status has no body); its fault or
-    slow body."""
+    """What a stub's response sends: header names lower-cased, the body in UTF-8 framed by
+    its own Content-Length (none for a status without a body); its fault or slow body."""
+    # The framing is the server's: a stub's own Content-Length or Transfer-Encoding (recorded,
+    # or wrong for a rendered template) would leave a client waiting or cut the body.
     headers = [
-        (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in response.headers.items()
+        (k.lower().encode("latin-1"), v.encode("latin-1"))
+        for k, v in response.headers.items()
+        if k.lower() not in _FRAMING
     ]
     body = response.body.encode()
     status = response.status
-    if not (status < 200 or status in _NO_BODY) and all(k != b"content-length" for k, _ in headers):
+    if not (status < 200 or status in _NO_BODY):
         headers.append((b"content-length", b"%d" % len(body)))
     dribble = response.dribble
     answer = Answer(

@@ -212,7 +212,10 @@ def _attachment(filename: str) -> str:
 
 async def export_action(request: Request, name: str, body: dict[str, Any]) -> dict[str, Any]:
     """``{"export": null}`` on the action route: a link to the export, nothing on disk."""
-    if truthy(str(body.get("runnable", "")).lower()):
+    runnable = body.get("runnable", "")
+    if not isinstance(runnable, str | int | float | bool | None):
+        raise Invalid("runnable must be true or false")
+    if truthy(str(runnable).lower()):
         raise Invalid(
             "runnable exports (replaying a tracked playback session) are not supported;"
             " export without 'runnable'"

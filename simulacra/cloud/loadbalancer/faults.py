@@ -21,7 +21,7 @@ from simulacra.cloud.behaviors import (
     number,
     regex_criterion,
 )
-from simulacra.errors import DomainError, Invalid
+from simulacra.errors import DomainError, Invalid, shown
 
 DEFAULT_FAULT_MESSAGE = "The load balancer could not be created"
 
@@ -129,7 +129,8 @@ def _seconds(key: str, value: object, *, falsy_default: bool) -> float:
         return number({"seconds": value}, "seconds")
     except Invalid:
         raise Invalid(
-            f"metadata preset {key!r} must be a non-negative number of seconds, got {value!r}"
+            f"metadata preset {shown(key)} must be a non-negative number of seconds,"
+            f" got {shown(value)}"
         ) from None
 
 
