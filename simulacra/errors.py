@@ -5,6 +5,7 @@ maps the kind to an HTTP status (see ``virtual/api_v2.py``).
 """
 
 import reprlib
+from typing import Any
 
 
 class DomainError(Exception):
@@ -36,7 +37,12 @@ class PreconditionFailed(DomainError):
 
 
 class NoMatch(DomainError):
-    """Playback found no stub for the request."""
+    """Playback found no stub for the request; ``near_misses``, when already found (a
+    ``matching.NearMiss`` list), the stubs that came closest."""
+
+    def __init__(self, message: str, near_misses: list[Any] | None = None) -> None:
+        super().__init__(message)
+        self.near_misses = near_misses
 
 
 class TooLarge(DomainError):

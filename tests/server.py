@@ -7,8 +7,10 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
+from typing import IO
 
 import requests
 
@@ -38,6 +40,9 @@ class RunningServer:
     port: int = field(default_factory=free_port)
     extra_args: list[str] = field(default_factory=list)
     process: subprocess.Popen[bytes] | None = None
+    # The server's output goes to a file, never to a pipe nobody reads (a full pipe would
+    # stall the server); ``output`` reads it.
+    log: IO[bytes] = field(default_factory=tempfile.TemporaryFile)
 
     @property
     def url(self) -> str:
@@ -58,12 +63,12 @@ class RunningServer:
             *self.extra_args,
         ]
         self.process = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(os.environ)
+            cmd, stdout=self.log, stderr=subprocess.STDOUT, env=dict(os.environ)
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                output = self.process.stdout.read().decode() if self.process.stdout else ""
+                output = self.output()
                 raise RuntimeError(f"server exited with {self.process.returncode}:\n{output}")
             try:
                 if requests.get(self.url + "/", timeout=0.5).status_code == 200:
@@ -83,8 +88,14 @@ class RunningServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+                tail = self.output()[-4000:]
+                print(f"server killed after {timeout} s; its output:\n{tail}", file=sys.stderr)
         code = self.process.returncode
-        if self.process.stdout:
-            self.process.stdout.close()
         self.process = None
         return code
+
+    def output(self) -> str:
+        """All the server has printed so far."""
+        with open(self.log.fileno(), "rb", closefd=False) as log:
+            log.seek(0)
+            return log.read().decode("utf-8", "replace")

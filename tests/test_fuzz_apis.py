@@ -12,12 +12,10 @@ A failure shows the request and the end of the server's log (its traceback).
 
 from __future__ import annotations
 
-import collections
 import itertools
 import json
 import math
 import os
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -78,7 +76,6 @@ class Fuzzed:
     """A running server, the tail of its log, and a session to call it with."""
 
     server: RunningServer
-    log: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=400))
     http: requests.Session = field(default_factory=requests.Session)
     names: Iterator[int] = field(default_factory=itertools.count)
 
@@ -117,7 +114,7 @@ class Fuzzed:
 
     def _report(self, method, path, data, params, headers, answer) -> str:
         shown = (data or b"")[:600]
-        tail = "".join(list(self.log)[-60:])
+        tail = "".join(self.server.output().splitlines(keepends=True)[-60:])
         return (
             f"{method} {path[:300]} params={str(params)[:300]} headers={str(headers)[:300]}\n"
             f"body ({len(data or b'')} bytes): {shown!r}\n-> {answer}\n--- server log ---\n{tail}"
@@ -128,20 +125,10 @@ class Fuzzed:
 def fuzzed() -> Iterator[Fuzzed]:
     running = RunningServer(store="memory://").start()
     state = Fuzzed(running)
-    assert running.process is not None and running.process.stdout is not None
-    stdout = running.process.stdout
-
-    def drain() -> None:  # keeps the pipe from filling (a full pipe would stall the server)
-        for line in iter(stdout.readline, b""):
-            state.log.append(line.decode("utf-8", "replace"))
-
-    reader = threading.Thread(target=drain, daemon=True)
-    reader.start()
     yield state
     assert state.http.get(state.url + "/", timeout=10).status_code == 200
     state.http.close()
     running.stop()
-    reader.join(5)
 
 
 # JSON, written by hand: huge integers, raw tokens and deep nesting as they are ------------

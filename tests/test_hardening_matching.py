@@ -10,7 +10,6 @@ stored, the rest answers at once, and a concurrent ``GET /`` keeps answering in 
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -28,6 +27,7 @@ from tests.mirage_helpers import (
     stub,
     stubs_url,
 )
+from tests.probes import root_waits_while
 
 EXSLT = "http://exslt.org/regular-expressions"
 CATASTROPHIC = "^(a+)+$"  # Python's re backtracks 2^n times on "aaa...a!"
@@ -157,6 +157,8 @@ HEAVY_STUBS = [
     stub("walk", bodyPatterns={"jsonpath": ["$..[?(@.b == 'zz')]"]}),
     stub("pass", bodyPatterns={"xpath": ["//*[.//a[c]]"]}),
     stub("retest", bodyPatterns={"xpath": [xpath("//*[re:test(., '[ab]*a[ab]{14}x')]")]}),
+    # Searched for in 9 MB of `a`s: ~26 ms each, the slowest a `contains` search gets.
+    *(stub(f"aab{i}", bodyPatterns={"contains": ["a" * 60 + f"b{i}"]}) for i in range(40)),
 ]
 
 
@@ -173,6 +175,7 @@ def heavy_requests() -> list[tuple[str, str]]:
         (json.dumps([{"k": "y" * 20}] * 80_000), "/p"),
         (chains(63, 10_000), "/p"),
         ("<r>" + f"<a>{ab[:16]}</a>" * 1_000 + "</r>", "/p"),
+        ("a" * 9_000_000, "/p"),
     ]
 
 
@@ -181,36 +184,50 @@ def test_get_root_answers_within_100_ms_while_heavy_requests_play(
 ) -> None:
     session = playback_of(http, base_url, name, HEAVY_STUBS)
     probes = heavy_requests()
-    stop = threading.Event()
     played: list[float] = []
 
     def player() -> None:
-        while not stop.is_set():
-            for body, path in probes:
-                try:
-                    played.append(play(base_url, name, session, body, path)[1])
-                except requests.RequestException:
-                    played.append(float("inf"))  # no answer at all: what issue 14 found
+        for body, path in probes:
+            try:
+                played.append(play(base_url, name, session, body, path)[1])
+            except requests.RequestException:
+                played.append(float("inf"))  # no answer at all: what issue 14 found
 
-    worker = threading.Thread(target=player)
-    worker.start()
-    waits: list[float] = []
-    try:
-        time.sleep(0.3)
-        with requests.Session() as own:
-            for _ in range(40):
-                started = time.monotonic()
-                assert own.get(base_url + "/", timeout=10).status_code == 200
-                waits.append(time.monotonic() - started)
-                time.sleep(0.02)
-    finally:
-        stop.set()
-        worker.join(30)
+    waits = root_waits_while(base_url, player, samples=40)
     assert played and max(played) < 1.0, played
     # Under 100 ms: the loop was never held that long (before, some never answered). One
     # sample of the 40 may be late on a busy machine, when the OS, not the loop, held it.
-    waits.sort()
     assert waits[-2] < 0.1 and waits[-1] < 0.25, waits[-5:]
+
+
+def test_a_large_body_is_matched_and_missed_as_a_small_one(
+    http: requests.Session, base_url: str, name: str
+) -> None:
+    """Bodies over 256 KiB are matched on the matching thread: the same stubs win, the
+    same near misses are named, and a search too costly is refused as on the loop."""
+    stubs = [
+        stub("order", method="POST", urlPath="/orders", bodyPatterns={"contains": ["<id>7</id>"]}),
+        stub("other", method="POST", urlPath="/orders", bodyPatterns={"contains": ["<id>8</id>"]}),
+        *(
+            stub(f"{i}", method="PUT", bodyPatterns={"contains": ["a" * 8, f"z{i}"]})
+            for i in range(40)
+        ),
+    ]
+    session = playback_of(http, base_url, name, stubs)
+    virtual = f"{base_url}/virtual/{name}/{session}"
+    filler = "<x>" + "y" * 3_000_000 + "</x>"
+    found = []
+    for body in ("<order><id>7</id></order>", f"<order>{filler}<id>7</id></order>"):
+        assert http.post(f"{virtual}/orders", data=body, timeout=10).text == "order"
+        missed = http.post(f"{virtual}/orders", data=body.replace("7", "9"), timeout=10)
+        assert missed.status_code == 404, missed.text
+        found.append([(m["id"], m["failed"]) for m in missed.json()["error"]["nearMisses"]])
+    assert found[0] == found[1]
+    assert [failed for _id, failed in found[0][:2]] == [["bodyPatterns.contains"]] * 2
+    # Every stub is a candidate (its anchor is `aaaaaaaa`): 40 searches of 9 MB for `z{i}`
+    # (up to ~26 ms each) are more than a request may cost.
+    response = http.put(f"{virtual}/p", data="a" * 9_000_000, timeout=10)
+    assert_error(response, 400, "costs more than the 500 ms")
 
 
 def ends_within(seconds: float, call: Callable[[], requests.Response]) -> requests.Response:

@@ -14,6 +14,7 @@ import pytest
 import requests
 
 from tests.mirage_helpers import action_url, assert_data, assert_error, create_scenario, put_stub_ok
+from tests.probes import root_waits_while
 
 PROBES = [
     "{% set s='ab'*5000000 %}{{ s|list|sort|first }}",
@@ -48,31 +49,15 @@ def test_a_heavy_template_is_refused_quickly(templated: str, probe: int) -> None
 
 
 def test_others_are_answered_while_heavy_templates_play(base_url: str, templated: str) -> None:
-    stop = threading.Event()
+    own = threading.local()
 
     def hammer() -> None:
-        with requests.Session() as own:
-            while not stop.is_set():
-                for probe in range(len(PROBES)):
-                    own.get(f"{templated}/{probe}")
+        if not hasattr(own, "http"):
+            own.http = requests.Session()
+        for probe in range(len(PROBES)):
+            own.http.get(f"{templated}/{probe}")
 
-    workers = [threading.Thread(target=hammer) for _ in range(2)]
-    for worker in workers:
-        worker.start()
-    waits: list[float] = []
-    try:
-        time.sleep(0.2)
-        with requests.Session() as http:
-            for _ in range(30):
-                started = time.monotonic()
-                assert http.get(base_url + "/").status_code == 200
-                waits.append(time.monotonic() - started)
-                time.sleep(0.02)
-    finally:
-        stop.set()
-        for worker in workers:
-            worker.join(10)
-    waits.sort()
+    waits = root_waits_while(base_url, hammer, samples=30, workers=2)
     # Two clients keep the loop busy with renders of up to ~50 ms each, so a GET / may wait
     # for one or two of them; before, it waited seconds.
     assert waits[len(waits) // 2] < 0.1, waits

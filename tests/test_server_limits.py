@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from simulacra import server as http_server
+from tests.probes import wait_for
 from tests.server import RunningServer
 from tests.test_server import LIFESPAN, Running
 
@@ -149,14 +150,6 @@ def running() -> Iterator[Running]:
     server = Running()
     yield server
     server.shutdown()
-
-
-def wait_for(check: Callable[[], bool], what: str, patience: float = 5.0) -> None:
-    deadline = time.monotonic() + patience
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"never happened: {what}")
-        time.sleep(0.01)
 
 
 def test_a_closed_connection_is_freed_without_the_collector(running: Running) -> None:

@@ -10,7 +10,7 @@ import select
 import socket
 import time
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,6 +18,7 @@ import pytest
 from simulacra import server as http_server
 from simulacra.dataplane.request import Answer, Request, text_answer
 from simulacra.errors import DomainError
+from tests.probes import wait_for
 from tests.server import RunningServer
 from tests.test_server import Running
 
@@ -112,14 +113,6 @@ def talk(port: int, data: bytes, patience: float = 5.0) -> tuple[bytes, bool]:
         except ConnectionResetError:
             pass
     return received, True
-
-
-def wait_for(check: Callable[[], bool], what: str, patience: float = 5.0) -> None:
-    deadline = time.monotonic() + patience
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"never happened: {what}")
-        time.sleep(0.02)
 
 
 # Response splitting ------------------------------------------------------------------

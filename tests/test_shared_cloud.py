@@ -233,10 +233,8 @@ def test_shared_cloud_refuses_a_sqlite_store(tmp_path):
 
 def test_workers_without_shared_cloud_warn(pg_url):
     server = RunningServer(store=pg_url, extra_args=["--workers", "2"]).start()
-    process = server.process
-    assert process is not None and process.stdout is not None
     # The warning comes before the banner, both printed before the server starts.
-    output = process.stdout.readline().decode() + process.stdout.readline().decode()
+    output = "".join(server.output().splitlines(keepends=True)[:2])
     # Let both workers finish starting: granian may miss a SIGTERM sent before then.
     for _ in range(20):
         requests.get(server.url + "/mimic/v1.0/presets")

@@ -18,18 +18,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import psutil
-import pytest
 import requests
 
+from tests.probes import wait_for
 from tests.server import RunningServer, free_port
 
 
-def eventually(check: Callable[[], bool], what: str, patience: float = 30.0) -> None:
-    deadline = time.monotonic() + patience
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"never happened: {what}")
-        time.sleep(0.05)
+def eventually(check: Callable[[], bool], what: str) -> None:
+    wait_for(check, what, patience=30.0, every=0.05)
 
 
 def serves(url: str, times: int = 20) -> bool:

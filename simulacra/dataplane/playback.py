@@ -192,7 +192,8 @@ class Playback:
         try:
             session = await svc.find_session(target.host, target.session)
             route.check(target, session)
-            response = await svc.playback(session, route.matched(request, target))
+            played = route.matched(request, target)
+            response = await svc.playback(session, played, route.near_misses)
             delay = await self._delay(svc, session, response)
         except DomainError as exc:
             return self.refused(route, request, exc, t0, target)
@@ -286,9 +287,11 @@ class Playback:
         )
 
     def near_misses(
-        self, route: PlaybackRoute, request: Request, target: Target | None
+        self, route: PlaybackRoute, request: Request, target: Target | None, error: NoMatch
     ) -> list[dict[str, Any]]:
         """The stubs that came closest to the request (for a 404), best first."""
+        if error.near_misses is not None:  # found with the match, off the loop
+            return [miss.to_dict() for miss in error.near_misses]
         svc = self.svc
         if svc is None or target is None:
             return []
@@ -308,6 +311,8 @@ def _starting() -> DomainError:
 
 class PlaybackRoute:
     """One door to playback: a ``dataplane.Route`` over ``Playback``'s steps."""
+
+    near_misses = False  # whether its 404 names the stubs that came closest
 
     def __init__(self, playback: Playback) -> None:
         self.playback = playback
@@ -442,6 +447,8 @@ class PlainPlayback(PlaybackRoute):
     """A session played at real paths: the request is matched as the client sent it, and a
     request no stub matches gets a 404 naming the stubs that came closest."""
 
+    near_misses = True
+
     def matched(self, request: Request, target: Target) -> PlaybackRequest:
         return PlaybackRequest.from_headers(
             request.method,
@@ -460,7 +467,7 @@ class PlainPlayback(PlaybackRoute):
         if type(error) is not NoMatch:
             return super().error(playback, request, error, target)
         try:
-            misses = playback.near_misses(self, request, target)
+            misses = playback.near_misses(self, request, target, error)
         except Exception:  # the 404 matters more than its diagnosis
             log.exception("near misses failed on %s", request.path[:200])
             misses = []

@@ -7,7 +7,8 @@ into a tuple of predicates and raises ``Invalid`` for anything it cannot use, so
 a bad stub is refused at PUT time, never at playback.
 
 ``StubIndex`` keeps playback nearly flat as stubs grow: stubs with a ``contains``
-pattern are found through one Aho-Corasick pass over the request body, stubs with
+pattern are found through one Aho-Corasick pass over the request body (for a window of at
+most ``ANCHOR_CHARS`` of their longest pattern), stubs with
 an exact ``urlPath`` through a dict; only the candidates are fully evaluated, in
 priority order.
 
@@ -59,7 +60,11 @@ _XML_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree
 # What XPath and JSONPath matchers evaluate, so that one request cannot hold the loop
 # (measured worst cases: about 25 ms each). A body outside these bounds makes such a stub
 # not match.
-MAX_PARSED_BODY = 1024 * 1024  # characters; a larger body is not parsed for them
+MAX_PARSED_BODY = 1024 * 1024  # characters; a larger body is not parsed (templates too)
+# A request with a larger body is matched off the loop (``VirtualService``): whitespace
+# stripping, the anchor scan and each `contains` take a few ms a MB.
+LARGE_BODY = 256 * 1024
+COUNTED_CONTAINS = 16 * 1024  # a `contains` search in a longer body counts as work
 MAX_XML_DEPTH = 64  # a pass costs the body's size times its depth
 XPATH_WORK = 40_000  # the body's `<` count times the expression's passes (xpath_cost)
 JSONPATH_STEPS = 2_000  # nodes reached, filters and comparisons evaluated (~10 µs each)
@@ -68,11 +73,14 @@ JSONPATH_STEPS = 2_000  # nodes reached, filters and comparisons evaluated (~10 
 DESCENT_WORK = 16_000
 MAX_EXPRESSION_CHARS = 16 * 1024  # an XPath or JSONPath, parsed at PUT on the loop
 _COMPILE_UNITS = 500_000  # regex work charged for compiling a pattern found in a body
-# All the stubs tried for one request may cost about this much. Costs are estimated from
-# counted work (measured worst cases below), so an answer never depends on the machine.
+# All the stubs tried for one request may cost about this much: on the loop, and for a
+# request with a large body, on the matching thread. Costs are estimated from counted work
+# (measured worst cases below), so an answer never depends on the machine.
 REQUEST_WORK_US = 30_000
+LARGE_REQUEST_WORK_US = 500_000
 _STEP_US = 12  # a JSONPath step: 5 to 15 µs
 _REGEX_UNITS_PER_US = 100  # regex work (simulacra.regex): ~8 ns a unit at worst
+_CONTAINS_CHARS_PER_US = 300  # a `contains` search: up to ~3 ns a character of the body
 _PASS_TAG_US = 0.6  # one `<` of a body in one pass of an XPath: up to ~0.6 µs
 _XML_START = re.compile(r"\ufeff?\s*<")
 _JSON_START = re.compile(r'\ufeff?\s*[\[{"\-0-9tfn]')
@@ -80,7 +88,7 @@ _TOO_DEEP = etree.XPath("boolean(" + "/*" * (MAX_XML_DEPTH + 1) + ")")
 
 
 class TooMuchWork(Exception):
-    """Matching one request went over ``REQUEST_WORK_US`` (``StubIndex.match`` says so)."""
+    """Matching one request went over its budget (``StubIndex.match`` says so)."""
 
 
 class MatchingWork:
@@ -88,8 +96,8 @@ class MatchingWork:
 
     __slots__ = ("left",)
 
-    def __init__(self) -> None:
-        self.left = float(REQUEST_WORK_US)
+    def __init__(self, budget_us: int = REQUEST_WORK_US) -> None:
+        self.left = float(budget_us)
 
     def check(self) -> None:
         if self.left <= 0:
@@ -156,8 +164,12 @@ class PlaybackRequest:
 
     @property
     def json(self) -> Any:
-        """The body as JSON, or ``NOT_JSON`` when it is not JSON."""
+        """The body as JSON, or ``NOT_JSON`` when it is not JSON or is over
+        ``MAX_PARSED_BODY`` (parsing 9 MB takes 70 ms, in one call nothing can interrupt)."""
         if self._json is _MISSING:
+            if len(self.body) > MAX_PARSED_BODY:
+                self._json = NOT_JSON
+                return NOT_JSON
             try:
                 self._json = orjson.loads(self.body)
             except orjson.JSONDecodeError:
@@ -397,7 +409,12 @@ class Contains(Matcher):
         self.pattern = strip_whitespace(_string(value, "bodyPatterns.contains item"))
 
     def matches(self, request: PlaybackRequest) -> bool:
-        return self.pattern in request.normalized_body
+        body = request.normalized_body
+        if len(body) > COUNTED_CONTAINS:  # a search of megabytes counts against the request
+            work = request.work
+            work.check()
+            work.spend(len(body) / _CONTAINS_CHARS_PER_US)
+        return self.pattern in body
 
 
 class _Budget:
@@ -780,7 +797,7 @@ BODY_MATCHERS: dict[str, Callable[..., Matcher]] = {
 class CompiledRequest:
     matchers: tuple[Matcher, ...]
     # Index hints: positive conditions that every matching request must satisfy.
-    anchor: str | None  # the longest whitespace-stripped ``contains`` pattern
+    anchor: str | None  # the longest whitespace-stripped ``contains`` pattern (or a window)
     exact_path: str | None
     method: str | None = None
 
@@ -902,6 +919,38 @@ def priority_key(stub: Stub) -> tuple[int, int, int]:
     return (0, stub.priority, stub.seq)
 
 
+# The anchor scan costs ~1.1 ns a body character for each character of anchor its state
+# is deep in (pyahocorasick walks the state's suffixes): a body of `a`s against an anchor of
+# 6,000 `a`s and a `b` took 6.9 s a MB. So an anchor is a window of at most this many
+# characters of the stub's longest `contains` pattern: at most ~70 ns a body character.
+ANCHOR_CHARS = 64
+_SCAN_SLICE = 64 * 1024  # ~5 ms of scanning, at worst
+
+
+class _AnchorWindows:
+    """Picks each long pattern's window that the fewest patterns share: recorded Mirage
+    patterns are whole bodies that differ only in a few values, somewhere."""
+
+    def __init__(self, patterns: Iterable[str | None]) -> None:
+        self.counts: dict[str, int] = {}
+        for pattern in patterns:
+            if pattern and len(pattern) > ANCHOR_CHARS:
+                for window in set(self.windows(pattern)):
+                    self.counts[window] = self.counts.get(window, 0) + 1
+
+    @staticmethod
+    def windows(pattern: str) -> list[str]:
+        last = len(pattern) - ANCHOR_CHARS
+        step = max(ANCHOR_CHARS // 2, last // 64)  # at most ~65 windows a pattern
+        starts = [*range(0, last, step), last]
+        return [pattern[i : i + ANCHOR_CHARS] for i in starts]
+
+    def rarest(self, pattern: str) -> str:
+        if len(pattern) <= ANCHOR_CHARS:
+            return pattern
+        return min(self.windows(pattern), key=self.counts.__getitem__)
+
+
 class StubIndex:
     """All stubs of one scenario, compiled, in priority order, indexed for lookup."""
 
@@ -911,15 +960,22 @@ class StubIndex:
         self._by_anchor: dict[str, list[int]] = {}
         self._by_path: dict[str, list[int]] = {}
         self._always: list[int] = []
+        # For near misses: all ranks by exact path, and by method.
+        self._near_path: dict[str, list[int]] = {}
+        self._near_method: dict[str, list[int]] = {}
+        windows = _AnchorWindows(c.anchor for c in self._compiled)
         for rank, compiled in enumerate(self._compiled):
+            path = compiled.exact_path
             if compiled.anchor:
-                self._by_anchor.setdefault(compiled.anchor, []).append(rank)
-            elif compiled.exact_path is not None:
-                self._by_path.setdefault(compiled.exact_path, []).append(rank)
+                self._by_anchor.setdefault(windows.rarest(compiled.anchor), []).append(rank)
+            elif path is not None:
+                self._by_path.setdefault(path, []).append(rank)
             else:
                 self._always.append(rank)
-        # Built on the first near miss (never on the hot path): ranks by exact path, method.
-        self._near: tuple[dict[str, list[int]], dict[str, list[int]]] | None = None
+            if path is not None:
+                self._near_path.setdefault(path, []).append(rank)
+            if compiled.method is not None:
+                self._near_method.setdefault(compiled.method, []).append(rank)
         self._automaton = None
         if self._by_anchor:
             automaton = ahocorasick.Automaton()
@@ -944,18 +1000,30 @@ class StubIndex:
     def _add_anchor_hits(self, request: PlaybackRequest, ranks: list[int]) -> None:
         """Append the ranks of stubs whose ``contains`` anchor occurs in the body."""
         automaton = self._automaton
-        if automaton is None or not request.normalized_body:
+        body = request.normalized_body
+        if automaton is None or not body:
             return
         seen: set[str] = set()
-        for _end, pattern in automaton.iter(request.normalized_body):
-            if pattern not in seen:
-                seen.add(pattern)
-                ranks.extend(self._by_anchor[pattern])
+        # In slices that overlap by an anchor's length, so that a large body scanned on the
+        # matching thread lets the loop's thread run between them.
+        # Slices copied: iter(body, start, end) converts all of body each time (and an end
+        # past it is a SIGSEGV).
+        slices = (
+            (body[i : i + _SCAN_SLICE + ANCHOR_CHARS - 1] for i in range(0, len(body), _SCAN_SLICE))
+            if len(body) > _SCAN_SLICE
+            else (body,)
+        )
+        for part in slices:
+            for _end, pattern in automaton.iter(part):
+                if pattern not in seen:
+                    seen.add(pattern)
+                    ranks.extend(self._by_anchor[pattern])
 
-    def match(self, request: PlaybackRequest) -> Stub | None:
-        """The best stub matching ``request``; Invalid if trying them costs too much."""
+    def match(self, request: PlaybackRequest, work_us: int = REQUEST_WORK_US) -> Stub | None:
+        """The best stub matching ``request``; Invalid if trying them costs more than
+        ``work_us`` (estimated)."""
         compiled = self._compiled
-        request._work = None  # this pass over the stubs has a whole budget
+        request._work = None if work_us == REQUEST_WORK_US else MatchingWork(work_us)
         try:
             for rank in self.candidates(request):
                 if compiled[rank].matches(request):
@@ -963,14 +1031,19 @@ class StubIndex:
         except TooMuchWork:
             raise Invalid(
                 f"matching this request against the scenario's stubs costs more than the"
-                f" {REQUEST_WORK_US // 1000} ms a request may take: XPath, JSONPath and"
-                " regular expression matchers on a large body; give the stubs a urlPath, a"
-                " method or a contains pattern, so that fewer are tried"
+                f" {work_us // 1000} ms a request may take: XPath, JSONPath, regular"
+                " expression and contains matchers on a large body; give the stubs a"
+                " urlPath, a method or a more specific contains pattern, so that fewer are"
+                " tried"
             ) from None
         return None
 
     def near_misses(
-        self, request: PlaybackRequest, limit: int = 3, budget: int = NEAR_MISS_BUDGET
+        self,
+        request: PlaybackRequest,
+        limit: int = 3,
+        budget: int = NEAR_MISS_BUDGET,
+        work_us: int = REQUEST_WORK_US,
     ) -> list[NearMiss]:
         """The ``limit`` stubs closest to matching ``request``: fewest failed matchers first,
         then priority order. For a request ``match`` found nothing for.
@@ -978,15 +1051,13 @@ class StubIndex:
         Bounded whatever the number of stubs: all matchers of at most ``budget`` stubs are
         evaluated, taken in this order until the budget is spent: stubs with the request's
         exact ``urlPath``; stubs whose ``contains`` anchor occurs in the body; stubs with
-        the request's ``method``; then the rest, in priority order. The first call builds a
-        path and method table (one pass over the compiled stubs, no matcher evaluated);
-        later calls reuse it.
+        the request's ``method``; then the rest, in priority order.
         """
         if limit <= 0 or budget <= 0:
             return []
         compiled = self._compiled
         scored = []
-        request._work = None
+        request._work = None if work_us == REQUEST_WORK_US else MatchingWork(work_us)
         for rank in self._near_candidates(request, budget):
             try:
                 failed = compiled[rank].failures(request)
@@ -1000,23 +1071,13 @@ class StubIndex:
         ]
 
     def _near_candidates(self, request: PlaybackRequest, budget: int) -> list[int]:
-        if self._near is None:
-            by_path: dict[str, list[int]] = {}
-            by_method: dict[str, list[int]] = {}
-            for rank, compiled in enumerate(self._compiled):
-                if compiled.exact_path is not None:
-                    by_path.setdefault(compiled.exact_path, []).append(rank)
-                if compiled.method is not None:
-                    by_method.setdefault(compiled.method, []).append(rank)
-            self._near = (by_path, by_method)
-        by_path, by_method = self._near
         anchor_hits: list[int] = []
         self._add_anchor_hits(request, anchor_hits)
         anchor_hits.sort()
         tiers: tuple[Iterable[int], ...] = (
-            by_path.get(request.path, ()),
+            self._near_path.get(request.path, ()),
             anchor_hits,
-            by_method.get(request.method, ()),
+            self._near_method.get(request.method, ()),
             range(len(self.stubs)),
         )
         chosen: dict[int, None] = {}  # ordered and unique

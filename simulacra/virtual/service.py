@@ -7,10 +7,13 @@ through to the store on change), so playback never waits on the store.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import random
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -27,7 +30,13 @@ from simulacra.errors import (
 from simulacra.store.base import ScenarioImport, Store
 from simulacra.virtual.archive import ArchiveContent, build_stubs
 from simulacra.virtual.delays import DelayPolicy, sample_ms, split_name
-from simulacra.virtual.matching import NearMiss, PlaybackRequest, StubIndex
+from simulacra.virtual.matching import (
+    LARGE_BODY,
+    LARGE_REQUEST_WORK_US,
+    NearMiss,
+    PlaybackRequest,
+    StubIndex,
+)
 from simulacra.virtual.model import (
     DORMANT,
     MODES,
@@ -61,6 +70,12 @@ class PutResult:
         if self.status == "updated":
             return "updated with stateful response"
         return "ignored: identical stub exists (stateful is false)"
+
+
+NO_MATCH = "E017:No matching response found"
+# Requests with a large body are matched here, one at a time: one thread, so that however
+# many arrive, the loop shares the interpreter with at most one of them.
+_MATCHING = ThreadPoolExecutor(max_workers=1, thread_name_prefix="simulacra-matching")
 
 
 class VirtualService:
@@ -547,14 +562,18 @@ class VirtualService:
                 return None  # begun on another instance, its NOTIFY not here yet?
             raise _not_playing(session)
         index = self._indexes.get(session.scenario)
-        if index is None:
+        if index is None or len(request.body) > LARGE_BODY:
             return None
         stub = index.match(request)
         if stub is not None and self._shared and len(stub.responses) > 1:
             return None
         return self._answer(session, request, stub, None)
 
-    async def playback(self, session: Session, request: PlaybackRequest) -> Response:
+    async def playback(
+        self, session: Session, request: PlaybackRequest, near_misses: bool = False
+    ) -> Response:
+        """The response the session plays for ``request`` (NoMatch when none; with the
+        stubs that came closest when ``near_misses`` and they were found off the loop)."""
         response = self.playback_now(session, request)
         if response is not None:
             return response
@@ -566,13 +585,32 @@ class VirtualService:
         index = self._indexes.get(session.scenario)
         if index is None:
             index = await self._index(session.scenario)
-        stub = index.match(request)
+        misses = None
+        if len(request.body) > LARGE_BODY:
+            stub, misses = await self._match_large(index, request, near_misses)
+        else:
+            stub = index.match(request)
         served = None
         if stub is not None and self._shared and len(stub.responses) > 1:
             served = await self.store.next_response(  # type: ignore[attr-defined]
                 f"{session.host} {session.name}", stub.id
             )
-        return self._answer(session, request, stub, served)
+        return self._answer(session, request, stub, served, misses)
+
+    @staticmethod
+    async def _match_large(
+        index: StubIndex, request: PlaybackRequest, near_misses: bool
+    ) -> tuple[Stub | None, list[NearMiss] | None]:
+        """Match a request with a large body on the matching thread, and find its near
+        misses there when asked and nothing matched: scanning megabytes (whitespace, anchors,
+        patterns) takes tens of ms, and on the loop it would hold every request that long."""
+        loop = asyncio.get_running_loop()
+        work = LARGE_REQUEST_WORK_US
+        stub = await loop.run_in_executor(_MATCHING, index.match, request, work)
+        if stub is not None or not near_misses:
+            return stub, None
+        near = functools.partial(index.near_misses, request, work_us=work)
+        return None, await loop.run_in_executor(_MATCHING, near)
 
     def near_misses(self, session: Session, request: PlaybackRequest) -> list[NearMiss]:
         """The stubs of the session's scenario that came closest to ``request``."""
@@ -580,14 +618,20 @@ class VirtualService:
         return index.near_misses(request) if index is not None else []
 
     def _answer(
-        self, session: Session, request: PlaybackRequest, stub: Stub | None, served: int | None
+        self,
+        session: Session,
+        request: PlaybackRequest,
+        stub: Stub | None,
+        served: int | None,
+        misses: list[NearMiss] | None = None,
     ) -> Response:
-        """The matched stub's next response (``served``: its position from a shared store)."""
+        """The matched stub's next response (``served``: its position from a shared store;
+        ``misses``: the near misses already found, for the NoMatch when there is no stub)."""
         key = (session.host, session.name)
         session.last_used = self._timestamp()
         self._dirty.add(key)
         if stub is None:
-            raise NoMatch("E017:No matching response found")
+            raise NoMatch(NO_MATCH, misses)
         if served is not None:
             response = stub.responses[min(served, len(stub.responses) - 1)]
         else:
