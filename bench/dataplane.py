@@ -88,6 +88,7 @@ def base_tree(revision: str, into: Path) -> Path:
     )
     if archive.returncode != 0:
         raise BenchError(f"git archive {revision} failed: {archive.stderr.decode()[:500]}")
+    into.mkdir(parents=True, exist_ok=True)
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
     return into
 

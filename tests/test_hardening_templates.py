@@ -59,6 +59,6 @@ def test_others_are_answered_while_heavy_templates_play(base_url: str, templated
 
     waits = root_waits_while(base_url, hammer, samples=30, workers=2)
     # Two clients keep the loop busy with renders of up to ~50 ms each, so a GET / may wait
-    # for one or two of them; before, it waited seconds.
-    assert waits[len(waits) // 2] < 0.1, waits
-    assert waits[-1] < 0.2, waits
+    # for one or two of them; before, it waited seconds (and, once renders were bounded, a
+    # young collection freeing dozens of failed renders' values held it 100-250 ms).
+    assert waits[-2] < 0.1 and waits[-1] < 0.25, waits[-5:]

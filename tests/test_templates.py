@@ -3,6 +3,7 @@ sees, the sandbox, and the bounds on what one render may cost."""
 
 from __future__ import annotations
 
+import gc
 import time
 from datetime import UTC, datetime
 
@@ -237,3 +238,15 @@ class TestRenderResponse:
         response = Response(200, "{{ 1 / 0 }}")
         with pytest.raises(Invalid, match="stub s1: response template failed at line 1"):
             render_response(response, STUB, PlaybackRequest("GET", "/"), NOW)
+
+
+def test_a_failed_render_leaves_nothing_for_the_collector():
+    """Jinja's rewritten traceback is a cycle holding the template's values (here 10 MB):
+    left to the collector, dozens of failed renders were freed at once, holding the loop."""
+    stub = Stub(scenario="h:s", request={}, responses=[], id="x", seq=1)
+    request = PlaybackRequest("POST", "/p", "", {}, "x")
+    failing = Response(200, "{% set s = 'ab' * 5000000 %}{{ s|list|sort|first }}")
+    gc.collect()
+    with pytest.raises(Invalid, match="more work than a render may do"):
+        templates.render_response(failing, stub, request, datetime.now(UTC))
+    assert gc.collect() == 0
