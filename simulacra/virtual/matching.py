@@ -31,7 +31,7 @@ import math
 import re
 import sys
 import threading
-from collections.abc import Callable, Coroutine, Iterable, Sized
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Sized
 from dataclasses import dataclass
 from itertools import chain
 from typing import Any
@@ -927,6 +927,14 @@ ANCHOR_CHARS = 64
 _SCAN_SLICE = 64 * 1024  # ~5 ms of scanning, at worst
 
 
+def _sliced(automaton: Any, body: str) -> Iterator[tuple[int, str]]:
+    """The anchors in ``body``, scanned a slice at a time, the slices overlapping by an
+    anchor's length: on the matching thread, the loop's thread runs between them. Slices are
+    copied: iter(body, start, end) converts all of body each time (an end past it: SIGSEGV)."""
+    for start in range(0, len(body), _SCAN_SLICE):
+        yield from automaton.iter(body[start : start + _SCAN_SLICE + ANCHOR_CHARS - 1])
+
+
 class _AnchorWindows:
     """Picks each long pattern's window that the fewest patterns share: recorded Mirage
     patterns are whole bodies that differ only in a few values, somewhere."""
@@ -1004,20 +1012,11 @@ class StubIndex:
         if automaton is None or not body:
             return
         seen: set[str] = set()
-        # In slices that overlap by an anchor's length, so that a large body scanned on the
-        # matching thread lets the loop's thread run between them.
-        # Slices copied: iter(body, start, end) converts all of body each time (and an end
-        # past it is a SIGSEGV).
-        slices = (
-            (body[i : i + _SCAN_SLICE + ANCHOR_CHARS - 1] for i in range(0, len(body), _SCAN_SLICE))
-            if len(body) > _SCAN_SLICE
-            else (body,)
-        )
-        for part in slices:
-            for _end, pattern in automaton.iter(part):
-                if pattern not in seen:
-                    seen.add(pattern)
-                    ranks.extend(self._by_anchor[pattern])
+        hits = automaton.iter(body) if len(body) <= _SCAN_SLICE else _sliced(automaton, body)
+        for _end, pattern in hits:
+            if pattern not in seen:
+                seen.add(pattern)
+                ranks.extend(self._by_anchor[pattern])
 
     def match(self, request: PlaybackRequest, work_us: int = REQUEST_WORK_US) -> Stub | None:
         """The best stub matching ``request``; Invalid if trying them costs more than
