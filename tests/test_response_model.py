@@ -150,8 +150,8 @@ class TestRefused:
     def test_unknown_key_is_named_with_the_known_ones(self):
         message = refused({"status": 200, "fixedDelayMilliseconds": 5})
         assert message == (
-            "unknown response key 'fixedDelayMilliseconds'; known: status, body, headers,"
-            " delayPolicy, fault, chunkedDribbleDelay"
+            "unknown response key 'fixedDelayMilliseconds'; known: status, body, base64Body,"
+            " headers, delayPolicy, fault, chunkedDribbleDelay"
         )
 
     def test_several_unknown_keys_are_all_named(self):
@@ -197,7 +197,8 @@ class TestRoundTrip:
     def test_every_key_to_dict_writes_is_a_known_key(self):
         full = Response(200, "x", {"A": "1"}, "p", None, (2, 10)).to_dict()
         full_fault = Response(200, "x", {}, None, RESET).to_dict()
-        assert set(full) | set(full_fault) == set(RESPONSE_KEYS)
+        binary = Response(200, "eA==", binary=True).to_dict()
+        assert set(full) | set(full_fault) | set(binary) == set(RESPONSE_KEYS)
 
     def test_document_shows_a_fault_step_and_reads_back(self):
         original = stub(
@@ -246,3 +247,60 @@ class TestRoundTrip:
             assert listed.responses == original.responses
 
         run(store_url, body)
+
+
+class TestBinaryAndRepeatedHeaders:
+    """What recording needs: bytes that are not text, and a header sent more than once."""
+
+    PNG = bytes(range(256)) + b"\x89PNG\r\n\x1a\n\x00\xff"
+
+    def test_a_base64_body_is_bytes_on_the_wire_and_in_the_document(self):
+        import base64
+
+        encoded = base64.b64encode(self.PNG).decode()
+        [response] = stub(
+            {"base64Body": encoded, "headers": {"Content-Type": "image/png"}}
+        ).responses
+        assert response.binary and response.payload == self.PNG
+        assert response.to_dict() == {
+            "status": 200,
+            "base64Body": encoded,
+            "headers": {"Content-Type": "image/png"},
+        }
+        assert reparsed({"request": {"urlPath": "/x"}, "response": response.to_dict()}) == [
+            response
+        ]
+
+    def test_a_sequence_with_binary_bodies_survives_its_document(self):
+        import base64
+
+        first, second = (base64.b64encode(b"\x00" + bytes([i])).decode() for i in (1, 2))
+        built = stub({"base64Body": first}, responses=None)
+        built.responses.append(Response(200, second, binary=True))
+        document = built.document()
+        assert [r.payload for r in reparsed(document)] == [b"\x00\x01", b"\x00\x02"]
+
+    @pytest.mark.parametrize(
+        ("value", "fragment"),
+        [
+            ("not base64!", "not valid base64"),
+            (5, "must be a base64 string"),
+        ],
+    )
+    def test_bad_base64_is_refused(self, value, fragment):
+        assert fragment in refused({"base64Body": value})
+
+    def test_body_and_base64body_together_are_refused(self):
+        assert "keep one" in refused({"body": "x", "base64Body": "eA=="})
+
+    def test_a_header_sent_twice_is_a_list(self):
+        cookies = ["a=1; Path=/", "b=2; HttpOnly"]
+        [response] = stub({"headers": {"Set-Cookie": cookies, "X-One": "1"}}).responses
+        assert response.headers == {"Set-Cookie": cookies, "X-One": "1"}
+        assert reparsed({"request": {"urlPath": "/x"}, "response": response.to_dict()}) == [
+            response
+        ]
+
+    @pytest.mark.parametrize("value", [[], [["a"]], ["a", {"b": 1}], ["ok", "a\r\nX: y"]])
+    def test_a_bad_list_of_values_is_refused(self, value):
+        refused({"headers": {"Set-Cookie": value}})

@@ -191,7 +191,7 @@ CREATE TABLE session (
 """
 
 
-def test_sqlite_file_of_the_previous_version_gains_the_port_column(tmp_path):
+def test_sqlite_file_of_an_earlier_version_gains_the_added_columns(tmp_path):
     path = tmp_path / "simulacra.db"
     db = sqlite3.connect(path)
     db.executescript(
@@ -225,10 +225,19 @@ def test_sqlite_file_of_the_previous_version_gains_the_port_column(tmp_path):
     run(url, body)
     run(url, reopened)
     columns = [row[1] for row in sqlite3.connect(path).execute("PRAGMA table_info(session)")]
-    assert columns == ["host", "name", "scenario", "status", "loaded", "last_used", "port"]
+    assert columns == [
+        "host",
+        "name",
+        "scenario",
+        "status",
+        "loaded",
+        "last_used",
+        "port",
+        "upstream",
+    ]
 
 
-def test_postgres_schema_of_the_previous_version_gains_the_port_column(pg_url):
+def test_postgres_schema_of_an_earlier_version_gains_the_added_columns(pg_url):
     """A database migrated by the previous version (through 0002) with a session in it."""
     import psycopg
 
@@ -259,6 +268,22 @@ def test_postgres_schema_of_the_previous_version_gains_the_port_column(pg_url):
         ]
 
     run(pg_url, body)
+
+
+def test_a_recording_sessions_upstream_is_kept(store_url):
+    upstream = {"url": "https://api.example.com", "record": {"ignoreQuery": ["t"]}}
+
+    async def body(store: Store) -> None:
+        await store.create_scenario(Scenario(SC, "2026-01-01"))
+        recording = Session("localhost", "rec", SC, "record", port=8102, upstream=upstream)
+        await store.save_session(recording)
+        assert await store.get_session("localhost", "rec") == recording
+        # The periodic last_used flush keeps the stored upstream and port.
+        await store.save_sessions([Session("localhost", "rec", SC, "record", last_used="x")])
+        kept = await store.get_session("localhost", "rec")
+        assert kept is not None and (kept.upstream, kept.port) == (upstream, 8102)
+
+    run(store_url, body)
 
 
 def test_delay_policies(store_url):

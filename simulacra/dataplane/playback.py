@@ -30,7 +30,14 @@ from simulacra.dataplane.request import Answer, Headers, Request, json_answer
 from simulacra.errors import DomainError, Invalid, NoMatch, NotFound, Unavailable
 from simulacra.virtual.api_v2 import STATUS_OF, error_answer
 from simulacra.virtual.matching import PlaybackRequest
-from simulacra.virtual.model import Response, Session, check_name, normalize_host, qualify
+from simulacra.virtual.model import (
+    Response,
+    Session,
+    check_name,
+    header_lines,
+    normalize_host,
+    qualify,
+)
 from simulacra.virtual.service import VirtualService
 from simulacra.virtual.tracker import BODY_CAPTURE_BYTES, capture, join_headers
 from simulacra.virtual.tracking import Tracker
@@ -62,10 +69,10 @@ def build_wire(response: Response) -> Wire:
     # or wrong for a rendered template) would leave a client waiting or cut the body.
     headers = [
         (k.lower().encode("latin-1"), v.encode("latin-1"))
-        for k, v in response.headers.items()
+        for k, v in header_lines(response.headers)
         if k.lower() not in _FRAMING
     ]
-    body = response.body.encode()
+    body = response.payload
     status = response.status
     if not (status < 200 or status in _NO_BODY):
         headers.append((b"content-length", b"%d" % len(body)))

@@ -32,7 +32,7 @@ from simulacra.config import split_url
 from simulacra.errors import AlreadyExists, DomainError, Unavailable
 from simulacra.store.base import ScenarioImport, StubStats
 from simulacra.virtual.delays import DelayPolicy, parse_policy
-from simulacra.virtual.model import Response, Scenario, Session, Stub
+from simulacra.virtual.model import SESSION_COLUMNS, Response, Scenario, Session, Stub
 from simulacra.virtual.tracker import TrackerQuery, TrackerRecord
 
 log = logging.getLogger("simulacra.store")
@@ -343,25 +343,23 @@ class PostgresStore:
 
     # sessions --------------------------------------------------------------
 
-    # Columns in Session's field order, so a row is constructed positionally.
-    _SESSION_COLUMNS = "host, name, scenario, status, loaded, last_used, port"
     _SESSION_UPSERT = (
-        f"INSERT INTO session ({_SESSION_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+        f"INSERT INTO session ({SESSION_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
         " ON CONFLICT (host, name) DO UPDATE SET scenario = EXCLUDED.scenario,"
         " status = EXCLUDED.status, loaded = EXCLUDED.loaded, last_used = EXCLUDED.last_used"
     )
 
     async def list_sessions(self) -> list[Session]:
-        rows = await self._fetchall(f"SELECT {self._SESSION_COLUMNS} FROM session ORDER BY name")
-        return [Session(*row) for row in rows]
+        rows = await self._fetchall(f"SELECT {SESSION_COLUMNS} FROM session ORDER BY name")
+        return [Session.from_row(row) for row in rows]
 
     async def get_session(self, host: str, name: str) -> Session | None:
         """One session by key (cache misses and admin calls; playback keeps them in memory)."""
         row = await self._fetchone(
-            f"SELECT {self._SESSION_COLUMNS} FROM session WHERE host = %s AND name = %s",
+            f"SELECT {SESSION_COLUMNS} FROM session WHERE host = %s AND name = %s",
             (host, name),
         )
-        return Session(*row) if row else None
+        return Session.from_row(row) if row else None
 
     async def save_session(self, session: Session) -> None:
         async with self._tx() as conn:
@@ -376,18 +374,12 @@ class PostgresStore:
     async def _upsert_sessions(
         self, conn: psycopg.AsyncConnection[Any], sessions: list[Session], port: bool
     ) -> None:
-        """Insert or update; an existing row's port binding is written only with ``port``
-        (save_sessions is the periodic last_used flush, whose copies of sessions made by
-        other instances may not know a binding made since)."""
-        sql = self._SESSION_UPSERT + (", port = EXCLUDED.port" if port else "")
+        """Insert or update; an existing row's port binding and upstream are written only
+        with ``port`` (save_sessions is the periodic last_used flush, whose copies of
+        sessions made by other instances may not know a binding made since)."""
+        written = ", port = EXCLUDED.port, upstream = EXCLUDED.upstream" if port else ""
         async with conn.cursor() as cursor:
-            await cursor.executemany(
-                sql,
-                [
-                    (s.host, s.name, s.scenario, s.status, s.loaded, s.last_used, s.port)
-                    for s in sessions
-                ],
-            )
+            await cursor.executemany(self._SESSION_UPSERT + written, [s.row() for s in sessions])
         for session in sessions:
             await self._notify(conn, "session", f"{session.host} {session.name}")
 

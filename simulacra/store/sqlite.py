@@ -18,7 +18,7 @@ import orjson
 from simulacra.errors import AlreadyExists, DomainError
 from simulacra.store.base import ScenarioImport, StubStats
 from simulacra.virtual.delays import DelayPolicy, parse_policy
-from simulacra.virtual.model import Response, Scenario, Session, Stub
+from simulacra.virtual.model import SESSION_COLUMNS, Response, Scenario, Session, Stub
 from simulacra.virtual.tracker import TrackerQuery, TrackerRecord
 
 SCHEMA = """
@@ -49,6 +49,7 @@ CREATE TABLE IF NOT EXISTS session (
     loaded     TEXT,
     last_used  TEXT,
     port       INTEGER,
+    upstream   TEXT,
     PRIMARY KEY (host, name)
 );
 CREATE TABLE IF NOT EXISTS delay_policy (
@@ -78,6 +79,7 @@ CREATE TABLE IF NOT EXISTS tracker (
 # (table, column, declaration); append only, and keep SCHEMA's CREATE TABLE in step.
 ADDED_COLUMNS: list[tuple[str, str, str]] = [
     ("session", "port", "INTEGER"),
+    ("session", "upstream", "TEXT"),
 ]
 
 
@@ -258,7 +260,7 @@ class SQLiteStore:
                     )
                     stub.seq = cursor.lastrowid or 0
                 if item.session is not None:
-                    db.execute(self._SESSION_SAVE, self._session_row(item.session))
+                    db.execute(self._SESSION_SAVE, item.session.row())
 
     @staticmethod
     def _bump(db: sqlite3.Connection, scenario: str) -> None:
@@ -266,40 +268,35 @@ class SQLiteStore:
 
     # sessions --------------------------------------------------------------
 
-    # Columns in Session's field order, so a row is constructed positionally.
-    _SESSION_COLUMNS = "host, name, scenario, status, loaded, last_used, port"
     _SESSION_UPSERT = (
-        f"INSERT INTO session ({_SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+        f"INSERT INTO session ({SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
         " ON CONFLICT (host, name) DO UPDATE SET scenario = excluded.scenario,"
         " status = excluded.status, loaded = excluded.loaded, last_used = excluded.last_used"
     )
-    # save_session writes the port binding too; save_sessions keeps the stored one.
-    _SESSION_SAVE = _SESSION_UPSERT + ", port = excluded.port"
-
-    @staticmethod
-    def _session_row(s: Session) -> tuple[Any, ...]:
-        return (s.host, s.name, s.scenario, s.status, s.loaded, s.last_used, s.port)
+    # save_session writes the port binding and the upstream too; save_sessions keeps the
+    # stored ones.
+    _SESSION_SAVE = _SESSION_UPSERT + ", port = excluded.port, upstream = excluded.upstream"
 
     async def list_sessions(self) -> list[Session]:
-        rows = self.db.execute(f"SELECT {self._SESSION_COLUMNS} FROM session ORDER BY name")
-        return [Session(*row) for row in rows]
+        rows = self.db.execute(f"SELECT {SESSION_COLUMNS} FROM session ORDER BY name")
+        return [Session.from_row(row) for row in rows]
 
     async def get_session(self, host: str, name: str) -> Session | None:
         row = self.db.execute(
-            f"SELECT {self._SESSION_COLUMNS} FROM session WHERE host = ? AND name = ?",
+            f"SELECT {SESSION_COLUMNS} FROM session WHERE host = ? AND name = ?",
             (host, name),
         ).fetchone()
-        return Session(*row) if row else None
+        return Session.from_row(row) if row else None
 
     async def save_session(self, session: Session) -> None:
         with self._transaction() as db:
-            db.execute(self._SESSION_SAVE, self._session_row(session))
+            db.execute(self._SESSION_SAVE, session.row())
 
     async def save_sessions(self, sessions: list[Session]) -> None:
         if not sessions:
             return
         with self._transaction() as db:
-            db.executemany(self._SESSION_UPSERT, [self._session_row(s) for s in sessions])
+            db.executemany(self._SESSION_UPSERT, [s.row() for s in sessions])
 
     # delay policies --------------------------------------------------------
 

@@ -6,6 +6,8 @@ the store persists them, playback reads them.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import re
 from dataclasses import dataclass, field, replace
@@ -78,7 +80,17 @@ class Scenario:
 
 
 # The keys of a stub's response object (and of each ``responses`` item), in to_dict's order.
-RESPONSE_KEYS = ("status", "body", "headers", "delayPolicy", "fault", "chunkedDribbleDelay")
+RESPONSE_KEYS = (
+    "status",
+    "body",
+    "base64Body",
+    "headers",
+    "delayPolicy",
+    "fault",
+    "chunkedDribbleDelay",
+)
+# A header's value, or its values when it is sent more than once (Set-Cookie).
+HeaderValue = str | list[str]
 DRIBBLE_KEYS = ("numberOfChunks", "totalDuration")
 MAX_DRIBBLE_CHUNKS = 10_000
 MAX_DRIBBLE_MS = 600_000  # ten minutes: longer is a hung test, not a slow server
@@ -91,16 +103,24 @@ HEADER_NAME_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 class Response:
     status: int = 200
     body: str = ""
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, HeaderValue] = field(default_factory=dict)
     delay_policy: str | None = None
     # WireMock's faults: what the connection does instead of answering (one of FAULTS).
     fault: str | None = None
     # WireMock's chunkedDribbleDelay: the body sent in this many chunks over these ms.
     dribble: tuple[int, int] | None = None
+    # The body is base64 of bytes (WireMock's ``base64Body``): sent decoded, never a template.
+    binary: bool = False
+
+    @property
+    def payload(self) -> bytes:
+        """The body as sent."""
+        return base64.b64decode(self.body) if self.binary else self.body.encode()
 
     def to_dict(self) -> dict[str, Any]:
         """The response object of a stub document; ``from_dict`` reads it back."""
-        out: dict[str, Any] = {"status": self.status, "body": self.body}
+        out: dict[str, Any] = {"status": self.status}
+        out["base64Body" if self.binary else "body"] = self.body
         if self.headers:
             out["headers"] = self.headers
         if self.delay_policy:
@@ -129,6 +149,11 @@ class Response:
         body = doc.get("body", "")
         if isinstance(body, list):
             raise Invalid(f"{where}.body must be a string or JSON value, not a list")
+        binary = "base64Body" in doc
+        if binary:
+            if "body" in doc:
+                raise Invalid(f"{where} has both body and base64Body: keep one")
+            body = _base64_text(doc["base64Body"], f"{where}.base64Body")
         policy = doc.get("delayPolicy", delay_policy)
         if policy is not None and not isinstance(policy, str):
             raise Invalid(f"{where}.delayPolicy must be a string")
@@ -146,6 +171,7 @@ class Response:
             policy or None,
             fault,
             dribble,
+            binary,
         )
 
 
@@ -168,7 +194,7 @@ class Stub:
         """The stub as Mirage shows it: a list body when it holds a sequence."""
         first = self.responses[0]
         response = first.to_dict()
-        if len(self.responses) > 1:
+        if len(self.responses) > 1 and not first.binary:
             response["body"] = [r.body for r in self.responses]
         doc: dict[str, Any] = {
             "priority": self.priority,
@@ -178,8 +204,8 @@ class Stub:
             "recorded": self.recorded,
         }
         if len(self.responses) > 1 and any(
-            (r.status, r.headers, r.delay_policy, r.fault, r.dribble)
-            != (first.status, first.headers, first.delay_policy, first.fault, first.dribble)
+            (r.status, r.headers, r.delay_policy, r.fault, r.dribble, r.binary)
+            != (first.status, first.headers, first.delay_policy, first.fault, first.dribble, False)
             for r in self.responses
         ):
             # Mirage's list body cannot say that statuses (or faults) differ; we can.
@@ -189,6 +215,9 @@ class Stub:
     @property
     def space_used(self) -> int:
         return len(orjson.dumps(self.document()))
+
+
+SESSION_COLUMNS = "host, name, scenario, status, loaded, last_used, port, upstream"
 
 
 @dataclass
@@ -202,6 +231,29 @@ class Session:
     # The TCP port this session is bound to (every request on it plays this session), kept
     # by the store so the port is served again after a restart; None: not bound.
     port: int | None = None
+    # A recording session's upstream and record rules (``recording.Recording.to_dict``):
+    # each request it gets is forwarded there and stored as a stub. None: recorded by PUT.
+    upstream: dict[str, Any] | None = None
+
+    def row(self) -> tuple[Any, ...]:
+        """The session as the stores keep it (``STORED_COLUMNS``): the upstream as JSON."""
+        upstream = None if self.upstream is None else orjson.dumps(self.upstream).decode()
+        return (
+            self.host,
+            self.name,
+            self.scenario,
+            self.status,
+            self.loaded,
+            self.last_used,
+            self.port,
+            upstream,
+        )
+
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...]) -> Session:
+        host, name, scenario, status, loaded, last_used, port, upstream = row
+        stored = orjson.loads(upstream) if upstream else None
+        return cls(host, name, scenario, status, loaded, last_used, port, stored)
 
     def summary(self) -> dict[str, Any]:
         summary: dict[str, Any] = {
@@ -212,6 +264,8 @@ class Session:
         }
         if self.port is not None:  # only when bound: unbound sessions show as before
             summary["port"] = self.port
+        if self.upstream is not None:
+            summary["upstream"] = self.upstream["url"]
         return summary
 
 
@@ -267,17 +321,44 @@ def _parse_status(value: object, where: str = "response") -> int:
     return number
 
 
-def _parse_headers(value: object, where: str) -> dict[str, str]:
+def _parse_headers(value: object, where: str) -> dict[str, HeaderValue]:
+    """Header names to a value, or to a list of values for a header sent more than once."""
     if value is None:
         return {}
     if not isinstance(value, dict):
         raise Invalid(f"{where} must be an object of header names to values")
-    out = {}
+    out: dict[str, HeaderValue] = {}
     for k, v in value.items():
-        if not isinstance(v, str | int | float) or isinstance(v, bool):
-            raise Invalid(f"{where}[{shown(k)}] must be a string")
-        out[str(k)] = str(v)
+        if isinstance(v, list) and v:
+            out[str(k)] = [_header_text(item, f"{where}[{shown(k)}]") for item in v]
+        else:
+            out[str(k)] = _header_text(v, f"{where}[{shown(k)}]")
     return out
+
+
+def _header_text(value: object, where: str) -> str:
+    if not isinstance(value, str | int | float) or isinstance(value, bool):
+        raise Invalid(f"{where} must be a string (or a non-empty list of strings)")
+    return str(value)
+
+
+def header_lines(headers: dict[str, HeaderValue]) -> list[tuple[str, str]]:
+    """(name, value) once per value, in order."""
+    return [
+        (name, item)
+        for name, value in headers.items()
+        for item in (value if isinstance(value, list) else (value,))
+    ]
+
+
+def _base64_text(value: object, where: str) -> str:
+    if not isinstance(value, str):
+        raise Invalid(f"{where} must be a base64 string")
+    try:
+        base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise Invalid(f"{where} is not valid base64") from None
+    return value
 
 
 def check_playable(response: Response, where: str) -> None:
@@ -291,7 +372,7 @@ def check_playable(response: Response, where: str) -> None:
             " use 200-599"
         )
     where = f"{where}.headers"
-    for name, value in response.headers.items():
+    for name, value in header_lines(response.headers):
         if not HEADER_NAME_RE.fullmatch(name):
             raise Invalid(
                 f"{where}: {shown(name)} is not a header name"
@@ -412,7 +493,7 @@ def stub_from_document(
             for r in parse_responses(item, delay_policy, f"responses[{i}]")
         ]
     # A template body that cannot compile is refused now, not at every playback.
-    check_bodies(r.body for r in responses)
+    check_bodies(r.body for r in responses if not r.binary)
     stub_priority = parse_priority(doc.get("priority"))
     if stub_priority is None:
         stub_priority = parse_priority(priority, "priority header")

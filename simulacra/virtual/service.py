@@ -636,7 +636,7 @@ class VirtualService:
             response = stub.responses[min(served, len(stub.responses) - 1)]
         else:
             response = self._counters.next_response(key, stub)
-        if is_template(response.body):  # only bodies with {{ or {% are rendered
+        if not response.binary and is_template(response.body):  # {{ or {% in it
             response = render_response(response, stub, request, self.now())
         return response
 
