@@ -112,7 +112,7 @@ def create_app(settings: Settings | None = None) -> DataPlaneApp:
     tracker = Tracker(cap=settings.tracker_cap, enabled=settings.tracking)
     # --shared-cloud: cloud state in the PostgreSQL store (simulacra/cloud/shared.py).
     shared = SharedCloud(cloud) if settings.shared_cloud else None
-    playback = PlaybackRoutes(tracker)
+    playback = PlaybackRoutes(tracker, settings.max_body_bytes)
     ports = Ports(playback, settings.port, settings.host)
     dataplane = DataPlane(playback, CloudRoutes(cloud, shared), ports, settings.max_body_bytes)
 
@@ -143,6 +143,7 @@ def create_app(settings: Settings | None = None) -> DataPlaneApp:
             yield
         finally:
             ports.close()
+            await playback.playback.recorder.close()
             flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await flusher

@@ -616,6 +616,7 @@ class HttpConnection(asyncio.Protocol):
         assert parser is not None  # called by it
         method = parser.get_method()
         url = self.url
+        origin = None
         if url[:1] == b"/" and b"#" not in url:  # origin form, as clients send it
             raw_path, _, query = url.partition(b"?")
         else:
@@ -625,6 +626,10 @@ class HttpConnection(asyncio.Protocol):
                 self._refuse(400, "Bad Request: invalid URL")
                 return
             raw_path, query = parsed.path or b"/", parsed.query or b""
+            if parsed.schema in (b"http", b"https") and parsed.host:
+                # Absolute form, as a client sends it to a proxy: where it wants to go.
+                port = b":%d" % parsed.port if parsed.port else b""
+                origin = (parsed.schema + b"://" + parsed.host + port).decode("latin-1")
         path = raw_path.decode("latin-1")
         if "%" in path:
             path = unquote(path)
@@ -640,6 +645,7 @@ class HttpConnection(asyncio.Protocol):
             raw_path,
             "http",
             version,
+            origin=origin,
         )
         keep_alive = parser.should_keep_alive()
         if keep_alive and version == "1.0" and request.header(b"transfer-encoding") is not None:

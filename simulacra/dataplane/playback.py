@@ -26,11 +26,13 @@ from urllib.parse import parse_qsl
 import orjson
 
 from simulacra.dataplane import Declared
+from simulacra.dataplane.proxy import Recorder
 from simulacra.dataplane.request import Answer, Headers, Request, json_answer
 from simulacra.errors import DomainError, Invalid, NoMatch, NotFound, Unavailable
 from simulacra.virtual.api_v2 import STATUS_OF, error_answer
 from simulacra.virtual.matching import PlaybackRequest
 from simulacra.virtual.model import (
+    RECORD,
     Response,
     Session,
     check_name,
@@ -160,11 +162,12 @@ class RequestHeaders:
 class Playback:
     """The steps every playback route shares, and what they read."""
 
-    def __init__(self, tracker: Tracker) -> None:
+    def __init__(self, tracker: Tracker, limit: int) -> None:
         self.tracker = tracker
         self.queue = tracker.queue
         self.svc: VirtualService | None = None  # the app's startup sets it
         self.wires = Wires()
+        self.recorder = Recorder(self, limit)
 
     def run(self, route: PlaybackRoute, request: Request) -> Answer | Awaitable[Answer]:
         t0 = request.started
@@ -178,6 +181,8 @@ class Playback:
             if session is None:
                 return self._later(route, request, target, t0)
             route.check(target, session)
+            if session.upstream is not None and route.real_paths and session.status == RECORD:
+                return self.recorder.forward(route, request, target, session)
             response = svc.playback_now(session, route.matched(request, target))
             if response is None:
                 return self._later(route, request, target, t0)
@@ -199,8 +204,10 @@ class Playback:
         try:
             session = await svc.find_session(target.host, target.session)
             route.check(target, session)
+            if session.upstream is not None and route.real_paths and session.status == RECORD:
+                return await self.recorder.forward(route, request, target, session)
             played = route.matched(request, target)
-            response = await svc.playback(session, played, route.near_misses)
+            response = await svc.playback(session, played, route.real_paths)
             delay = await self._delay(svc, session, response)
         except DomainError as exc:
             return self.refused(route, request, exc, t0, target)
@@ -319,7 +326,9 @@ def _starting() -> DomainError:
 class PlaybackRoute:
     """One door to playback: a ``dataplane.Route`` over ``Playback``'s steps."""
 
-    near_misses = False  # whether its 404 names the stubs that came closest
+    # Plays the request at the path the client sent (a bound port, the /virtual/ prefix): a
+    # 404 names the stubs that came closest, and a recording session forwards it upstream.
+    real_paths = False
 
     def __init__(self, playback: Playback) -> None:
         self.playback = playback
@@ -454,7 +463,7 @@ class PlainPlayback(PlaybackRoute):
     """A session played at real paths: the request is matched as the client sent it, and a
     request no stub matches gets a 404 naming the stubs that came closest."""
 
-    near_misses = True
+    real_paths = True
 
     def matched(self, request: Request, target: Target) -> PlaybackRequest:
         return PlaybackRequest.from_headers(
@@ -548,8 +557,8 @@ class PostOnly:
 class PlaybackRoutes:
     """The playback routes, one per door, and the bound ports' (``DataPlane.claim`` picks)."""
 
-    def __init__(self, tracker: Tracker) -> None:
-        self.playback = Playback(tracker)
+    def __init__(self, tracker: Tracker, limit: int = 10 * 1024 * 1024) -> None:
+        self.playback = Playback(tracker, limit)
         self.stubs = StubsPlayback(self.playback)
         self.matcher = MatcherPlayback(self.playback)
         self.v1 = V1Playback(self.playback)

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from simulacra.errors import Conflict, Invalid, shown
-from simulacra.virtual.model import PLAYBACK, Session
+from simulacra.virtual.model import Session
 
 if TYPE_CHECKING:
     from simulacra.dataplane.playback import PlaybackRoutes
@@ -89,7 +89,7 @@ class Ports:
         """Serve exactly the ports of ``sessions`` playing now (the service's, after any
         change here or told by the store); a port this instance cannot bind is logged."""
         async with self._lock:
-            wanted = {s.port: s for s in sessions if s.port and s.status == PLAYBACK}
+            wanted = {s.port: s for s in sessions if s.port is not None and s.serves_port}
             self._pending -= wanted.keys()  # their sessions have begun
             for port in list(self._open):
                 if port not in wanted and port not in self._pending:

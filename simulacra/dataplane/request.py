@@ -32,7 +32,8 @@ class Request:
     """One HTTP request: what a client sent and where it arrived.
 
     ``path`` is percent-decoded, ``query`` the raw query string; ``local`` is the address
-    and port the connection was accepted on (a bound session's port selects it).
+    and port the connection was accepted on (a bound session's port selects it);
+    ``origin`` the ``scheme://host[:port]`` of a request in absolute form (sent to a proxy).
     """
 
     __slots__ = (
@@ -42,6 +43,7 @@ class Request:
         "http_version",
         "local",
         "method",
+        "origin",
         "path",
         "query",
         "raw_path",
@@ -62,6 +64,7 @@ class Request:
         scheme: str = "http",
         http_version: str = "1.1",
         started: float | None = None,
+        origin: str | None = None,
     ) -> None:
         self.method = method
         self.path = path
@@ -73,6 +76,7 @@ class Request:
         self.raw_path = raw_path if raw_path is not None else path.encode("utf-8")
         self.scheme = scheme
         self.http_version = http_version
+        self.origin = origin
         # When its head arrived (time.perf_counter): the tracker's durations start here.
         self.started = time.perf_counter() if started is None else started
 

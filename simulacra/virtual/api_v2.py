@@ -34,6 +34,7 @@ from simulacra.errors import (
     shown,
 )
 from simulacra.virtual.model import MODES, qualify
+from simulacra.virtual.recording import Upstream
 from simulacra.virtual.service import VirtualService
 from simulacra.virtual.tracker import BODY_CAPTURE_BYTES, is_tracked, join_headers
 from simulacra.web import json_response, read_json, request_host, starlette_response, truthy
@@ -234,6 +235,9 @@ async def scenario_action(request: Request) -> Response:
         append = body.get("append", False)
         if not isinstance(append, bool):
             raise Invalid("append must be true or false")
+        upstream = None
+        if body.get("upstream") is not None:
+            upstream = Upstream.parse(body["upstream"], body).to_dict()
         port = None
         if body.get("port") is not None:
             # Bound before the session is stored, so a port that cannot be bound leaves
@@ -241,7 +245,7 @@ async def scenario_action(request: Request) -> Response:
             port = await ports.reserve(parse_port(body["port"]))
         try:
             data = await svc.begin_session(
-                name, body.get("session"), mode, port=port, append=append
+                name, body.get("session"), mode, port=port, append=append, upstream=upstream
             )
         except BaseException:
             if port is not None:

@@ -122,6 +122,7 @@ class PlaybackRequest:
     """The request a stub is matched against; parsed views are computed once, lazily."""
 
     __slots__ = (
+        "_canonical",
         "_items",
         "_json",
         "_markup",
@@ -151,6 +152,7 @@ class PlaybackRequest:
         self.body = body
         self._norm: str | None = None
         self._json: Any = _MISSING
+        self._canonical: bytes | None = None
         self._xml: Any = _MISSING
         self._markup = self._items = -1
         self._query: dict[str, list[str]] | None = None
@@ -175,6 +177,19 @@ class PlaybackRequest:
             except orjson.JSONDecodeError:
                 self._json = NOT_JSON
         return self._json
+
+    @property
+    def canonical_json(self) -> bytes | None:
+        """The body's JSON written with sorted keys (``equalToJson``), None if not JSON."""
+        if self._canonical is None:
+            data = self.json
+            if data is NOT_JSON:
+                return None
+            try:
+                self._canonical = orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
+            except TypeError:  # deeper than orjson writes (254): equal to no stub's value
+                return None
+        return self._canonical
 
     @property
     def xml(self) -> Any:
@@ -254,6 +269,7 @@ class PlaybackRequest:
         request.body = body
         request._norm = None
         request._json = request._xml = _MISSING
+        request._canonical = None
         request._markup = request._items = -1
         request._work = None
         request._query = None
@@ -644,6 +660,26 @@ def _jsonpath_reason(exc: jsonpath.JSONPathError) -> str:
     return f"{exc.message}{where}"
 
 
+class EqualToJson(Matcher):
+    """The body is JSON equal to this value (WireMock's ``equalToJson``): objects in any key
+    order, numbers and literals by their JSON text (``1`` is not ``true``). A string is read
+    as JSON text, as WireMock reads it. A body over ``MAX_PARSED_BODY`` is not parsed."""
+
+    def __init__(self, value: object) -> None:
+        if isinstance(value, str):
+            try:
+                value = orjson.loads(value)
+            except orjson.JSONDecodeError:
+                raise Invalid(f"bodyPatterns.equalToJson {shown(value)} is not JSON text") from None
+        try:
+            self.canonical = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+        except TypeError:  # too deep, or an integer over 64 bits
+            raise Invalid("bodyPatterns.equalToJson cannot be written as JSON") from None
+
+    def matches(self, request: PlaybackRequest) -> bool:
+        return request.canonical_json == self.canonical
+
+
 class JsonPath(Matcher):
     """Matches when the expression finds anything in the JSON body."""
 
@@ -788,6 +824,7 @@ REQUEST_MATCHERS: dict[str, Callable[[object], Matcher]] = {
 }
 BODY_MATCHERS: dict[str, Callable[..., Matcher]] = {
     "contains": Contains,
+    "equalToJson": EqualToJson,
     "jsonpath": JsonPath,
     "xpath": XPath,
 }

@@ -235,6 +235,13 @@ class Session:
     # each request it gets is forwarded there and stored as a stub. None: recorded by PUT.
     upstream: dict[str, Any] | None = None
 
+    @property
+    def serves_port(self) -> bool:
+        """Its port is served: it plays, or records an upstream, there."""
+        if self.port is None:
+            return False
+        return self.status == PLAYBACK or (self.status == RECORD and self.upstream is not None)
+
     def row(self) -> tuple[Any, ...]:
         """The session as the stores keep it (``STORED_COLUMNS``): the upstream as JSON."""
         upstream = None if self.upstream is None else orjson.dumps(self.upstream).decode()

@@ -51,6 +51,7 @@ from simulacra.virtual.model import (
     stub_from_document,
 )
 from simulacra.virtual.playback import SequenceCounters
+from simulacra.virtual.recording import Exchange, RecordRules, stub_document
 from simulacra.virtual.templates import is_template, render_response
 
 
@@ -85,6 +86,7 @@ class VirtualService:
         self._sessions: dict[tuple[str, str], Session] = {}  # (host, name) -> session
         self._indexes: dict[str, StubIndex] = {}  # scenario -> compiled stubs
         self._counters = SequenceCounters()
+        self._recording: dict[str, asyncio.Lock] = {}  # scenario -> adding a stub to it
         self._dirty: set[tuple[str, str]] = set()  # sessions with unsaved last_used
         self._stamp_second, self._stamp = -1, ""
         # Delay policies, cached so playback resolves one without the store; PUT and
@@ -315,10 +317,13 @@ class VirtualService:
         *,
         port: int | None = None,
         append: bool = False,
+        upstream: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Begin a session in record or playback mode.
 
-        ``port``: the port a playback session is bound to (the edge has bound it already).
+        ``port``: the port a playback session, or one recording an upstream, is bound to
+        (the edge has bound it already). ``upstream``: what a recording session forwards to
+        and records (``recording.Upstream.to_dict``).
         ``append``: record into a scenario that has stubs (Mirage refused that); new stubs
         join the existing ones, and the same matchers again extend a stub's sequence.
         """
@@ -345,8 +350,12 @@ class VirtualService:
                 f"Scenario ({scenario.name}) has existing stubs, delete them before recording"
                 " or create another scenario!"  # Mirage's words, verbatim: clients match them
             )
-        if port is not None and mode != PLAYBACK:
-            raise Invalid("only a playback session is bound to a port")
+        if upstream is not None and mode != RECORD:
+            raise Invalid("upstream is for a recording session: begin it with mode 'record'")
+        if port is not None and mode != PLAYBACK and upstream is None:
+            raise Invalid(
+                "only a playback session, or one recording an upstream, is bound to a port"
+            )
         if mode == PLAYBACK:
             recording = [s.name for s in self._active_sessions(scenario.name) if s.status == RECORD]
             if recording:
@@ -359,7 +368,9 @@ class VirtualService:
                     f"Scenario {scenario.name} has no stubs: record or add stubs before playback"
                 )
             await self._index(scenario.name)  # compile now, not on the first request
-        session = Session(host, session_name, scenario.name, str(mode), self._date(), None, port)
+        session = Session(
+            host, session_name, scenario.name, str(mode), self._date(), None, port, upstream
+        )
         await self._reset_counters(key)
         await self.store.save_session(session)
         self._sessions[key] = session
@@ -372,6 +383,8 @@ class VirtualService:
         }
         if port is not None:
             begun["port"] = port
+        if upstream is not None:
+            begun["upstream"] = upstream["url"]
         return begun
 
     async def begin_record_creating(
@@ -437,8 +450,8 @@ class VirtualService:
         return session
 
     def bound_sessions(self) -> list[Session]:
-        """The playing sessions bound to a port of their own."""
-        return [s for s in self._sessions.values() if s.port and s.status == PLAYBACK]
+        """The sessions playing or recording on a port of their own."""
+        return [s for s in self._sessions.values() if s.serves_port]
 
     def session(self, host: str, name: str) -> Session:
         session = self._sessions.get((host, name))
@@ -477,17 +490,48 @@ class VirtualService:
             delay_policy=delay_policy,
             recorded=recorded or self._date(),
         )
-        existing = await self.store.find_stub(session.scenario, stub.matchers_hash)
-        self._indexes.pop(session.scenario, None)
-        if existing is None:
-            return PutResult("created", await self.store.insert_stub(stub))
-        if not stateful and [(r.body, r.fault, r.dribble) for r in existing.responses] == [
-            (r.body, r.fault, r.dribble) for r in stub.responses
-        ]:
-            return PutResult("ignored", existing)
-        existing.responses.extend(stub.responses)
-        await self.store.update_stub(existing)
-        return PutResult("updated", existing)
+        return await self._add_stub(stub, stateful)
+
+    async def _add_stub(self, stub: Stub, stateful: bool = True) -> PutResult:
+        """Store a new stub, or append its responses to the stub with the same matchers.
+        One at a time per scenario: two equal requests recorded at once make one stub."""
+        lock = self._recording.setdefault(stub.scenario, asyncio.Lock())
+        async with lock:
+            existing = await self.store.find_stub(stub.scenario, stub.matchers_hash)
+            self._indexes.pop(stub.scenario, None)
+            if existing is None:
+                return PutResult("created", await self.store.insert_stub(stub))
+            if not stateful and [(r.body, r.fault, r.dribble) for r in existing.responses] == [
+                (r.body, r.fault, r.dribble) for r in stub.responses
+            ]:
+                return PutResult("ignored", existing)
+            existing.responses.extend(stub.responses)
+            await self.store.update_stub(existing)
+            return PutResult("updated", existing)
+
+    async def record_exchanges(
+        self,
+        scenario_name: str,
+        exchanges: list[Exchange],
+        rules: RecordRules,
+        rewrite: tuple[str, str] | None = None,
+    ) -> list[PutResult]:
+        """Store each exchange (a proxied call, a HAR entry) as a stub of the scenario, by
+        ``recording``'s rules; a request seen again extends its stub's sequence, in order.
+        Every stub is checked as a PUT checks it before any is stored."""
+        scenario = await self.get_scenario(scenario_name)
+        recorded = self._date()
+        stubs = []
+        for i, exchange in enumerate(exchanges):
+            document = stub_document(exchange, rules, rewrite)
+            try:
+                stubs.append(
+                    stub_from_document(document, scenario=scenario.name, recorded=recorded)
+                )
+            except Invalid as exc:
+                where = f"exchange {i} ({exchange.method} {exchange.path[:200]})"
+                raise Invalid(f"{where}: {exc.message}") from None
+        return [await self._add_stub(stub) for stub in stubs]
 
     async def list_stubs(self, scenario_name: str) -> list[Stub]:
         await self.get_scenario(scenario_name)

@@ -1,0 +1,347 @@
+"""Issue 15: record a real upstream through a session's port, then play it without it.
+
+The upstream is a second ``simulacra serve``: its cloud mocks for python-novaclient, and a
+scenario of its own for cookies, binary bodies, absolute links and a poll. Each test
+records through the session's port (or the /virtual/ prefix, or as an HTTP proxy), stops
+the upstream, begins playback on the same port and checks the same calls get the same
+answers, with nothing but Simulacra answering.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import socket
+import zipfile
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+from keystoneauth1 import session as ks_session
+from keystoneauth1.identity import v2
+from novaclient import client as nova_client
+
+from tests.mirage_helpers import assert_data, assert_error, create_scenario, list_stubs
+from tests.server import RunningServer
+from tests.test_cloud_compute import novaclient_for
+
+PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+)
+
+
+@pytest.fixture
+def upstream() -> Iterator[RunningServer]:
+    server = RunningServer(store="memory://").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def begin(http: requests.Session, base_url: str, scenario: str, **action: Any) -> dict:
+    document = {"begin": None, **action}
+    reply = http.post(f"{base_url}/api/v2/scenarios/objects/{scenario}/action", json=document)
+    return assert_data(reply)
+
+
+def recording_port(http: requests.Session, base_url: str, name: str, upstream: str) -> int:
+    """Begin ``{name}-rec`` recording ``upstream`` on a port of its own; the port."""
+    begun = begin(
+        http, base_url, name, session=name + "-rec", mode="record", port=0, upstream=upstream
+    )
+    return begun["port"]
+
+
+def end(http: requests.Session, base_url: str, scenario: str, session: str) -> None:
+    reply = http.post(
+        f"{base_url}/api/v2/scenarios/objects/{scenario}/action",
+        json={"end": None, "session": session},
+    )
+    assert_data(reply)
+
+
+def upstream_service(http: requests.Session, upstream: RunningServer, name: str) -> str:
+    """A service on the upstream at ``/virtual/{name}/live``: cookies, a PNG, JSON with
+    absolute links to itself, a poll that answers pending twice then done."""
+    base = f"{upstream.url}/virtual/{name}/live"
+    stubs = [
+        {
+            "request": {"method": "POST", "urlPath": "/login"},
+            "response": {
+                "status": 200,
+                "headers": {"Set-Cookie": ["sid=abc; Path=/", "theme=dark; Path=/prefs"]},
+                "body": "welcome",
+            },
+        },
+        {
+            "request": {"method": "GET", "urlPath": "/me", "headers": {"Cookie": "sid=abc"}},
+            "response": {"status": 200, "body": '{"user": "ann"}'},
+        },
+        {
+            "request": {"method": "GET", "urlPath": "/logo.png"},
+            "response": {
+                "status": 200,
+                "headers": {"Content-Type": "image/png"},
+                "base64Body": base64.b64encode(PNG).decode(),
+            },
+        },
+        {
+            "request": {"method": "GET", "urlPath": "/links"},
+            "response": {
+                "status": 200,
+                "headers": {"Content-Type": "application/json"},
+                "body": json.dumps({"next": f"{base}/me", "self": f"{base}/links"}),
+            },
+        },
+        {
+            "request": {"method": "POST", "urlPath": "/jobs"},
+            "response": {
+                "status": 303,
+                "headers": {"Location": f"{base}/jobs/7"},
+                "body": "",
+            },
+        },
+        {
+            "request": {"method": "GET", "urlPath": "/jobs/7"},
+            "response": {"status": 200, "body": ["pending", "pending", "done"]},
+        },
+    ]
+    create_scenario(http, upstream.url, name)
+    begin(http, upstream.url, name, session=name + "-r", mode="record")
+    for stub in stubs:
+        reply = http.put(
+            f"{upstream.url}/api/v2/scenarios/objects/{name}/stubs",
+            json=stub,
+            headers={"session": name + "-r"},
+        )
+        assert reply.status_code in (200, 201), reply.text
+    end(http, upstream.url, name, name + "-r")
+    begin(http, upstream.url, name, session="live", mode="playback")
+    return base
+
+
+def client_calls(url: str) -> list[tuple[int, dict[str, str], bytes]]:
+    """What a client does against the service at ``url``: the answers it got."""
+    seen = []
+    with requests.Session() as client:
+        for method, path in [
+            ("POST", "/login"),
+            ("GET", "/me"),  # with the cookie the login set
+            ("GET", "/logo.png"),
+            ("GET", "/links"),
+            ("POST", "/jobs"),
+            ("GET", "/jobs/7"),
+            ("GET", "/jobs/7"),
+            ("GET", "/jobs/7"),
+        ]:
+            reply = client.request(
+                method,
+                url + path,
+                headers={"Authorization": "Bearer s3cret", "X-Api-Key": "k3y"},
+                allow_redirects=False,
+                timeout=10,
+            )
+            kept = {k: v for k, v in reply.headers.items() if k.lower() in ("content-type",)}
+            if "location" in reply.headers:
+                kept["location"] = reply.headers["location"]
+            seen.append((reply.status_code, kept, reply.content))
+        assert client.cookies.get("sid") == "abc"
+    return seen
+
+
+def test_record_a_service_then_play_it_without_the_upstream(
+    http: requests.Session, base_url: str, name: str, upstream: RunningServer
+) -> None:
+    live = upstream_service(http, upstream, name)
+    create_scenario(http, base_url, name)
+    begun = begin(http, base_url, name, session=name + "-rec", mode="record", port=0, upstream=live)
+    port = begun["port"]
+    assert begun["upstream"] == live
+    here = f"http://127.0.0.1:{port}"
+    recorded = client_calls(here)
+    statuses = [status for status, _, _ in recorded]
+    assert statuses == [200, 200, 200, 200, 303, 200, 200, 200]
+    assert recorded[2][2] == PNG  # bytes, byte for byte
+    links = json.loads(recorded[3][2])  # the upstream's absolute URLs point here now
+    assert links == {"next": f"{here}/me", "self": f"{here}/links"}
+    assert recorded[4][1]["location"] == f"{here}/jobs/7"
+    assert [body for _, _, body in recorded[5:]] == [b"pending", b"pending", b"done"]
+    end(http, base_url, name, name + "-rec")
+
+    # Nothing holds a credential: the stored stubs and the export.
+    stubs = [item["stub"] for item in list_stubs(http, base_url, name)]
+    exported = http.get(f"{base_url}/api/v2/scenarios/objects/{name}/export")
+    assert exported.status_code == 200
+    with zipfile.ZipFile(io.BytesIO(exported.content)) as archive:
+        files = b"".join(archive.read(n) for n in archive.namelist())
+    for secret in ("s3cret", "k3y", "authorization", "x-api-key"):
+        assert secret not in json.dumps(stubs).lower()
+        assert secret.encode() not in files.lower()
+    assert not any("cookie" in k.lower() for s in stubs for k in s["request"].get("headers", {}))
+    poll = next(s for s in stubs if s["request"]["urlPath"] == "/jobs/7")
+    assert poll["response"]["body"] == ["pending", "pending", "done"]
+
+    upstream.stop()
+    assert (
+        begin(http, base_url, name, session=name + "-play", mode="playback", port=port)["port"]
+        == port
+    )
+    assert client_calls(here) == recorded
+
+
+def test_record_through_the_virtual_prefix(
+    http: requests.Session, base_url: str, name: str, upstream: RunningServer
+) -> None:
+    live = upstream_service(http, upstream, name)
+    create_scenario(http, base_url, name)
+    begin(http, base_url, name, session=name + "-rec", mode="record", upstream=live)
+    here = f"{base_url}/virtual/{name}/{name}-rec"
+    recorded = client_calls(here)
+    assert json.loads(recorded[3][2])["next"] == f"{here}/me"
+    assert recorded[4][1]["location"] == f"{here}/jobs/7"
+    end(http, base_url, name, name + "-rec")
+    upstream.stop()
+    # The links name the session's prefix: the same session plays them back.
+    begin(http, base_url, name, session=name + "-rec", mode="playback")
+    assert client_calls(here) == recorded
+
+
+def test_novaclient_recorded_then_played(
+    http: requests.Session, base_url: str, name: str, upstream: RunningServer
+) -> None:
+    tenant = name
+    novaclient_for(upstream.url, tenant).servers.create("web-1", "img", "2")
+    create_scenario(http, base_url, name)
+    port = begin(
+        http, base_url, name, session=name + "-rec", mode="record", port=0, upstream=upstream.url
+    )["port"]
+    here = f"http://127.0.0.1:{port}"
+
+    def list_servers() -> list[str]:
+        auth = v2.Password(
+            auth_url=here + "/identity/v2.0",
+            username=f"user-{name}",
+            password="secret",
+            tenant_name=tenant,
+        )
+        nova = nova_client.Client("2", session=ks_session.Session(auth=auth), region_name="ORD")
+        return sorted(s.name for s in nova.servers.list())
+
+    assert list_servers() == ["web-1"]
+    end(http, base_url, name, name + "-rec")
+    stubs = json.dumps([item["stub"] for item in list_stubs(http, base_url, name)])
+    assert upstream.url not in stubs  # the catalog's endpoints were rewritten to the port
+    assert here in stubs
+    assert "x-auth-token" not in stubs.lower()  # novaclient sent one on every call
+    upstream.stop()
+    begin(http, base_url, name, session=name + "-play", mode="playback", port=port)
+    assert list_servers() == ["web-1"]
+
+
+def test_an_http_proxy_records_and_plays(
+    http: requests.Session, base_url: str, name: str, upstream: RunningServer
+) -> None:
+    live = upstream_service(http, upstream, name)
+    create_scenario(http, base_url, name)
+    port = begin(http, base_url, name, session=name + "-rec", mode="record", port=0, upstream=live)[
+        "port"
+    ]
+    proxies = {"http": f"http://127.0.0.1:{port}"}
+    target = live + "/links"  # the client asks for the upstream's own URL, through the proxy
+    first = requests.get(target, proxies=proxies, timeout=10)
+    assert first.status_code == 200
+    assert json.loads(first.content)["self"] == target  # no rewriting: the client uses URLs
+    end(http, base_url, name, name + "-rec")
+    [stub] = [item["stub"] for item in list_stubs(http, base_url, name)]
+    host = live.split("://")[1].split("/")[0]
+    assert stub["request"]["headers"] == {"host": host}
+    upstream.stop()
+    begin(http, base_url, name, session=name + "-play", mode="playback", port=port)
+    again = requests.get(target, proxies=proxies, timeout=10)
+    assert (again.status_code, again.content) == (200, first.content)
+
+
+def test_http_proxy_environment_variable(
+    http: requests.Session, base_url: str, name: str, upstream: RunningServer
+) -> None:
+    live = upstream_service(http, upstream, name)
+    create_scenario(http, base_url, name)
+    port = begin(http, base_url, name, session=name + "-rec", mode="record", port=0, upstream=live)[
+        "port"
+    ]
+    previous = os.environ.get("HTTP_PROXY")
+    os.environ["HTTP_PROXY"] = f"http://127.0.0.1:{port}"
+    try:
+        with requests.Session() as client:  # trust_env: it reads HTTP_PROXY
+            assert client.get(live + "/logo.png", timeout=10).content == PNG
+    finally:
+        if previous is None:
+            del os.environ["HTTP_PROXY"]
+        else:
+            os.environ["HTTP_PROXY"] = previous
+    end(http, base_url, name, name + "-rec")
+    assert len(list_stubs(http, base_url, name)) == 1
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A port that accepts connections (the kernel's backlog) and never answers."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        yield listener.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    ("upstream_url", "status", "fragment"),
+    [
+        ("http://127.0.0.1:9", 502, "ConnectError"),  # the discard port: nothing listens
+        ("http://127.0.0.1:{silent}", 504, "in time"),  # connected, never answered
+    ],
+)
+def test_an_upstream_that_fails_is_a_502_or_504_and_not_recorded(
+    http: requests.Session,
+    base_url: str,
+    name: str,
+    silent_port: int,
+    upstream_url: str,
+    status: int,
+    fragment: str,
+) -> None:
+    create_scenario(http, base_url, name)
+    begin(
+        http,
+        base_url,
+        name,
+        session=name + "-rec",
+        mode="record",
+        upstream=upstream_url.format(silent=silent_port),
+        readTimeout=0.5,
+    )
+    reply = requests.get(f"{base_url}/virtual/{name}/{name}-rec/x", timeout=10)
+    assert_error(reply, status, fragment)
+    end(http, base_url, name, name + "-rec")
+    assert list_stubs(http, base_url, name) == []
+
+
+@pytest.mark.parametrize(
+    ("action", "fragment"),
+    [
+        ({"upstream": "ftp://x"}, "http(s) URL"),
+        ({"upstream": "http://x?a=1"}, "query"),
+        ({"upstream": "http://x", "readTimeout": 0}, "readTimeout"),
+        ({"upstream": "http://x", "record": {"ignore": 1}}, "unknown record key"),
+        ({"upstream": "http://x", "mode": "playback"}, "recording session"),
+    ],
+)
+def test_a_bad_upstream_is_refused(
+    http: requests.Session, base_url: str, name: str, action: dict, fragment: str
+) -> None:
+    create_scenario(http, base_url, name)
+    document = {"begin": None, "session": name + "-rec", "mode": "record", **action}
+    reply = http.post(f"{base_url}/api/v2/scenarios/objects/{name}/action", json=document)
+    assert_error(reply, 400, fragment)
