@@ -186,11 +186,23 @@ def test_record_a_service_then_play_it_without_the_upstream(
     assert poll["response"]["body"] == ["pending", "pending", "done"]
 
     upstream.stop()
-    assert (
-        begin(http, base_url, name, session=name + "-play", mode="playback", port=port)["port"]
-        == port
-    )
+    played = begin(http, base_url, name, session=name + "-play", mode="playback", port=port)
+    assert played["port"] == port
     assert client_calls(here) == recorded
+
+    # The tracker tells what was forwarded upstream (with its status) from what was played.
+    def tracked(q: str) -> list[dict[str, Any]]:
+        reply = http.get(f"{base_url}/api/v2/tracker/records", params={"q": q, "limit": 50})
+        assert reply.status_code == 200, reply.text
+        return reply.json()["data"]
+
+    forwarded = tracked(f"recorded:true session:{name}-rec")
+    assert sorted(r["return_code"] for r in forwarded) == sorted(statuses)
+    assert tracked(f"recorded:true session:{name}-play") == []
+    played_calls = tracked(f"recorded:false session:{name}-play")  # the begin action too
+    assert len([r for r in played_calls if not r["function"].startswith("/api/")]) == 8
+    one = http.get(base_url + forwarded[0]["href"]).json()["data"]
+    assert one["recorded"] is True
 
 
 def test_record_through_the_virtual_prefix(

@@ -212,6 +212,7 @@ class Recorder:
                     session,
                     scenario,
                     time.perf_counter(),
+                    recorded=1,
                 )
             )
 

@@ -70,7 +70,8 @@ CREATE TABLE IF NOT EXISTS tracker (
     return_code  INTEGER NOT NULL,
     duration_ms  INTEGER NOT NULL,
     delay        INTEGER NOT NULL,
-    detail       BLOB NOT NULL
+    detail       BLOB NOT NULL,
+    recorded     INTEGER NOT NULL DEFAULT 0
 );
 """
 
@@ -80,6 +81,7 @@ CREATE TABLE IF NOT EXISTS tracker (
 ADDED_COLUMNS: list[tuple[str, str, str]] = [
     ("session", "port", "INTEGER"),
     ("session", "upstream", "TEXT"),
+    ("tracker", "recorded", "INTEGER NOT NULL DEFAULT 0"),
 ]
 
 
@@ -343,7 +345,9 @@ class SQLiteStore:
                 # sqlite3 module binds str, int, float and bytearray directly but looks up an
                 # adapter for None and bytes, which cost more than the rest of the row
                 # (callgrind: ~6,600 instructions of ~47,000 per tracked call).
-                db.executemany(self._TRACKER_INSERT, [(*r[1:8], bytearray(r[8])) for r in records])
+                db.executemany(
+                    self._TRACKER_INSERT, [(*r[1:8], bytearray(r[8]), r[9]) for r in records]
+                )
             # Ids are contiguous (only the oldest are ever deleted), so this keeps
             # exactly the newest ``cap`` with a range delete on the rowid.
             db.execute("DELETE FROM tracker WHERE id <= (SELECT MAX(id) FROM tracker) - ?", (cap,))

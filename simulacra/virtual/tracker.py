@@ -67,6 +67,7 @@ class TrackerRecord(NamedTuple):
     duration_ms: int = 0  # from the handler's start to its response, the delay included
     delay: int = 0  # ms of delay policy applied
     detail: bytes = b"[]"
+    recorded: int = 0  # 1: a recording session forwarded it upstream (``recorded:true``)
 
     @property
     def href(self) -> str:
@@ -96,7 +97,7 @@ class TrackerRecord(NamedTuple):
     def full(self) -> dict[str, Any]:
         """The whole record."""
         call = self.details()
-        return {
+        full = {
             "id": str(self.id),
             "start_time": call.start_time,
             "function": self.function,
@@ -119,6 +120,9 @@ class TrackerRecord(NamedTuple):
             "error": call.error(self.return_code),
             "tracking_level": "normal",
         }
+        if self.recorded:  # only then: Mirage's records keep their shape
+            full["recorded"] = True
+        return full
 
 
 class CallDetail(NamedTuple):
@@ -408,6 +412,7 @@ def capture(
     session: object = None,
     scenario: str | None = None,
     t1: float | None = None,
+    recorded: int = 0,
 ) -> tuple[Any, ...]:
     """What the request path keeps of a tracked call: a tuple of plain values only.
 
@@ -438,6 +443,7 @@ def capture(
         response_headers,
         size,
         body_start,
+        recorded,
     )
 
 
@@ -480,7 +486,7 @@ def _request_facts(block: bytes) -> RequestFacts:
 # its packed detail minus the start time. A playback run repeats a few of these, so most
 # records are built from here with a slice, a dict probe and one struct pack (a third of
 # the full build's CPU; the full build is kept for the rest).
-_Built = tuple[str, str | None, str | None, str, int, int, bytes]
+_Built = tuple[str, str | None, str | None, str, int, int, bytes, int]
 # One memo per server name (a tracker has one), so that the key is the capture's own slice.
 _built_for: dict[str, dict[tuple[Any, ...], _Built]] = {}
 _STARTED = struct.Struct("<d")  # the detail's start time, right after its version byte
@@ -516,10 +522,16 @@ def build_records(batch: Sequence[tuple[Any, ...]], server: str = "") -> list[Tr
             if record.detail[:1] == b"\x01":  # a JSON detail holds the time in its text
                 if len(memo) >= MEMO_RECORDS:  # bounded: calls that all differ would fill it
                     memo.clear()
-                memo[key] = (*record[1:5], record.return_code, record.delay, record.detail[9:])
+                memo[key] = (
+                    *record[1:5],
+                    record.return_code,
+                    record.delay,
+                    record.detail[9:],
+                    record.recorded,
+                )
             records.append(record)
             continue
-        path, scenario, session, host, status, delay, rest = known
+        path, scenario, session, host, status, delay, rest, recorded = known
         t0 = captured[0]
         fields = (
             None,
@@ -531,6 +543,7 @@ def build_records(batch: Sequence[tuple[Any, ...]], server: str = "") -> list[Tr
             round((captured[1] - t0) * 1000),
             delay,
             started(1, _EPOCH_OFFSET + t0) + rest,
+            recorded,
         )
         records.append(new(TrackerRecord, fields))
     return records
@@ -553,6 +566,7 @@ def _build_record(captured: tuple[Any, ...], server: str) -> TrackerRecord:
         response_headers,
         size,
         body_start,
+        recorded,
     ) = captured
     request_headers = join_headers(request_headers)  # captured as the (name, value) pairs
     host, session, target_host, length = _request_facts(request_headers)
@@ -590,7 +604,16 @@ def _build_record(captured: tuple[Any, ...], server: str) -> TrackerRecord:
         body_start,
     )
     return TrackerRecord(
-        None, path, scenario, session_name, where, status, round((t1 - t0) * 1000), delay, detail
+        None,
+        path,
+        scenario,
+        session_name,
+        where,
+        status,
+        round((t1 - t0) * 1000),
+        delay,
+        detail,
+        recorded,
     )
 
 
@@ -721,6 +744,8 @@ def _matching(query: TrackerQuery, rows: list[tuple[Any, ...]]) -> list[int]:
 
 OPERATORS = ("<=", ">=", "<", ">", "=")
 FIELDS = {"sc": "return_code", "rt": "duration_ms", "d": "delay"}
+# ``recorded:true``: forwarded upstream by a recording session; ``recorded:false``: the rest.
+RECORDED_VALUES = {"true": 1, "false": 0}
 _INTEGER = re.compile(r"-?[0-9]{1,19}")  # ASCII digits; at most 19 of them, as in a 64-bit int
 # Numbers go to the store as they are: SQLite and PostgreSQL bind at most a signed 64-bit
 # integer (a larger one was an OverflowError, a 500), so a query's numbers must fit in one.
@@ -745,7 +770,7 @@ def ascii_lower(text: str) -> str:
 
 @dataclass(frozen=True)
 class Comparison:
-    field: str  # return_code | duration_ms | delay
+    field: str  # return_code | duration_ms | delay | recorded
     op: str  # one of OPERATORS
     value: int
 
@@ -793,8 +818,9 @@ def parse_query(q: str | None, host: str | None = None) -> TrackerQuery:
 
     Space-separated parts, all of which must hold: ``sc:`` (status), ``rt:`` (duration ms)
     and ``d:`` (delay ms) take ``<``, ``<=``, ``>``, ``>=``, ``=`` or nothing (equal) and an
-    integer; ``session:`` an exact session name; any other word is a case-insensitive
-    substring of the path or the scenario. A malformed filter is ``Invalid`` (Mirage
+    integer; ``session:`` an exact session name; ``recorded:true`` the calls a recording
+    session forwarded upstream, ``recorded:false`` the others; any other word is a
+    case-insensitive substring of the path or the scenario. A malformed filter is ``Invalid`` (Mirage
     silently ignored it, which showed unfiltered results).
     """
     words: list[str] = []
@@ -809,6 +835,13 @@ def parse_query(q: str | None, host: str | None = None) -> TrackerQuery:
             if not rest:
                 raise Invalid(f"query part {shown(token)} needs a session name after 'session:'")
             sessions.append(rest)
+        elif colon and key == "recorded":
+            flag = RECORDED_VALUES.get(rest.lower())
+            if flag is None:
+                raise Invalid(
+                    f"query part {shown(token)} must be 'recorded:true' or 'recorded:false'"
+                )
+            comparisons.append(Comparison("recorded", "=", flag))
         else:
             words.append(ascii_lower(token))
     return TrackerQuery(tuple(words), tuple(comparisons), tuple(sessions), host)
