@@ -820,8 +820,8 @@ def parse_query(q: str | None, host: str | None = None) -> TrackerQuery:
     and ``d:`` (delay ms) take ``<``, ``<=``, ``>``, ``>=``, ``=`` or nothing (equal) and an
     integer; ``session:`` an exact session name; ``recorded:true`` the calls a recording
     session forwarded upstream, ``recorded:false`` the others; any other word is a
-    case-insensitive substring of the path or the scenario. A malformed filter is ``Invalid`` (Mirage
-    silently ignored it, which showed unfiltered results).
+    case-insensitive substring of the path or the scenario. A malformed filter is
+    ``Invalid`` (Mirage silently ignored it, which showed unfiltered results).
     """
     words: list[str] = []
     comparisons: list[Comparison] = []
