@@ -18,7 +18,7 @@ from starlette.routing import Route
 from simulacra.clock import RealClock, VirtualClock
 from simulacra.cloud import build_cloud
 from simulacra.cloud.shared import SharedCloud, SharedCloudMiddleware
-from simulacra.config import Settings, parse_bindings, parse_regions
+from simulacra.config import Settings, parse_bindings, parse_recordings, parse_regions
 from simulacra.dataplane.asgi import DataPlaneApp
 from simulacra.dataplane.cloud import CloudRoutes
 from simulacra.dataplane.plane import DataPlane
@@ -30,7 +30,8 @@ from simulacra.routing import IndexedRouter
 from simulacra.store import open_store
 from simulacra.virtual import api_v1, api_v2, api_v2_admin, api_v2_archive
 from simulacra.virtual.archive import ArchiveLimits, read_archive
-from simulacra.virtual.model import qualify
+from simulacra.virtual.model import DORMANT, RECORD, qualify
+from simulacra.virtual.recording import Upstream
 from simulacra.virtual.service import VirtualService
 from simulacra.virtual.tracking import Tracker
 from simulacra.web import starlette_response
@@ -187,7 +188,8 @@ LOAD_HOST = "localhost"  # the host namespace of the scenarios ``--load`` loads
 
 async def _preload(settings: Settings, virtual: VirtualService, ports: Ports) -> None:
     """``--load``: replace each archive's scenario and play it; ``--bind``: serve sessions
-    on their ports. A failure stops the start, with what went wrong."""
+    on their ports; ``--record``: record upstreams on theirs. A failure stops the start,
+    with what went wrong."""
     for path in filter(None, settings.load.split("\n")):
         data = await asyncio.to_thread(Path(path).read_bytes)
         archive = await asyncio.to_thread(read_archive, data, path, ArchiveLimits())
@@ -206,6 +208,24 @@ async def _preload(settings: Settings, virtual: VirtualService, ports: Ports) ->
             except BaseException:
                 ports.release(bound)
                 raise
+    for scenario, session, port, url in parse_recordings(settings.record):
+        name = qualify(scenario, LOAD_HOST)
+        upstream = Upstream.parse(url, {}).to_dict()
+        current = virtual.cached_session(name.rpartition(":")[0], session)
+        if current is not None and (current.status, current.port) == (RECORD, port):
+            continue  # recording there since before a restart: served again by reconcile
+        if await virtual.store.get_scenario(name) is None:
+            await virtual.create_scenario(name)
+        bound = await ports.reserve(port)
+        try:
+            if current is not None and current.status != DORMANT:
+                await virtual.end_session(name, session)
+            await virtual.begin_session(
+                name, session, RECORD, port=bound, append=True, upstream=upstream
+            )
+        except BaseException:
+            ports.release(bound)
+            raise
     await ports.reconcile(virtual.bound_sessions())
 
 

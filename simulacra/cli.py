@@ -13,6 +13,7 @@ from simulacra.config import (
     check_store_url,
     is_postgres_url,
     parse_bindings,
+    parse_recordings,
     parse_regions,
 )
 
@@ -96,6 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve a playback session on a port of its own: every request there plays it"
         " (repeatable; with --load, for a docker-compose or CI service)",
     )
+    serve.add_argument(
+        "--record",
+        action="append",
+        default=[],
+        metavar="SCENARIO/SESSION=PORT=UPSTREAM",
+        help="record an upstream through a port of its own: every request there is forwarded"
+        " to UPSTREAM and stored as a stub of SCENARIO (created if missing; repeatable)",
+    )
     return parser
 
 
@@ -117,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             tune_gc=True,
             load="\n".join(args.load),
             bind="\n".join(args.bind),
+            record="\n".join(args.record),
         )
         return serve(settings)
     return 2
@@ -127,6 +137,7 @@ def serve(settings: Settings) -> int:
         check_store_url(settings.store_url)
         parse_regions(settings.regions)
         parse_bindings(settings.bind)
+        parse_recordings(settings.record)
         for path in filter(None, settings.load.split("\n")):
             if not os.path.isfile(path):
                 raise ValueError(f"--load {path}: no such file")

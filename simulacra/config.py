@@ -71,6 +71,7 @@ def parse_regions(value: str) -> tuple[str, ...]:
 
 
 Binding = tuple[str, str, int]  # scenario, session, port
+Recording = tuple[str, str, int, str]  # scenario, session, port, upstream URL
 
 
 def parse_bindings(value: str) -> list[Binding]:
@@ -89,6 +90,30 @@ def parse_bindings(value: str) -> list[Binding]:
             raise ValueError(f"--bind {item!r}: the port must be 1024-65535")
         bindings.append((scenario, session, number))
     return bindings
+
+
+def parse_recordings(value: str) -> list[Recording]:
+    """``"orders/rec=9001=https://api.example.com"`` (one per line) -> [("orders", "rec",
+    9001, "https://api.example.com")] (``--record``)."""
+    recordings: list[Recording] = []
+    for item in (line.strip() for line in value.split("\n")):
+        if not item:
+            continue
+        binding, equals, upstream = item.partition("=")[2].partition("=")
+        names = item.partition("=")[0]
+        scenario, slash, session = names.partition("/")
+        if not equals or not slash or not scenario or not session or not binding.isdigit():
+            raise ValueError(
+                f"--record {item!r}: write SCENARIO/SESSION=PORT=UPSTREAM,"
+                " e.g. orders/rec=9001=https://api.example.com"
+            )
+        port = int(binding)
+        if not 1024 <= port <= 65535:
+            raise ValueError(f"--record {item!r}: the port must be 1024-65535")
+        if not upstream.startswith(("http://", "https://")):
+            raise ValueError(f"--record {item!r}: the upstream must be an http(s) URL")
+        recordings.append((scenario, session, port, upstream))
+    return recordings
 
 
 @dataclass(frozen=True)
@@ -121,6 +146,9 @@ class Settings:
     load: str = ""
     # Playback sessions bound to their own ports at start (``--bind``; parse_bindings).
     bind: str = ""
+    # Sessions recording an upstream on their own ports from the start (``--record``;
+    # parse_recordings, one per line).
+    record: str = ""
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:

@@ -25,7 +25,7 @@ from keystoneauth1.identity import v2
 from novaclient import client as nova_client
 
 from tests.mirage_helpers import assert_data, assert_error, create_scenario, list_stubs
-from tests.server import RunningServer
+from tests.server import RunningServer, free_port, refused_serve
 from tests.test_cloud_compute import novaclient_for
 
 PNG = base64.b64decode(
@@ -357,3 +357,39 @@ def test_a_bad_upstream_is_refused(
     document = {"begin": None, "session": name + "-rec", "mode": "record", **action}
     reply = http.post(f"{base_url}/api/v2/scenarios/objects/{name}/action", json=document)
     assert_error(reply, 400, fragment)
+
+
+def test_serve_record_option_survives_a_restart(
+    http: requests.Session, name: str, upstream: RunningServer, tmp_path
+) -> None:
+    live = upstream_service(http, upstream, name)
+    port = free_port()
+    store = f"sqlite:///{tmp_path / 'rec.db'}"
+    option = ["--record", f"orders/rec={port}={live}"]
+    here = f"http://127.0.0.1:{port}"
+    server = RunningServer(store=store, extra_args=option).start()
+    try:
+        assert requests.get(here + "/jobs/7", timeout=10).text == "pending"
+    finally:
+        assert server.stop() == 0
+    server = RunningServer(store=store, extra_args=option).start()  # still recording there
+    try:
+        assert requests.get(here + "/jobs/7", timeout=10).text == "pending"
+        scenario = "localhost:orders"
+        [item] = list_stubs(http, server.url, scenario)
+        assert item["stub"]["response"]["body"] == ["pending", "pending"]
+        end(http, server.url, scenario, "rec")
+        upstream.stop()
+        begin(http, server.url, scenario, session="play", mode="playback", port=port)
+        assert [requests.get(here + "/jobs/7", timeout=10).text for _ in range(3)] == [
+            "pending",
+            "pending",
+            "pending",
+        ]
+    finally:
+        server.stop()
+
+
+def test_serve_record_option_is_checked_before_start() -> None:
+    stderr = refused_serve("--record", "orders/rec=9001")
+    assert "SCENARIO/SESSION=PORT=UPSTREAM" in stderr
