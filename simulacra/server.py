@@ -461,6 +461,62 @@ class Exchange:
         self.conn.exchange_done(self)
 
 
+class _Pipe(asyncio.Protocol):
+    """One end of a CONNECT tunnel: what arrives goes out at the other end. Each end stops
+    reading while the other's write buffer is full."""
+
+    def __init__(self, server: Server, peer: _Pipe | None = None) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.peer = peer
+        self.pending: list[bytes] = []  # what arrived before the other end was there
+        if peer is not None:
+            peer.peer = self
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # a stream transport
+        if self.peer is not None and self.peer.pending:
+            for data in self.peer.pending:
+                transport.write(data)  # type: ignore[attr-defined]
+            self.peer.pending.clear()
+
+    def data_received(self, data: bytes) -> None:
+        other = self.peer.transport if self.peer is not None else None
+        if other is None:
+            self.pending.append(data)
+        else:
+            other.write(data)
+
+    def eof_received(self) -> bool:
+        other = self.peer.transport if self.peer is not None else None
+        if other is not None and other.can_write_eof():
+            other.write_eof()
+            return True  # half-closed: the other way may still be talking
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.tunnels.discard(self)
+        self.transport = None
+        other = self.peer.transport if self.peer is not None else None
+        if other is not None:
+            other.close()
+
+    def pause_writing(self) -> None:
+        other = self.peer.transport if self.peer is not None else None
+        if other is not None:
+            other.pause_reading()
+
+    def resume_writing(self) -> None:
+        other = self.peer.transport if self.peer is not None else None
+        if other is not None:
+            other.resume_reading()
+
+    def close(self) -> None:
+        for end in (self, self.peer):
+            if end is not None and end.transport is not None:
+                end.transport.close()
+
+
 class HttpConnection(asyncio.Protocol):
     """One client connection: parses requests and runs one Exchange at a time, in order."""
 
@@ -498,6 +554,7 @@ class HttpConnection(asyncio.Protocol):
         self.drain_waiters: list[asyncio.Future[None]] = []
         self.closed = False  # nothing more is written
         self.refused = False  # nothing more is read (a refusal, an upgrade, a port closing)
+        self.tunnel_to: tuple[str, int] | None = None  # a CONNECT let through: host, port
 
     # asyncio.Protocol
 
@@ -535,7 +592,10 @@ class HttpConnection(asyncio.Protocol):
         self.stalled += len(data)
         try:
             parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
+        except httptools.HttpParserUpgrade as upgrade:
+            if self.tunnel_to is not None:
+                self._tunnel(self.tunnel_to, data[upgrade.args[0] :])
+                return
             # No WebSocket or h2c: the request is answered as it is, then the connection
             # closes (what follows its head is not HTTP/1.1).
             self.refused = True
@@ -617,6 +677,9 @@ class HttpConnection(asyncio.Protocol):
         method = parser.get_method()
         url = self.url
         origin = None
+        if method == b"CONNECT":
+            self._connect(url)
+            return
         if url[:1] == b"/" and b"#" not in url:  # origin form, as clients send it
             raw_path, _, query = url.partition(b"?")
         else:
@@ -908,6 +971,49 @@ class HttpConnection(asyncio.Protocol):
             self.read_paused = False
             transport.resume_reading()  # drop what comes, rather than leave it unread
 
+    # CONNECT: an HTTPS tunnel through a session recording an upstream, not recorded
+
+    def _connect(self, authority: bytes) -> None:
+        """A CONNECT request: let it through (``data_received`` opens the tunnel once its
+        head is parsed) when the data plane says so, else refuse it."""
+        host, colon, port = authority.decode("latin-1").rpartition(":")
+        dataplane = self.server.dataplane
+        request = Request("CONNECT", "", b"", self.headers, b"", self.client, self.sockname)
+        if not colon or not port.isdigit() or not host:
+            self._refuse(400, "Bad Request: CONNECT needs host:port")
+        elif dataplane is None or not dataplane.tunnels(request):
+            self._refuse(405, "Method Not Allowed: CONNECT passes only through a session recording")
+        else:
+            self.tunnel_to = (host.strip("[]"), int(port))
+
+    def _tunnel(self, target: tuple[str, int], early: bytes) -> None:
+        """Hand the socket to a tunnel to ``target``: bytes both ways, nothing parsed or
+        kept, no HTTP timeouts (the server closes it when it stops)."""
+        transport = self.transport
+        assert transport is not None
+        self.parser = None
+        self.server.connections.discard(self)
+        transport.pause_reading()
+        client = _Pipe(self.server)
+        transport.set_protocol(client)
+        client.connection_made(transport)
+
+        async def open() -> None:
+            try:
+                await self.loop.create_connection(lambda: _Pipe(self.server, client), *target)
+            except OSError as exc:
+                reason = f"cannot reach {target[0]}:{target[1]}: {exc.strerror or exc}"
+                transport.write(_plain_response(502, reason))
+                transport.close()
+                return
+            transport.write(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+            if early:
+                client.data_received(early)
+            transport.resume_reading()
+
+        self.server.tunnels.add(client)
+        self.run(open())
+
     def close(self) -> None:
         self.closed = True
         if self.transport is not None:
@@ -986,6 +1092,7 @@ class Server:
         self.app = app
         self.state: dict[str, Any] = {}
         self.connections: set[HttpConnection] = set()
+        self.tunnels: set[_Pipe] = set()  # CONNECT tunnels, closed when the server stops
         self.stopping = False
         self.date_header = b""
         self.loop = asyncio.get_running_loop()
@@ -1059,6 +1166,8 @@ class Server:
             await asyncio.sleep(0.02)
         for conn in list(self.connections):
             conn.abort()
+        for tunnel in list(self.tunnels):
+            tunnel.close()
         tasks = list(self.tasks)
         for task in tasks:
             task.cancel()

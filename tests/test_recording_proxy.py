@@ -14,6 +14,7 @@ import io
 import json
 import os
 import socket
+import threading
 import zipfile
 from collections.abc import Iterator
 from typing import Any
@@ -393,3 +394,86 @@ def test_serve_record_option_survives_a_restart(
 def test_serve_record_option_is_checked_before_start() -> None:
     stderr = refused_serve("--record", "orders/rec=9001")
     assert "SCENARIO/SESSION=PORT=UPSTREAM" in stderr
+
+
+@pytest.fixture
+def echo_port() -> Iterator[int]:
+    """A TCP server that sends back what it gets, upper-cased (a stand-in for TLS bytes)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                while data := conn.recv(65536):
+                    conn.sendall(data.upper())
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield listener.getsockname()[1]
+    listener.close()
+
+
+def connect(port: int, target: str, early: bytes = b"") -> tuple[socket.socket, bytes]:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode() + early)
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        head += chunk
+    return sock, head
+
+
+def test_connect_tunnels_pass_through_unrecorded(
+    http: requests.Session, base_url: str, name: str, upstream: RunningServer, echo_port: int
+) -> None:
+    live = upstream_service(http, upstream, name)
+    create_scenario(http, base_url, name)
+    port = recording_port(http, base_url, name, live)
+    sock, head = connect(port, f"127.0.0.1:{echo_port}", b"hello ")
+    with sock:
+        assert head.startswith(b"HTTP/1.1 200 ")
+        sock.sendall(b"world")
+        received = b""
+        while len(received) < len(b"HELLO WORLD"):
+            received += sock.recv(4096)
+        assert received == b"HELLO WORLD"
+    # A big transfer both ways, through the flow control.
+    sock, head = connect(port, f"127.0.0.1:{echo_port}")
+    with sock:
+        payload = b"x" * 3_000_000
+        sender = threading.Thread(target=sock.sendall, args=(payload,))
+        sender.start()
+        received = b""
+        while len(received) < len(payload):
+            received += sock.recv(1 << 20)
+        sender.join()
+        assert received == payload.upper()
+    assert list_stubs(http, base_url, name) == []  # nothing of a tunnel is recorded
+    assert requests.get(f"http://127.0.0.1:{port}/me", timeout=10).status_code == 404
+    end(http, base_url, name, name + "-rec")
+
+    # Elsewhere a CONNECT is refused: a playback session's port, the main port.
+    begin(http, base_url, name, session=name + "-play", mode="playback", port=port)
+    for where in (port, int(base_url.rsplit(":", 1)[1])):
+        sock, head = connect(where, f"127.0.0.1:{echo_port}")
+        sock.close()
+        assert head.startswith(b"HTTP/1.1 405 "), head
+
+
+def test_connect_to_nowhere_is_a_502(
+    http: requests.Session, base_url: str, name: str, upstream: RunningServer
+) -> None:
+    live = upstream_service(http, upstream, name)
+    create_scenario(http, base_url, name)
+    port = recording_port(http, base_url, name, live)
+    sock, head = connect(port, "127.0.0.1:9")
+    sock.close()
+    assert head.startswith(b"HTTP/1.1 502 "), head

@@ -51,6 +51,12 @@ class DataPlane:
             return playback.prefix
         return None
 
+    def tunnels(self, request: Request) -> bool:
+        """Whether a CONNECT passes through (unrecorded): on the port of a session that
+        records an upstream. Elsewhere it is refused."""
+        route = self.playback.bound.get(request.port) if request.local is not None else None
+        return route is not None and route.records()
+
     @property
     def declared(self) -> list[Declared]:
         return [*self.playback.declared, *self.cloud.declared]

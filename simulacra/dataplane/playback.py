@@ -501,6 +501,12 @@ class BoundPlayback(PlainPlayback):
         self.host = host
         self.session = session
 
+    def records(self) -> bool:
+        """Its session records an upstream now."""
+        svc = self.playback.svc
+        session = svc.cached_session(self.host, self.session) if svc is not None else None
+        return session is not None and session.status == RECORD and session.upstream is not None
+
     def target(self, request: Request) -> Target:
         svc = self.playback.svc
         session = svc.cached_session(self.host, self.session) if svc is not None else None
