@@ -1,4 +1,5 @@
-"""Mirage REST API v2: zip upload and export (the HTTP edge; the format is in archive.py).
+"""Mirage REST API v2: zip upload and export (the HTTP edge; the format is in archive.py),
+and HAR import (the format is in har.py).
 
 Upload takes ``multipart/form-data`` with one or more ``.zip`` file parts (any field
 name; Mirage's example uses ``files``). Each archive is read and validated before
@@ -16,13 +17,14 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlencode
 
+import orjson
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from simulacra.errors import Invalid
+from simulacra.errors import Invalid, shown
 from simulacra.virtual.api_v2 import (
     VERSION_HEADER,
     endpoint,
@@ -39,10 +41,14 @@ from simulacra.virtual.archive import (
     short_name,
     write_archive,
 )
-from simulacra.virtual.model import check_name, qualify
+from simulacra.virtual.har import SHAPE, Har, read_har
+from simulacra.virtual.model import check_name, qualify, stub_from_document
+from simulacra.virtual.recording import RecordRules, stub_document
 from simulacra.web import json_response, read_body, request_host, truthy
 
 MAX_PARTS = 100  # archives plus form fields in one upload
+# A HAR body over this is parsed and checked in a thread: the event loop keeps serving.
+HAR_THREAD_BYTES = 64 * 1024
 # What clients send for a .zip: browsers vary, curl -F sends octet-stream.
 ZIP_TYPES = frozenset(
     {
@@ -240,7 +246,59 @@ async def export_action(request: Request, name: str, body: dict[str, Any]) -> di
     }
 
 
+def _read_har_body(body: bytes, scenario: str) -> tuple[Har, RecordRules]:
+    """Parse a HAR import's body and check every stub it makes, naming the HAR entry at
+    fault (the service checks them again when it stores them, naming only the exchange)."""
+    if not body.strip():
+        raise Invalid(
+            'request body is empty; a HAR document {"log": {"entries": [...]}} is expected'
+        )
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise Invalid(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise Invalid(SHAPE)
+    unknown = sorted(k for k in document if k not in ("log", "record") and not k.startswith("_"))
+    if unknown:
+        raise Invalid(f"unknown key {shown(unknown[0])}: a HAR import is {{log, record?}}")
+    rules = RecordRules.from_dict(document.get("record"))
+    har = read_har(document)
+    for exchange, i in zip(har.exchanges, har.indices, strict=True):
+        try:
+            stub_from_document(stub_document(exchange, rules), scenario=scenario)
+        except Invalid as exc:
+            raise Invalid(f"entries[{i}]: {exc.message}") from None
+    return har, rules
+
+
+@endpoint()
+async def import_har(request: Request) -> Response:
+    """Import a HAR 1.2 file (a browser's saved network log) as the scenario's stubs."""
+    name = path_scenario(request)
+    svc = service(request)
+    scenario = await svc.get_scenario(name)  # 404 before reading a body for nothing
+    body = await read_body(request, limit(request))
+    if len(body) > HAR_THREAD_BYTES:
+        har, rules = await asyncio.to_thread(_read_har_body, body, scenario.name)
+    else:
+        har, rules = _read_har_body(body, scenario.name)
+    results = await svc.record_exchanges(scenario.name, har.exchanges, rules)
+    count = {
+        status: sum(1 for r in results if r.status == status) for status in ("created", "updated")
+    }
+    data = {
+        "scenario": scenario.name,
+        "scenarioRef": scenario_ref(scenario.name),
+        "entries": har.entries,
+        "skipped": har.skipped,
+        "stubs": count,
+    }
+    return envelope(data, 201)
+
+
 ROUTES = [
     Route("/api/v2/scenarios/upload", upload, methods=["POST"]),
+    Route("/api/v2/scenarios/objects/{name}/har", import_har, methods=["POST"]),
     Route("/api/v2/scenarios/objects/{name}/export", export, methods=["GET"]),
 ]
