@@ -1,6 +1,7 @@
-"""Sessions' own ports: a playback session may be bound to a port of its own, where every
-request plays it (``PlaybackRoutes.bind``). The binding is part of the stored session, so
-each instance binds the ports of the sessions playing in the store, after a restart too.
+"""Sessions' own ports: a playback session, or one recording an upstream, may be bound to a
+port of its own, where every request plays it or is recorded (``PlaybackRoutes.bind``). The
+binding is part of the stored session, so each instance binds the ports of the sessions
+playing or recording in the store, after a restart too.
 """
 
 from __future__ import annotations

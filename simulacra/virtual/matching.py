@@ -84,6 +84,7 @@ _CONTAINS_CHARS_PER_US = 300  # a `contains` search: up to ~3 ns a character of 
 _PASS_TAG_US = 0.6  # one `<` of a body in one pass of an XPath: up to ~0.6 µs
 _XML_START = re.compile(r"\ufeff?\s*<")
 _JSON_START = re.compile(r'\ufeff?\s*[\[{"\-0-9tfn]')
+_SORTED = orjson.OPT_SORT_KEYS
 _TOO_DEEP = etree.XPath("boolean(" + "/*" * (MAX_XML_DEPTH + 1) + ")")
 
 
@@ -181,15 +182,16 @@ class PlaybackRequest:
     @property
     def canonical_json(self) -> bytes | None:
         """The body's JSON written with sorted keys (``equalToJson``), None if not JSON."""
-        if self._canonical is None:
+        canonical = self._canonical
+        if canonical is None:
             data = self.json
-            if data is NOT_JSON:
-                return None
+            # b"": not JSON, kept so that each equalToJson stub tried does not try again.
             try:
-                self._canonical = orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
+                canonical = b"" if data is NOT_JSON else orjson.dumps(data, option=_SORTED)
             except TypeError:  # deeper than orjson writes (254): equal to no stub's value
-                return None
-        return self._canonical
+                canonical = b""
+            self._canonical = canonical
+        return canonical or None
 
     @property
     def xml(self) -> Any:

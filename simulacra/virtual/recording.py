@@ -7,13 +7,16 @@ values and store ``stub_document``'s result as a PUT would; nothing here does I/
 The rules, for both:
 - matchers from the method, the path and the query (less ``ignoreQuery``), the headers the
   session names (``matchHeaders``), the target host for a forward proxy, and the body: JSON by
-  equality of its JSON (``equalToJson``), other text by ``contains`` of all of it, bytes that
-  are not UTF-8 not at all;
+  equality of its JSON (``equalToJson``), other text by ``contains`` of all of it (JSON that
+  playback would not parse, over ``MAX_PARSED_BODY`` or nested deeper than orjson writes,
+  too), bytes that are not UTF-8 not at all;
 - the answer's status, headers and body; hop-by-hop and framing headers are left out (the
-  server frames what it plays), ``Set-Cookie`` is kept unless ``keepSetCookie`` is false;
-  request headers that carry credentials are never stored (they only match when named in
-  ``matchHeaders``, and never when sensitive);
-- a body that is not UTF-8 text is kept as ``base64Body``;
+  server frames what it plays), and so are those the ``Connection`` header names;
+  ``Set-Cookie`` is kept unless ``keepSetCookie`` is false; a header sent more than once (in
+  any case) is a list of its values; request headers that carry credentials are never stored
+  (they only match when named in ``matchHeaders``, and never when sensitive);
+- a body that is not UTF-8 text, or that would be taken for a template (``{{``, ``{%``), is
+  kept as ``base64Body``: it plays back byte for byte;
 - the upstream's absolute URLs in the answer's text and its ``Location``-like headers are
   rewritten to the address the client used, so a client that follows them stays on Simulacra.
 """
@@ -21,6 +24,8 @@ The rules, for both:
 from __future__ import annotations
 
 import base64
+import functools
+import re
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -28,6 +33,8 @@ from urllib.parse import parse_qsl, urlsplit
 import orjson
 
 from simulacra.errors import Invalid, shown
+from simulacra.virtual.matching import MAX_PARSED_BODY
+from simulacra.virtual.templates import is_template
 
 # Never stored: they carry credentials (a recording is shared, exported, committed).
 SENSITIVE_HEADERS = frozenset(
@@ -49,6 +56,9 @@ HOP_BY_HOP = frozenset(
         "content-encoding",  # the proxy stores (and plays) the decoded body
     }
 )
+# Answer headers the server that plays a stub writes itself (a recorded one would be a
+# second Date).
+SERVER_HEADERS = frozenset({"date"})
 # Answer headers whose value may be an absolute URL of the upstream.
 URL_HEADERS = frozenset({"location", "content-location", "link", "refresh"})
 RECORD_KEYS = ("ignoreQuery", "matchHeaders", "redactHeaders", "keepSetCookie", "recordFailures")
@@ -65,6 +75,14 @@ class RecordRules:
     redact: frozenset[str] = SENSITIVE_HEADERS  # lower-case: never stored
     keep_set_cookie: bool = True
     record_failures: bool = False  # store the 502/504 of an upstream that failed
+
+    def __post_init__(self) -> None:
+        # However the rules were built: names compared lower-case, and the credentials
+        # headers redacted whatever ``redact`` was given.
+        lowered = tuple(name.strip().lower() for name in self.match_headers)
+        object.__setattr__(self, "match_headers", lowered)
+        redact = frozenset(name.strip().lower() for name in self.redact)
+        object.__setattr__(self, "redact", SENSITIVE_HEADERS | redact)
 
     @classmethod
     def from_dict(cls, doc: object) -> RecordRules:
@@ -124,11 +142,27 @@ class Upstream:
         ``connectTimeout``, ``readTimeout``, ``record``)."""
         if not isinstance(url, str):
             raise Invalid(f"upstream must be an http(s) URL, got {shown(url)}")
+        if any(c.isspace() or not c.isprintable() for c in url):
+            # urlsplit drops tabs and newlines silently: a pasted URL would not be the one used
+            raise Invalid(f"upstream must not contain spaces or control characters: {shown(url)}")
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise Invalid(f"upstream must be an http(s) URL with a host, got {shown(url)}")
-        if parts.query or parts.fragment:
+        if "?" in url or "#" in url:  # an empty one too: "https://host?" is no base URL
             raise Invalid(f"upstream must not have a query or fragment, got {shown(url)}")
+        if "@" in parts.netloc:
+            raise Invalid(
+                "upstream must not carry credentials (user:password@host): the session keeps"
+                " and exports its upstream; let the client send them, as headers never stored"
+            )
+        try:
+            port = parts.port
+        except ValueError:
+            port = 0
+        if port == 0 or parts.netloc.endswith(":"):
+            raise Invalid(f"upstream has an invalid port (1-65535), got {shown(url)}")
+        # Scheme and host lower-case, as the URLs rewritten in answers are written.
+        url = f"{parts.scheme}://{parts.netloc.lower()}{parts.path}"
         ca_bundle = options.get("caBundle")
         if ca_bundle is not None and not isinstance(ca_bundle, str):
             raise Invalid("caBundle must be the path of a CA certificate file")
@@ -175,12 +209,28 @@ class Exchange:
 def stub_document(
     exchange: Exchange, rules: RecordRules, rewrite: tuple[str, str] | None = None
 ) -> dict[str, Any]:
-    """The stub a PUT would store for ``exchange``. ``rewrite``: (the upstream's origin,
-    the client's) for absolute URLs in the answer."""
+    """The stub a PUT would store for ``exchange``. ``rewrite``: (the upstream's URL, base
+    path included (``Upstream.url``), and the address the client used) for absolute URLs in
+    the answer (``rewrite_urls``)."""
+    request = _request_matchers(exchange, rules)
     return {
-        "request": _request_matchers(exchange, rules),
+        "priority": _priority(request),
+        "request": request,
         "response": _response(exchange, rules, rewrite),
     }
+
+
+# Recorded stubs are tried most specific first: ``queryArgs`` and ``contains`` match a
+# subset, so ``GET /items`` recorded first would otherwise answer ``GET /items?page=2``, and
+# a body ``<a>1</a>`` the body ``<a>1</a><b/>``. More query values first, then longer bodies
+# (lower priorities win; a stub PUT without one comes after them all).
+RECORDED_PRIORITY = 1_000_000_000
+
+
+def _priority(request: dict[str, Any]) -> int:
+    values = sum(len(v) for v in request.get("queryArgs", {}).values())
+    length = sum(len(p) for p in request.get("bodyPatterns", {}).get("contains", ()))
+    return RECORDED_PRIORITY - min(values, 99) * 10_000_000 - min(length, 9_999_999)
 
 
 def _request_matchers(exchange: Exchange, rules: RecordRules) -> dict[str, Any]:
@@ -192,7 +242,7 @@ def _request_matchers(exchange: Exchange, rules: RecordRules) -> dict[str, Any]:
     if query:
         request["queryArgs"] = query
     headers: dict[str, str] = {}
-    wanted = [n for n in rules.match_headers if n not in rules.redact]
+    wanted = set(rules.match_headers) - rules.redact
     for name, value in exchange.headers:
         if name.lower() in wanted:
             headers[name.lower()] = value
@@ -213,11 +263,18 @@ def _body_matcher(body: bytes, content_type: str | None) -> dict[str, Any] | Non
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         return None  # bytes: matched by method, path and query only
-    if _is_json(content_type, text):
+    # A body playback would not parse (over MAX_PARSED_BODY), or one deeper than orjson
+    # writes (the store could not keep its stub), is matched as text.
+    if _is_json(content_type, text) and len(text) <= MAX_PARSED_BODY:
         try:
-            return {"equalToJson": [orjson.loads(text)]}
-        except orjson.JSONDecodeError:
+            value = orjson.loads(text)
+            orjson.dumps(value)
+        except (orjson.JSONDecodeError, orjson.JSONEncodeError):
             pass
+        else:
+            if isinstance(value, str):  # equalToJson reads a string as JSON text
+                value = orjson.dumps(value).decode()
+            return {"equalToJson": [value]}
     if not text.strip():
         return None
     return {"contains": [text]}
@@ -234,28 +291,47 @@ def _is_json(content_type: str | None, text: str) -> bool:
 def _response(
     exchange: Exchange, rules: RecordRules, rewrite: tuple[str, str] | None
 ) -> dict[str, Any]:
+    # RFC 9110 7.6.1: the headers the Connection header names are hop-by-hop too.
+    dropped = (
+        HOP_BY_HOP
+        | SERVER_HEADERS
+        | {
+            option.strip().lower()
+            for name, value in exchange.response_headers
+            if name.lower() == "connection"
+            for option in value.split(",")
+        }
+    )
     headers: dict[str, str | list[str]] = {}
+    spelled: dict[str, str] = {}  # lower-case name -> as first written
     for name, value in exchange.response_headers:
         lower = name.lower()
-        if lower in HOP_BY_HOP or (lower == "set-cookie" and not rules.keep_set_cookie):
+        if lower in dropped or (lower == "set-cookie" and not rules.keep_set_cookie):
             continue
         if rewrite is not None and lower in URL_HEADERS:
             value = rewrite_urls(value, *rewrite)
-        known = headers.get(name)
+        key = spelled.setdefault(lower, name)  # Set-Cookie and set-cookie: one list
+        known = headers.get(key)
         if known is None:
-            headers[name] = value
+            headers[key] = value
         elif isinstance(known, list):
             known.append(value)
         else:
-            headers[name] = [known, value]
+            headers[key] = [known, value]
     response: dict[str, Any] = {"status": exchange.status}
     if headers:
         response["headers"] = headers
     text = _text(exchange.response_body)
+    if text is not None and rewrite is not None:
+        text = rewrite_urls(text, *rewrite)
     if text is None:
         response["base64Body"] = base64.b64encode(exchange.response_body).decode("ascii")
+    elif is_template(text):
+        # A page with "{{" (Vue, Angular, Handlebars...) would play as a Jinja template, or
+        # be refused as one: bytes play verbatim.
+        response["base64Body"] = base64.b64encode(text.encode()).decode("ascii")
     else:
-        response["body"] = rewrite_urls(text, *rewrite) if rewrite is not None else text
+        response["body"] = text
     return response
 
 
@@ -273,18 +349,52 @@ def _text(body: bytes) -> str | None:
 
 def rewrite_urls(text: str, upstream: str, local: str) -> str:
     """``upstream``'s absolute URLs in ``text`` made ``local``'s: as written, with the
-    scheme's default port spelled out, and with JSON's escaped slashes."""
-    if upstream not in text and upstream.replace("/", "\\/") not in text:
+    scheme's default port spelled out (or left out), and with JSON's escaped slashes.
+
+    ``upstream`` may have a base path (``Upstream.url``): ``https://h/v2/servers`` becomes
+    ``local/servers``. Only the upstream itself: not another port of its host
+    (``https://h:8443``), a longer host (``https://h.example.net``) or a longer last path
+    segment (``https://h/v2beta``)."""
+    needle, pattern = _upstream_urls(upstream)
+    if needle not in text:
         return text
-    scheme, _, netloc = upstream.partition("://")
-    default = {"http": ":80", "https": ":443"}.get(scheme, "")
-    forms = [upstream]
-    if default and ":" not in netloc:
-        forms.insert(0, upstream + default)
-    for form in forms:
-        text = text.replace(form, local)
-        text = text.replace(form.replace("/", "\\/"), local.replace("/", "\\/"))
-    return text
+    local = local.rstrip("/")
+    escaped = local.replace("/", "\\/")
+    return pattern.sub(lambda m: local if m.group(1) == "//" else escaped, text)
+
+
+# What may not follow the upstream's URL in a URL of its own: more of its host, port or
+# last path segment (or a user name's "@").
+_URL_GOES_ON = r"(?![\w.~%:@-])"
+
+
+@functools.lru_cache(maxsize=256)
+def _upstream_urls(upstream: str) -> tuple[str, re.Pattern[str]]:
+    """(a text every form of ``upstream`` contains, a pattern of them all, its group 1 the
+    slashes after the scheme: ``//``, or JSON's ``\\/\\/``). The pattern starts with a
+    literal (the scheme), which ``re`` finds fast."""
+    parts = urlsplit(upstream)
+    host = parts.netloc
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    optional_port = ""
+    if default is not None and host and (port is None or port == default):
+        if port is not None:
+            host = host.rpartition(":")[0]
+        optional_port = f"(?::{default})?"
+    path = "".join(r"(?:/|\\/)" if c == "/" else re.escape(c) for c in parts.path.rstrip("/"))
+    pattern = re.compile(
+        re.escape(f"{parts.scheme}:")
+        + r"(//|\\/\\/)"
+        + re.escape(host)
+        + optional_port
+        + path
+        + _URL_GOES_ON
+    )
+    return host, pattern
 
 
 def redacted(headers: list[tuple[str, str]], rules: RecordRules) -> list[tuple[str, str]]:
