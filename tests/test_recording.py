@@ -903,3 +903,27 @@ def _reordered(value: Any) -> str:
     if isinstance(value, list):
         return "[ " + " , ".join(_reordered(v) for v in value) + " ]"
     return orjson.dumps(value).decode()
+
+
+@pytest.mark.parametrize(
+    ("cookie", "local", "expected"),
+    [
+        (
+            "sid=1; Domain=.example.com; Path=/; Secure; HttpOnly; SameSite=None",
+            "http://localhost:9001",
+            "sid=1; Path=/; HttpOnly",
+        ),
+        (
+            "sid=1; domain=example.com; Secure",
+            "https://localhost:9001",
+            "sid=1; Secure",
+        ),
+        ("sid=a=b; Path=/x", "http://localhost:9001", "sid=a=b; Path=/x"),
+    ],
+)
+def test_set_cookie_is_made_one_the_recording_address_keeps(cookie, local, expected):
+    x = exchange(response_headers=[("Set-Cookie", cookie)])
+    response = stub_document(x, RecordRules(), ("https://api.example.com", local))["response"]
+    assert response["headers"]["Set-Cookie"] == expected
+    # Without rewriting (an HTTP proxy's client uses the real URLs) it is kept as it came.
+    assert stub_document(x, RecordRules())["response"]["headers"]["Set-Cookie"] == cookie

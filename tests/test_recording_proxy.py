@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 import socket
 import threading
 import zipfile
@@ -279,25 +278,32 @@ def test_an_http_proxy_records_and_plays(
 
 
 def test_http_proxy_environment_variable(
-    http: requests.Session, base_url: str, name: str, upstream: RunningServer
+    http: requests.Session,
+    base_url: str,
+    name: str,
+    upstream: RunningServer,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     live = upstream_service(http, upstream, name)
     create_scenario(http, base_url, name)
-    port = begin(http, base_url, name, session=name + "-rec", mode="record", port=0, upstream=live)[
-        "port"
-    ]
-    previous = os.environ.get("HTTP_PROXY")
-    os.environ["HTTP_PROXY"] = f"http://127.0.0.1:{port}"
-    try:
+    port = recording_port(http, base_url, name, live)
+    http.trust_env = False  # the admin calls go straight to the server
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{port}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+
+    def download() -> bytes:
         with requests.Session() as client:  # trust_env: it reads HTTP_PROXY
-            assert client.get(live + "/logo.png", timeout=10).content == PNG
-    finally:
-        if previous is None:
-            del os.environ["HTTP_PROXY"]
-        else:
-            os.environ["HTTP_PROXY"] = previous
+            reply = client.get(live + "/logo.png", timeout=10)
+            assert reply.status_code == 200
+            return reply.content
+
+    assert download() == PNG
     end(http, base_url, name, name + "-rec")
     assert len(list_stubs(http, base_url, name)) == 1
+    upstream.stop()
+    begin(http, base_url, name, session=name + "-play", mode="playback", port=port)
+    assert download() == PNG  # from the stub: the upstream is gone
 
 
 @pytest.fixture

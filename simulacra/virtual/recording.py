@@ -288,6 +288,24 @@ def _is_json(content_type: str | None, text: str) -> bool:
     return text.lstrip()[:1] in ("{", "[")
 
 
+def local_cookie(value: str, secure: bool) -> str:
+    """A ``Set-Cookie`` of the upstream made one the client keeps from the recording address:
+    no ``Domain`` (the upstream's domain is not the client's: the cookie would be dropped),
+    and over plain HTTP no ``Secure`` (nor ``SameSite=None``, which needs it)."""
+    pair, *attributes = value.split(";")
+    kept = []
+    for attribute in attributes:
+        key = attribute.strip().partition("=")[0].strip().lower()
+        if key == "domain":
+            continue
+        if not secure and (
+            key == "secure" or attribute.replace(" ", "").lower() == "samesite=none"
+        ):
+            continue
+        kept.append(attribute)
+    return ";".join([pair, *kept])
+
+
 def _response(
     exchange: Exchange, rules: RecordRules, rewrite: tuple[str, str] | None
 ) -> dict[str, Any]:
@@ -310,6 +328,8 @@ def _response(
             continue
         if rewrite is not None and lower in URL_HEADERS:
             value = rewrite_urls(value, *rewrite)
+        elif rewrite is not None and lower == "set-cookie":
+            value = local_cookie(value, secure=rewrite[1].startswith("https:"))
         key = spelled.setdefault(lower, name)  # Set-Cookie and set-cookie: one list
         known = headers.get(key)
         if known is None:
