@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import email.utils
 import http
 import logging
@@ -86,7 +87,8 @@ BODY_HIGH_WATER = 256 * 1024  # body bytes buffered for the app before reading p
 MAX_PIPELINED = 16  # requests parsed ahead of the one being answered before reading pauses
 STOP_GRACE_S = 10.0  # on stop, how long requests in progress get to finish
 # On stop, how long a worker process gets before SIGKILL: its grace, and time to stop the app.
-WORKERS_KILL_TIMEOUT_S = STOP_GRACE_S + 5.0
+SHUTDOWN_TIMEOUT_S = 10.0  # then the app's own shutdown (flushes, store close) gets this long
+WORKERS_KILL_TIMEOUT_S = STOP_GRACE_S + SHUTDOWN_TIMEOUT_S + 5.0
 # A dead worker is replaced; a worker dying once more than --workers have been replaced
 # within this window stops the server instead (a broken config must not loop for ever).
 WORKER_RESTART_WINDOW_S = 60.0
@@ -1153,7 +1155,14 @@ class Server:
             listener.close()
             await self._drain()
             ticker.cancel()
-            await lifespan.shutdown()
+            try:
+                await asyncio.wait_for(lifespan.shutdown(), SHUTDOWN_TIMEOUT_S)
+            except TimeoutError:
+                # Seen once under test load: a worker whose store connection the database had
+                # closed never finished its shutdown, and outlived its supervisor.
+                log.error(
+                    "the app did not finish its shutdown in %g s: stopping", SHUTDOWN_TIMEOUT_S
+                )
 
     async def _drain(self) -> None:
         """Stop: idle connections close now, busy ones after their answer or the grace."""
@@ -1226,6 +1235,19 @@ def serve(app_factory: Callable[[], ASGIApp], host: str, port: int, workers: int
     return _supervise(app_factory, sock, workers)
 
 
+def _die_with_parent() -> None:
+    """A worker gets SIGKILL when its supervisor dies (Linux), so that killing the supervisor
+    never leaves workers holding the port (best effort: elsewhere nothing happens)."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
 def _supervise(app_factory: Callable[[], ASGIApp], sock: socket.socket, workers: int) -> int:
     """Fork the workers, replace one that dies, pass SIGTERM/SIGINT on.
 
@@ -1252,6 +1274,7 @@ def _supervise(app_factory: Callable[[], ASGIApp], sock: socket.socket, workers:
             if pid == 0:  # the worker: its own loop, its own app
                 code = 1
                 try:
+                    _die_with_parent()
                     for sig in stops:
                         signal.signal(sig, signal.SIG_DFL)
                     signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)

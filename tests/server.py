@@ -78,7 +78,7 @@ class RunningServer:
         self.stop()
         raise RuntimeError(f"server on {self.url} did not answer within {timeout}s")
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 40.0) -> int:
         if self.process is None:
             return 0
         if self.process.poll() is None:

@@ -13,9 +13,12 @@ import base64
 import io
 import json
 import socket
+import ssl
+import subprocess
 import threading
 import zipfile
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -483,3 +486,53 @@ def test_connect_to_nowhere_is_a_502(
     sock, head = connect(port, "127.0.0.1:9")
     sock.close()
     assert head.startswith(b"HTTP/1.1 502 "), head
+
+
+@pytest.fixture(scope="module")
+def tls_upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """An HTTPS server with a self-signed certificate: (its URL, the certificate's path)."""
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            "-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost",
+            "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+
+    class Hello(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # the stdlib's name
+            body = b"hello over TLS"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hello)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"https://127.0.0.1:{server.server_address[1]}", str(cert)
+    server.shutdown()
+
+
+@pytest.mark.parametrize("trust", ["verified", "caBundle", "verify-off"])
+def test_an_https_upstream_is_verified_unless_told(
+    http: requests.Session, base_url: str, name: str, tls_upstream: tuple[str, str], trust: str
+) -> None:
+    url, cert = tls_upstream
+    options = {"caBundle": {"caBundle": cert}, "verify-off": {"verify": False}}.get(trust, {})
+    create_scenario(http, base_url, name)
+    begin(http, base_url, name, session=name + "-rec", mode="record", upstream=url, **options)
+    reply = requests.get(f"{base_url}/virtual/{name}/{name}-rec/hi", timeout=10)
+    if trust == "verified":  # a self-signed certificate: refused, with the cause
+        assert_error(reply, 502, "CERTIFICATE_VERIFY_FAILED")
+    else:
+        assert (reply.status_code, reply.text) == (200, "hello over TLS")

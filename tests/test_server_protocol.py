@@ -60,7 +60,8 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await asyncio.sleep(0.3)
     if path == "/big":
         await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b"b" * 4_000_000})
+        # Over any send buffer the kernel may give the socket (tcp_wmem max: 4 MiB here).
+        await send({"type": "http.response.body", "body": b"b" * 16_000_000})
         return
     headers = [(b"x-body", b"%d" % len(body))]
     if path.startswith("/bad/"):

@@ -25,7 +25,7 @@ import httpx
 from simulacra.dataplane.request import Answer, Request
 from simulacra.errors import DomainError
 from simulacra.virtual.api_v2 import error_answer
-from simulacra.virtual.model import Response, Session
+from simulacra.virtual.model import Session, parse_responses
 from simulacra.virtual.recording import (
     HOP_BY_HOP,
     Exchange,
@@ -119,30 +119,22 @@ class Recorder:
         except UpstreamFailed as exc:
             answer = error_answer(exc.status, exc.message)
             if rules.record_failures:
-                failed = self._exchange(request, path, exc.status, answer, proxied)
+                sent = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in answer.headers]
+                failed = _exchange(request, path, proxied, exc.status, sent, answer.body)
                 await svc.record_exchanges(session.scenario, [failed], rules)
             self._track(request, answer, t0, target)
             return answer
-        exchange = Exchange(
-            request.method,
-            path,
-            request.query.decode("latin-1"),
-            [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers],
-            request.body,
-            status,
-            answer_headers,
-            body,
-            target_host=_host_of(proxied) if proxied is not None else None,
-        )
+        exchange = _exchange(request, path, proxied, status, answer_headers, body)
         rewrite = None
         if proxied is None and origin:  # a forward proxy's client asked for absolute URLs
             rewrite = (upstream.url, f"{request.scheme}://{origin}{_prefix(request, path)}")
         document = stub_document(exchange, rules, rewrite)
         try:
-            answer = self.playback.wires(Response.from_dict(document["response"]))[0]
-        except DomainError as exc:  # an upstream header no stub may send (CR, LF...)
+            [response] = parse_responses(document["response"])
+        except DomainError as exc:  # a header no stub may send (not latin-1, a 1xx status...)
             answer = error_answer(502, f"the upstream's answer cannot be recorded: {exc}")
         else:
+            answer = self.playback.wires(response)[0]
             await svc.record_exchanges(session.scenario, [exchange], rules, rewrite)
         self._track(request, answer, t0, target)
         return answer
@@ -180,22 +172,6 @@ class Recorder:
                 f"the upstream failed on {method} {where}: {_cause(exc)}", 502
             ) from None
 
-    @staticmethod
-    def _exchange(
-        request: Request, path: str, status: int, answer: Answer, proxied: str | None
-    ) -> Exchange:
-        return Exchange(
-            request.method,
-            path,
-            request.query.decode("latin-1"),
-            [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers],
-            request.body,
-            status,
-            [(k.decode("latin-1"), v.decode("latin-1")) for k, v in answer.headers],
-            answer.body,
-            target_host=_host_of(proxied) if proxied is not None else None,
-        )
-
     def _track(self, request: Request, answer: Answer, t0: float, target: Target) -> None:
         tracker = self.playback.tracker
         if tracker.enabled:
@@ -215,6 +191,28 @@ class Recorder:
                     recorded=1,
                 )
             )
+
+
+def _exchange(
+    request: Request,
+    path: str,
+    proxied: str | None,
+    status: int,
+    headers: list[tuple[str, str]],
+    body: bytes,
+) -> Exchange:
+    """The request (at ``path``, the upstream's) and the answer it got, as plain values."""
+    return Exchange(
+        request.method,
+        path,
+        request.query.decode("latin-1"),
+        [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers],
+        request.body,
+        status,
+        headers,
+        body,
+        target_host=_host_of(proxied) if proxied is not None else None,
+    )
 
 
 def _prefix(request: Request, path: str) -> str:
