@@ -536,3 +536,16 @@ def test_an_https_upstream_is_verified_unless_told(
         assert_error(reply, 502, "CERTIFICATE_VERIFY_FAILED")
     else:
         assert (reply.status_code, reply.text) == (200, "hello over TLS")
+
+
+def test_one_clients_cookies_never_reach_the_upstream_for_another(
+    http: requests.Session, base_url: str, name: str, upstream: RunningServer
+) -> None:
+    live = upstream_service(http, upstream, name)
+    create_scenario(http, base_url, name)
+    here = f"http://127.0.0.1:{recording_port(http, base_url, name, live)}"
+    with requests.Session() as ann:
+        assert ann.post(here + "/login", timeout=10).status_code == 200
+        assert ann.get(here + "/me", timeout=10).status_code == 200  # with her cookie
+    # Another client, no cookie: the upstream must not see Ann's (its stub wants sid=abc).
+    assert requests.get(here + "/me", timeout=10).status_code == 404

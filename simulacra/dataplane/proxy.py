@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import ssl
 import time
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -43,6 +44,8 @@ log = logging.getLogger("simulacra")
 # is sent), and Accept-Encoding (httpx asks for what it can decode; bodies are stored and
 # played decoded).
 _NOT_FORWARDED = HOP_BY_HOP | {"host", "accept-encoding"}
+# A jar that keeps nothing: the clients' own Cookie headers are forwarded as they come.
+_NO_COOKIES = CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
 # Characters a path keeps as they are when it is sent on (the rest are percent-encoded).
 _PATH_SAFE = "/:@!$&'()*+,;=~-._"
 
@@ -78,6 +81,7 @@ class Recorder:
             timeout=httpx.Timeout(upstream.read_timeout, connect=upstream.connect_timeout),
             follow_redirects=False,  # a redirect is an answer to record, as the client got it
             trust_env=False,  # the server's own environment (HTTP_PROXY...) is not the session's
+            cookies=_NO_COOKIES,  # one client's cookies must never ride on another's requests
         )
         if known is not None:  # the session was begun again, with other settings
             await known[1].aclose()
