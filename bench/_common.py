@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -361,6 +362,20 @@ class WrkResult:
     socket_errors: int
 
 
+def run_bench(prefix: str, work: Callable[[Path], int]) -> int:
+    """``work(a temporary folder)`` as a bench's main runs it: SIGTERM and Ctrl-C stop it
+    (130; the servers are stopped on the way out), a setup failure is 1 with its reason."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp, sigterm_as_interrupt():
+        try:
+            return work(Path(tmp))
+        except KeyboardInterrupt:
+            log("interrupted")
+            return 130
+        except BenchError as exc:
+            log(f"error: {exc}")
+            return 1
+
+
 def lua_string(text: str) -> str:
     """A double-quoted Lua string literal for ``text`` (escaped byte by byte)."""
     out = []
@@ -396,6 +411,10 @@ function request()
   return prepared[counter]
 end
 
+{done}"""
+
+# What every generated script prints when wrk is done (``parse_wrk`` reads it).
+LUA_DONE = """\
 function done(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
@@ -426,7 +445,7 @@ def write_lua(
         path=lua_string(path),
         headers=header_items,
         bodies="\n  " + body_items + "\n",
-        marker=RESULT_MARKER,
+        done=LUA_DONE.format(marker=RESULT_MARKER),
     )
     name = "".join(c if c.isalnum() else "_" for c in label)
     script_path = directory / f"{name}.lua"

@@ -43,7 +43,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from abc import ABC, abstractmethod
@@ -68,8 +67,8 @@ from bench._common import (
     log,
     ratio,
     render_table,
+    run_bench,
     run_wrk,
-    sigterm_as_interrupt,
     simulacra_process,
     write_lua,
 )
@@ -1222,18 +1221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.connections < args.threads:
         print("error: --connections must be >= --threads", file=sys.stderr)
         return 2
-    with (
-        tempfile.TemporaryDirectory(prefix="simulacra-cloud-bench-") as tmp,
-        sigterm_as_interrupt(),
-    ):
-        try:
-            return run(args, wrk, Path(tmp))
-        except KeyboardInterrupt:
-            log("interrupted")
-            return 130
-        except BenchError as exc:
-            log(f"error: {exc}")
-            return 1
+    return run_bench("simulacra-cloud-bench-", lambda workdir: run(args, wrk, workdir))
 
 
 if __name__ == "__main__":

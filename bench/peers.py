@@ -44,7 +44,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from abc import ABC, abstractmethod
@@ -56,6 +55,7 @@ from typing import Any
 
 from bench import cloud
 from bench._common import (
+    LUA_DONE,
     REPO_ROOT,
     RESULT_MARKER,
     SERVERS,
@@ -70,9 +70,9 @@ from bench._common import (
     lua_string,
     ratio,
     render_table,
+    run_bench,
     run_wrk,
     sessions_cpu_seconds,
-    sigterm_as_interrupt,
     simulacra_process,
     write_lua,
 )
@@ -449,14 +449,7 @@ function request()
   return wrk.format("POST", paths[k] .. "/servers", headers, body)
 end
 
-function done(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    "{marker} requests=%d duration_us=%d p50_us=%d p99_us=%d status=%d socket=%d\\n",
-    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
-    e.status, e.connect + e.read + e.write + e.timeout))
-end
-"""
+{done}"""
 
 
 class CreateServerWrk(cloud.Operation):
@@ -487,7 +480,7 @@ class CreateServerWrk(cloud.Operation):
             tokens=", ".join(lua_string(t.access.token) for t in tenants),
             images=", ".join(lua_string(t.image_ref) for t in tenants),
             tag=lua_string(tag),
-            marker=RESULT_MARKER,
+            done=LUA_DONE.format(marker=RESULT_MARKER),
         )
         script_path = cfg.workdir / f"create_{peer.name}_{tag}.lua"
         script_path.write_text(script)
@@ -1142,15 +1135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    with tempfile.TemporaryDirectory(prefix="simulacra-peers-") as tmp, sigterm_as_interrupt():
-        try:
-            return run(args, wrk, Path(tmp))
-        except KeyboardInterrupt:
-            log("interrupted")
-            return 130
-        except BenchError as exc:
-            log(f"error: {exc}")
-            return 1
+    return run_bench("simulacra-peers-", lambda workdir: run(args, wrk, workdir))
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ import json
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Sequence
@@ -47,8 +46,8 @@ from bench._common import (
     log,
     ratio,
     render_table,
+    run_bench,
     run_wrk,
-    sigterm_as_interrupt,
     simulacra_process,
 )
 from bench._common import write_lua as write_wrk_script
@@ -504,15 +503,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    with tempfile.TemporaryDirectory(prefix="simulacra-bench-") as tmp, sigterm_as_interrupt():
-        try:
-            return measure(args, wrk, Path(tmp))
-        except KeyboardInterrupt:
-            log("interrupted")
-            return 130
-        except BenchError as exc:
-            log(f"error: {exc}")
-            return 1
+    return run_bench("simulacra-bench-", lambda workdir: measure(args, wrk, workdir))
 
 
 if __name__ == "__main__":

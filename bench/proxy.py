@@ -36,7 +36,6 @@ import json
 import shutil
 import statistics
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -46,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from bench._common import (
+    LUA_DONE,
     RESULT_MARKER,
     SERVERS,
     BenchError,
@@ -55,9 +55,9 @@ from bench._common import (
     log,
     lua_string,
     render_table,
+    run_bench,
     run_wrk,
     session_cpu_seconds,
-    sigterm_as_interrupt,
     simulacra_process,
 )
 
@@ -83,19 +83,14 @@ function request()
   return prepared[counter]
 end
 
-function done(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    "{marker} requests=%d duration_us=%d p50_us=%d p99_us=%d status=%d socket=%d\\n",
-    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
-    e.status, e.connect + e.read + e.write + e.timeout))
-end
-"""
+{done}"""
 
 
 def write_paths_lua(label: str, paths: Sequence[str], directory: Path) -> Path:
     items = ",\n  ".join(lua_string(p) for p in paths)
-    script = LUA_PATHS.format(paths="\n  " + items + "\n", marker=RESULT_MARKER)
+    script = LUA_PATHS.format(
+        paths="\n  " + items + "\n", done=LUA_DONE.format(marker=RESULT_MARKER)
+    )
     path = directory / f"{label}.lua"
     path.write_text(script)
     return path
@@ -868,15 +863,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.record_concurrency <= 0 or min(args.record_requests, args.depth) < 0:
         print("error: bad --record-requests, --record-concurrency or --depth", file=sys.stderr)
         return 2
-    with tempfile.TemporaryDirectory(prefix="simulacra-bench-") as tmp, sigterm_as_interrupt():
-        try:
-            return measure(args, wrk, Path(tmp))
-        except KeyboardInterrupt:
-            log("interrupted")
-            return 130
-        except BenchError as exc:
-            log(f"error: {exc}")
-            return 1
+    return run_bench("simulacra-bench-", lambda workdir: measure(args, wrk, workdir))
 
 
 if __name__ == "__main__":
