@@ -1002,11 +1002,16 @@ class HttpConnection(asyncio.Protocol):
 
         async def open() -> None:
             try:
-                await self.loop.create_connection(lambda: _Pipe(self.server, client), *target)
+                upstream, _ = await self.loop.create_connection(
+                    lambda: _Pipe(self.server, client), *target
+                )
             except OSError as exc:
                 reason = f"cannot reach {target[0]}:{target[1]}: {exc.strerror or exc}"
                 transport.write(_plain_response(502, reason))
                 transport.close()
+                return
+            if transport.is_closing():  # the client left meanwhile
+                upstream.close()
                 return
             transport.write(b"HTTP/1.1 200 Connection Established\r\n\r\n")
             if early:

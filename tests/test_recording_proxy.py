@@ -523,17 +523,23 @@ def tls_upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str
     server.shutdown()
 
 
-@pytest.mark.parametrize("trust", ["verified", "caBundle", "verify-off"])
+@pytest.mark.parametrize("trust", ["verified", "caBundle", "verify-off", "no-such-bundle"])
 def test_an_https_upstream_is_verified_unless_told(
     http: requests.Session, base_url: str, name: str, tls_upstream: tuple[str, str], trust: str
 ) -> None:
     url, cert = tls_upstream
-    options = {"caBundle": {"caBundle": cert}, "verify-off": {"verify": False}}.get(trust, {})
+    options = {
+        "caBundle": {"caBundle": cert},
+        "verify-off": {"verify": False},
+        "no-such-bundle": {"caBundle": cert + ".missing"},
+    }.get(trust, {})
     create_scenario(http, base_url, name)
     begin(http, base_url, name, session=name + "-rec", mode="record", upstream=url, **options)
     reply = requests.get(f"{base_url}/virtual/{name}/{name}-rec/hi", timeout=10)
     if trust == "verified":  # a self-signed certificate: refused, with the cause
         assert_error(reply, 502, "CERTIFICATE_VERIFY_FAILED")
+    elif trust == "no-such-bundle":
+        assert_error(reply, 502, "cannot be read")
     else:
         assert (reply.status_code, reply.text) == (200, "hello over TLS")
 

@@ -41,9 +41,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("simulacra")
 
 # Never forwarded: the connection's own (RFC 9110 7.6.1), the client's Host (the upstream's
-# is sent), and Accept-Encoding (httpx asks for what it can decode; bodies are stored and
-# played decoded).
-_NOT_FORWARDED = HOP_BY_HOP | {"host", "accept-encoding"}
+# is sent), Accept-Encoding (httpx asks for what it can decode; bodies are stored and played
+# decoded) and Expect (the whole body has arrived).
+_NOT_FORWARDED = HOP_BY_HOP | {"host", "accept-encoding", "expect"}  # the body is here
 # A jar that keeps nothing: the clients' own Cookie headers are forwarded as they come.
 _NO_COOKIES = CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
 # Characters a path keeps as they are when it is sent on (the rest are percent-encoded).
@@ -75,7 +75,13 @@ class Recorder:
             return known[1]
         verify: ssl.SSLContext | bool = upstream.verify
         if upstream.verify and upstream.ca_bundle:
-            verify = ssl.create_default_context(cafile=upstream.ca_bundle)
+            try:
+                verify = ssl.create_default_context(cafile=upstream.ca_bundle)
+            except (OSError, ssl.SSLError) as exc:
+                raise UpstreamFailed(
+                    f"the session's caBundle {upstream.ca_bundle[:200]!r} cannot be read: {exc}",
+                    502,
+                ) from None
         client = httpx.AsyncClient(
             verify=verify,
             timeout=httpx.Timeout(upstream.read_timeout, connect=upstream.connect_timeout),
@@ -130,7 +136,7 @@ class Recorder:
             return answer
         exchange = _exchange(request, path, proxied, status, answer_headers, body)
         rewrite = None
-        if proxied is None and origin:  # a forward proxy's client asked for absolute URLs
+        if proxied is None and origin:  # a proxy's client uses the real URLs: none rewritten
             rewrite = (upstream.url, f"{request.scheme}://{origin}{_prefix(request, path)}")
         document = stub_document(exchange, rules, rewrite)
         try:
