@@ -32,7 +32,6 @@ from simulacra.errors import DomainError, Invalid, NoMatch, NotFound, Unavailabl
 from simulacra.virtual.api_v2 import STATUS_OF, error_answer
 from simulacra.virtual.matching import PlaybackRequest
 from simulacra.virtual.model import (
-    RECORD,
     Response,
     Session,
     check_name,
@@ -181,8 +180,8 @@ class Playback:
             if session is None:
                 return self._later(route, request, target, t0)
             route.check(target, session)
-            if session.upstream is not None and route.real_paths and session.status == RECORD:
-                return self.recorder.forward(route, request, target, session)
+            if route.real_paths and session.records_upstream:
+                return self._recorded(route, request, target, session)
             response = svc.playback_now(session, route.matched(request, target))
             if response is None:
                 return self._later(route, request, target, t0)
@@ -204,8 +203,8 @@ class Playback:
         try:
             session = await svc.find_session(target.host, target.session)
             route.check(target, session)
-            if session.upstream is not None and route.real_paths and session.status == RECORD:
-                return await self.recorder.forward(route, request, target, session)
+            if route.real_paths and session.records_upstream:
+                return await self._recorded(route, request, target, session)
             played = route.matched(request, target)
             response = await svc.playback(session, played, route.real_paths)
             delay = await self._delay(svc, session, response)
@@ -214,6 +213,17 @@ class Playback:
         except Exception:
             return self.failed(route, request, t0, target)
         return self.answered(route, request, target, response, t0, delay)
+
+    async def _recorded(
+        self, route: PlaybackRoute, request: Request, target: Target, session: Session
+    ) -> Answer:
+        """A recording session's request: forwarded upstream, stored (``Recorder``)."""
+        try:
+            return await self.recorder.forward(route, request, target, session)
+        except DomainError as exc:  # the scenario deleted meanwhile, a stub refused...
+            return self.refused(route, request, exc, request.started, target)
+        except Exception:
+            return self.failed(route, request, request.started, target)
 
     async def _delayed(
         self,
@@ -505,7 +515,7 @@ class BoundPlayback(PlainPlayback):
         """Its session records an upstream now."""
         svc = self.playback.svc
         session = svc.cached_session(self.host, self.session) if svc is not None else None
-        return session is not None and session.status == RECORD and session.upstream is not None
+        return session is not None and session.records_upstream
 
     def target(self, request: Request) -> Target:
         svc = self.playback.svc

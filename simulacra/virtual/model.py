@@ -236,11 +236,16 @@ class Session:
     upstream: dict[str, Any] | None = None
 
     @property
+    def records_upstream(self) -> bool:
+        """It records now, by forwarding to an upstream (not by PUT)."""
+        return self.status == RECORD and self.upstream is not None
+
+    @property
     def serves_port(self) -> bool:
         """Its port is served: it plays, or records an upstream, there."""
         if self.port is None:
             return False
-        return self.status == PLAYBACK or (self.status == RECORD and self.upstream is not None)
+        return self.status == PLAYBACK or self.records_upstream
 
     def row(self) -> tuple[Any, ...]:
         """The session as the stores keep it (``STORED_COLUMNS``): the upstream as JSON."""
