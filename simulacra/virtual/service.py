@@ -86,7 +86,7 @@ class VirtualService:
         self._sessions: dict[tuple[str, str], Session] = {}  # (host, name) -> session
         self._indexes: dict[str, StubIndex] = {}  # scenario -> compiled stubs
         self._counters = SequenceCounters()
-        self._recording: dict[str, asyncio.Lock] = {}  # scenario -> adding a stub to it
+        self._adding: dict[str, asyncio.Lock] = {}  # scenario -> held while a stub is added
         self._dirty: set[tuple[str, str]] = set()  # sessions with unsaved last_used
         self._stamp_second, self._stamp = -1, ""
         # Delay policies, cached so playback resolves one without the store; PUT and
@@ -495,7 +495,7 @@ class VirtualService:
     async def _add_stub(self, stub: Stub, stateful: bool = True) -> PutResult:
         """Store a new stub, or append its responses to the stub with the same matchers.
         One at a time per scenario: two equal requests recorded at once make one stub."""
-        lock = self._recording.setdefault(stub.scenario, asyncio.Lock())
+        lock = self._adding.setdefault(stub.scenario, asyncio.Lock())
         async with lock:
             existing = await self.store.find_stub(stub.scenario, stub.matchers_hash)
             self._indexes.pop(stub.scenario, None)
