@@ -180,6 +180,7 @@ def create_app(settings: Settings | None = None) -> DataPlaneApp:
     app.state.cloud = cloud
     app.state.tracker = tracker
     app.state.ports = ports
+    app.state.shared = shared  # None unless --shared-cloud: resets run in its transaction
     return DataPlaneApp(dataplane, app)
 
 

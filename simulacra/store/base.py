@@ -82,6 +82,11 @@ class Store(Protocol):
         """False when there was no such policy."""
 
     # tracker (written in batches, off the hot path)
+    async def clear(self) -> None:
+        """Delete every scenario, stub, session, delay policy and tracker record (a reset),
+        all or nothing. Tracker ids may start again from 1 (SQLite)."""
+        ...
+
     async def add_tracker_records(self, records: list[TrackerRecord], cap: int) -> None:
         """Append, then delete the oldest records beyond the newest ``cap``."""
 

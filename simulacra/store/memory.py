@@ -27,3 +27,7 @@ class MemoryStore(SQLiteStore):
 
     async def tracker_record(self, record_id: int) -> TrackerRecord | None:
         return self.journal.get(record_id)
+
+    async def clear(self) -> None:
+        await super().clear()
+        self.journal.clear()

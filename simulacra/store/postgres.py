@@ -474,6 +474,13 @@ class PostgresStore:
         data = None if row[1] is None else bytes(row[1])
         return LockedCloudState(conn, int(row[0]), data)
 
+    async def clear(self) -> None:
+        async with self._tx() as conn:
+            for table in ("session", "stub", "scenario", "delay_policy", "sequence_counter"):
+                await conn.execute(f"DELETE FROM {table}")  # fixed names, never a client's
+            await conn.execute("DELETE FROM tracker")  # its sequence keeps growing
+            await self._notify(conn, "*", "")  # every instance drops its caches
+
     # tracker ---------------------------------------------------------------
 
     _TRACKER_FIELDS = TrackerRecord._fields[1:]  # the id is assigned by the sequence

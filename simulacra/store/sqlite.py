@@ -330,6 +330,11 @@ class SQLiteStore:
         )
         return cursor.rowcount > 0
 
+    async def clear(self) -> None:
+        with self._transaction() as db:
+            for table in ("session", "stub", "scenario", "delay_policy", "tracker"):
+                db.execute(f"DELETE FROM {table}")  # fixed names, never a client's
+
     # tracker ---------------------------------------------------------------
 
     _TRACKER_COLUMNS = ", ".join(TrackerRecord._fields)

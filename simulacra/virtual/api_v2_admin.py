@@ -1,4 +1,4 @@
-"""Mirage REST API v2: delay policies and the tracker (the HTTP edge only).
+"""Mirage REST API v2: delay policies, the tracker and resets (the HTTP edge only).
 
 Delay policies live in the Host header's namespace, as scenarios do: ``name`` is this
 host's policy, ``host:name`` another host's. Errors use the v2 envelope of ``api_v2``.
@@ -126,7 +126,58 @@ async def tracker_record(request: Request) -> Response:
     return json_response({"data": record.full()}, 200, VERSION_HEADER)
 
 
+# reset -----------------------------------------------------------------------------
+
+
+async def reset_virtual(request: Request) -> None:
+    """Scenarios, stubs, sessions (their ports closed), delay policies, tracker records."""
+    await tracker(request).reset()
+    await service(request).reset()
+    await request.app.state.ports.reconcile([])
+
+
+async def reset_cloud(request: Request) -> None:
+    """Tokens, users, servers, images, load balancers, Fastly services, behaviors, the clock.
+    With ``--shared-cloud``, in the shared state's transaction (every instance sees it)."""
+    cloud = request.app.state.cloud
+    shared = request.app.state.shared
+
+    async def reset() -> None:
+        cloud.reset()
+
+    if shared is None:
+        await reset()
+    else:
+        await shared.run(reset)
+
+
+@endpoint()
+async def reset_everything(request: Request) -> Response:
+    """Reset both sides: the virtual services' state and the cloud mocks' (a test's start)."""
+    await reset_virtual(request)
+    await reset_cloud(request)
+    return envelope({"reset": ["virtual", "cloud"]})
+
+
+@endpoint()
+async def reset_virtual_side(request: Request) -> Response:
+    """Reset the virtual services only: scenarios, stubs, sessions, delay policies, tracker."""
+    await reset_virtual(request)
+    return envelope({"reset": ["virtual"]})
+
+
+@endpoint()
+async def reset_cloud_side(request: Request) -> Response:
+    """Reset the cloud mocks only: identity, compute, images, load balancers, Fastly, the
+    behaviors and the virtual clock."""
+    await reset_cloud(request)
+    return envelope({"reset": ["cloud"]})
+
+
 ROUTES = [
+    Route("/api/v2/reset", reset_everything, methods=["POST"]),
+    Route("/api/v2/reset/virtual", reset_virtual_side, methods=["POST"]),
+    Route("/api/v2/reset/cloud", reset_cloud_side, methods=["POST"]),
     Route("/api/v2/delay-policy", put_delay_policy, methods=["PUT"]),
     Route("/api/v2/delay-policy/detail", list_delay_policies, methods=["GET"]),
     Route("/api/v2/delay-policy/objects/{name}", get_delay_policy, methods=["GET"]),

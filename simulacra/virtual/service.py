@@ -174,6 +174,17 @@ class VirtualService:
         if self._shared:
             await self.store.reset_counters(f"{key[0]} {key[1]}")  # type: ignore[attr-defined]
 
+    async def reset(self) -> None:
+        """Forget every scenario, stub, session and delay policy, and the tracker's records
+        (the store's ``clear``, in one transaction), and every cached copy of them."""
+        await self.store.clear()
+        self._sessions = {}
+        self._indexes = {}
+        self._policies = {}
+        self._counters = SequenceCounters()
+        self._dirty = set()
+        self._adding = {}
+
     async def flush(self) -> None:
         """Write playback bookkeeping (last_used) that the hot path kept in memory."""
         keys = self._dirty

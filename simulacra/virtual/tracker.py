@@ -664,6 +664,10 @@ class TrackerJournal:
     def first_id(self) -> int:
         return self._next_id - len(self._records)
 
+    def clear(self) -> None:
+        """Forget every record; ids keep growing from where they were."""
+        self._records.clear()
+
     def add(self, records: Sequence[TrackerRecord], cap: int) -> None:
         """Append ``records`` (ids ignored: they are assigned here), keep the newest ``cap``."""
         if self._records.maxlen != cap:

@@ -74,6 +74,12 @@ class Tracker:
         if self.enabled:
             self.queue.add(capture(request, *answer, **notes))
 
+    async def reset(self) -> None:
+        """Drop what is pending and every stored record (with the store's ``clear``, which
+        ``VirtualService.reset`` calls): nothing captured before a reset shows after it."""
+        self.queue.drain()
+        self._retry.clear()
+
     async def start(self, store: Store) -> None:
         self.store = store
         self._lock = asyncio.Lock()
