@@ -360,3 +360,100 @@ def test_bad_bodies_are_400(http, fastly_url, token):
         response = http.post(fastly_url + "/service", data=body, headers=headers)
         assert response.status_code == 400
         assert response.json()["msg"] == "Bad request"
+
+
+# Mimic's customer_id, and paths no route answers (issue 16) ------------------------------------
+
+
+def test_any_customer_id_is_accepted_and_shown_on_the_service(base_url, client, services):
+    # Mimic's clients (OpenStack Poppy) pass a customer_id of their own; Mimic took any.
+    service = services.create_service(name="poppy-cdn", customer_id="poppy-customer-1")
+    assert service.customer_id == "poppy-customer-1"
+    assert services.get_service(service_id=service.id).customer_id == "poppy-customer-1"
+    listed = next(s for s in services.list_services() if s.id == service.id)
+    assert listed.customer_id == "poppy-customer-1"
+    detail = services.get_service_detail(service_id=service.id)
+    assert detail.customer_id == "poppy-customer-1"
+    # Still the token's service: another token neither sees it nor becomes that customer.
+    other = fastly.Configuration(host=base_url + "/fastly")
+    other.api_token = "someone-else-" + service.id
+    with fastly.ApiClient(other) as other_client, pytest.raises(NotFoundException):
+        service_api.ServiceApi(other_client).get_service(service_id=service.id)
+    # Without one (or a blank one), the token's customer, as before.
+    own = customer_api.CustomerApi(client).get_logged_in_customer().id
+    assert services.create_service(name="plain").customer_id == own
+
+
+def test_customer_id_in_mimics_form_and_query_styles(http, fastly_url, token):
+    headers = {"Fastly-Key": token}
+    own = http.get(fastly_url + "/current_customer", headers=headers).json()["id"]
+    as_query = http.post(
+        fastly_url + "/service", params={"name": "q", "customer_id": "12345"}, headers=headers
+    )
+    assert (as_query.status_code, as_query.json()["customer_id"]) == (200, "12345")
+    as_form = http.post(
+        fastly_url + "/service", data={"name": "f", "customer_id": ""}, headers=headers
+    )
+    assert (as_form.status_code, as_form.json()["customer_id"]) == (200, own)
+    as_json = http.post(
+        fastly_url + "/service", json={"name": "j", "customer_id": 42}, headers=headers
+    )
+    assert (as_json.status_code, as_json.json()["customer_id"]) == (200, "42")
+    refused = http.post(
+        fastly_url + "/service", json={"name": "j", "customer_id": ["a"]}, headers=headers
+    )
+    assert refused.status_code == 400
+    assert refused.json() == {"msg": "Bad request", "detail": "'customer_id' must be a string"}
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/nope"),
+        ("GET", "/service/search/more/segments"),
+        ("POST", "/services"),
+        ("DELETE", "/service/x/version/1/gzip/g"),
+        ("GET", "/v1/stats"),
+    ],
+)
+def test_unknown_paths_are_fastly_json_404s(http, fastly_url, method, path):
+    response = http.request(method, fastly_url + path, allow_redirects=False)
+    assert response.status_code == 404, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    assert response.json() == {
+        "msg": "Record not found",
+        "detail": f"No route for {method} '/fastly{path}'",
+    }
+
+
+def test_unknown_paths_raise_the_sdks_not_found(base_url, client):
+    # The SDK reads the JSON error as it reads Fastly's: a NotFoundException with the body.
+    with pytest.raises(NotFoundException) as caught:
+        client.call_api("/no/such/thing", "GET", response_type=None, _check_type=False)
+    assert caught.value.body and '"msg":"Record not found"' in caught.value.body
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("PUT", "/service", "GET, HEAD, POST"),
+        ("POST", "/service/some-id/details", "GET, HEAD"),
+        ("PATCH", "/service/some-id/version/1/domain/a.example.com", "DELETE, GET, HEAD, PUT"),
+        ("POST", "", "GET, HEAD"),
+    ],
+)
+def test_wrong_methods_are_fastly_json_405s(http, fastly_url, method, path, allowed):
+    response = http.request(method, fastly_url + path, allow_redirects=False)
+    assert response.status_code == 405, response.text
+    assert response.headers["allow"] == allowed
+    assert response.json()["msg"] == "Method not allowed"
+    assert f"allowed: {allowed}" in response.json()["detail"]
+
+
+def test_a_trailing_slash_still_redirects(http, fastly_url, token):
+    headers = {"Fastly-Key": token}
+    response = http.get(fastly_url + "/current_customer/", headers=headers, allow_redirects=False)
+    assert response.status_code == 307
+    assert response.headers["location"].endswith("/fastly/current_customer")
+    followed = http.get(fastly_url + "/current_customer/", headers=headers)
+    assert followed.status_code == 200 and followed.json()["name"] == "Poppy - Test"

@@ -3,7 +3,9 @@
 Parameters are read as Fastly and Mimic read them: form fields (what the fastly SDK sends),
 query parameters, or a JSON object body, merged in that order of precedence (body first).
 The customer is picked by the ``Fastly-Key`` header; errors are Fastly's
-``{"msg", "detail"}`` with a real status, never a 500 for an unknown id.
+``{"msg", "detail"}`` with a real status, never a 500 for an unknown id, and so are the
+answers to a path no route has (404) or a method a path does not take (405): see
+``FastlyFallback``.
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
+from starlette.datastructures import URL
 from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import BaseRoute, Match, NoMatchFound, Route
+from starlette.types import Receive, Scope, Send
 
 from simulacra.cloud.fastly import views
 from simulacra.cloud.fastly.model import (
@@ -28,8 +32,8 @@ from simulacra.cloud.fastly.model import (
 )
 from simulacra.cloud.http import Handler, cloud, renders_errors, status_of
 from simulacra.dataplane.request import Answer, json_answer
-from simulacra.errors import DomainError
-from simulacra.web import json_response, read_body
+from simulacra.errors import DomainError, shown
+from simulacra.web import json_response, read_body, starlette_response
 
 PREFIX = "/fastly"
 
@@ -295,8 +299,56 @@ async def update_settings(request: Request) -> Response:
     return json_response(views.settings_view(version))
 
 
+# Paths no route answers -----------------------------------------------------------------
+
+
+class FastlyFallback(BaseRoute):
+    """Every ``/fastly`` path that no Fastly route answered, in Fastly's ``{"msg", "detail"}``.
+
+    Placed after the Fastly routes, so it sees only what they left: a method a path does not
+    take (405, ``Allow`` naming every method it does take), a path that differs from a route's
+    by a trailing slash (Starlette's 307 redirect, as before), anything else (404). Not a
+    ``Route``: docs/implementation.md lists routes, and this is none.
+    """
+
+    def __init__(self, table: list[BaseRoute]) -> None:
+        self.table = table
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if scope["type"] == "http":
+            path = scope["path"]
+            if path == PREFIX or path.startswith(PREFIX + "/"):
+                return Match.FULL, {}
+        return Match.NONE, {}
+
+    def url_path_for(self, name: str, /, **path_params: Any) -> Any:
+        raise NoMatchFound(name, path_params)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.response(scope)(scope, receive, send)
+
+    def response(self, scope: Scope) -> Response:
+        allowed: set[str] = set()
+        for route in self.table:
+            if isinstance(route, Route) and route.matches(scope)[0] is Match.PARTIAL:
+                allowed.update(route.methods or ())
+        method, path = scope["method"], scope["path"]
+        if allowed:
+            methods = ", ".join(sorted(allowed))
+            detail = f"{method} is not allowed on {shown(path)}; allowed: {methods}"
+            body = orjson.dumps({"msg": "Method not allowed", "detail": detail})
+            return starlette_response(json_answer(405, body, [(b"allow", methods.encode())]))
+        toggled = dict(scope, path=path.rstrip("/") if path.endswith("/") else path + "/")
+        if any(route.matches(toggled)[0] is not Match.NONE for route in self.table):
+            return RedirectResponse(str(URL(scope=toggled)))
+        body = orjson.dumps(
+            {"msg": "Record not found", "detail": f"No route for {method} {shown(path)}"}
+        )
+        return starlette_response(json_answer(404, body))
+
+
 def routes() -> list[BaseRoute]:
-    """Every Fastly route, under ``/fastly``."""
+    """Every Fastly route, under ``/fastly``, then the fallback for the paths they leave."""
     s = PREFIX + "/service/{service_id}"
     v = s + "/version/{version}"
     table: list[BaseRoute] = [
@@ -335,4 +387,4 @@ def routes() -> list[BaseRoute]:
             Route(base + "/{name}", handlers["update"], methods=["PUT"]),
             Route(base + "/{name}", handlers["delete"], methods=["DELETE"]),
         ]
-    return table
+    return [*table, FastlyFallback(table)]
