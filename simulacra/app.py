@@ -15,7 +15,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from simulacra.clock import RealClock, VirtualClock
+from simulacra import ops
+from simulacra.clock import RealClock, VirtualClock, parse_start
 from simulacra.cloud import build_cloud
 from simulacra.cloud.shared import SharedCloud, SharedCloudMiddleware
 from simulacra.config import Settings, parse_bindings, parse_recordings, parse_regions
@@ -108,7 +109,7 @@ def tune_gc() -> None:
 def create_app(settings: Settings | None = None) -> DataPlaneApp:
     """The data plane in front of the Starlette app of the admin APIs and the cloud."""
     settings = settings or Settings()
-    clock = RealClock() if settings.realtime else VirtualClock()
+    clock = RealClock() if settings.realtime else VirtualClock(parse_start(settings.clock_start))
     cloud, cloud_routes = build_cloud(clock, parse_regions(settings.regions))
     tracker = Tracker(cap=settings.tracker_cap, enabled=settings.tracking)
     # --shared-cloud: cloud state in the PostgreSQL store (simulacra/cloud/shared.py).
@@ -165,6 +166,7 @@ def create_app(settings: Settings | None = None) -> DataPlaneApp:
             *api_v2_archive.ROUTES,
             *api_v1.ROUTES,
             Route("/", welcome, methods=["GET"]),
+            *ops.ROUTES,
             *cloud_routes,
         ],
         lifespan=lifespan,
@@ -243,4 +245,6 @@ async def _flush_periodically(virtual: VirtualService, interval: float) -> None:
 
 def create_app_from_env() -> DataPlaneApp:
     """Factory for the ASGI server process, which rebuilds settings from SIMULACRA_*."""
-    return create_app(Settings.from_env())
+    settings = Settings.from_env()
+    ops.configure_logging(settings.log_level, settings.log_format)  # its own process
+    return create_app(settings)

@@ -7,8 +7,12 @@ import os
 import sys
 
 from simulacra import __version__
+from simulacra.clock import parse_start
 from simulacra.config import (
+    DEFAULT_LOG_LEVEL,
     DEFAULT_STORE,
+    LOG_FORMATS,
+    LOG_LEVELS,
     Settings,
     check_store_url,
     is_postgres_url,
@@ -19,6 +23,9 @@ from simulacra.config import (
 
 APP_FACTORY = "simulacra.app:create_app_from_env"
 GRANIAN_KILL_TIMEOUT_S = 5  # --server granian: how long a stopping worker gets
+# How long the start waits for the PostgreSQL store to answer before giving up: a store
+# that cannot be reached is reported at once, not after the pool's retries.
+STORE_CONNECT_TIMEOUT_S = 3
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,6 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the cloud mocks on the wall clock instead of the virtual clock (no tick)",
     )
     serve.add_argument(
+        "--clock-start",
+        default=os.environ.get("SIMULACRA_CLOCK_START", Settings.clock_start),
+        metavar="epoch|now|DATE|SECONDS",
+        help="where the virtual clock starts: epoch (the default, as Mimic), now, an ISO 8601"
+        " date (2024-05-01T12:00:00Z) or seconds since the epoch (env SIMULACRA_CLOCK_START)",
+    )
+    serve.add_argument(
         "--shared-cloud",
         action="store_true",
         default=os.environ.get("SIMULACRA_SHARED_CLOUD", "").strip().lower()
@@ -80,6 +94,20 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=Settings.tracker_cap,
         help=f"tracker records kept, the oldest deleted first (default {Settings.tracker_cap:,})",
+    )
+    serve.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        default=os.environ.get("SIMULACRA_LOG_LEVEL", DEFAULT_LOG_LEVEL).lower(),
+        help="info: a line per request (the access log, logger simulacra.access); warning:"
+        f" answers of 400 and above, with their cause (default {DEFAULT_LOG_LEVEL};"
+        " env SIMULACRA_LOG_LEVEL)",
+    )
+    serve.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default=os.environ.get("SIMULACRA_LOG_FORMAT", "text").lower(),
+        help="text lines, or one JSON object per line (default text; env SIMULACRA_LOG_FORMAT)",
     )
     serve.add_argument(
         "--load",
@@ -120,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
             max_body_bytes=args.max_body_bytes,
             regions=args.regions,
             realtime=args.realtime,
+            clock_start=args.clock_start,
             shared_cloud=args.shared_cloud,
             tracking=args.tracking,
             tracker_cap=args.tracker_cap,
@@ -127,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
             load="\n".join(args.load),
             bind="\n".join(args.bind),
             record="\n".join(args.record),
+            log_level=args.log_level,
+            log_format=args.log_format,
         )
         return serve(settings)
     return 2
@@ -141,6 +172,13 @@ def serve(settings: Settings) -> int:
         for path in filter(None, settings.load.split("\n")):
             if not os.path.isfile(path):
                 raise ValueError(f"--load {path}: no such file")
+        parse_start(settings.clock_start)
+        if settings.realtime and settings.clock_start.strip().lower() != "epoch":
+            raise ValueError("--clock-start moves the virtual clock: drop it or --realtime")
+        if settings.log_level not in LOG_LEVELS:
+            raise ValueError(f"--log-level must be one of {', '.join(LOG_LEVELS)}")
+        if settings.log_format not in LOG_FORMATS:
+            raise ValueError(f"--log-format must be one of {', '.join(LOG_FORMATS)}")
         if settings.tracker_cap < 1:
             raise ValueError(f"--tracker-cap must be 1 or more, got {settings.tracker_cap}")
         if settings.workers < 1:
@@ -158,6 +196,14 @@ def serve(settings: Settings) -> int:
                 "--shared-cloud keeps the cloud state in the shared store: use --store"
                 " postgresql://... (see docs/scaling.md)"
             )
+        if settings.server == "uvicorn":
+            _require("uvicorn", "pip install 'simulacra[uvicorn]'")
+        elif settings.server == "granian":
+            _require("granian", "pip install granian")
+        if shared_store:
+            _check_postgres(settings.store_url)
+        if settings.server != "simulacra":  # the built-in server binds, then announces
+            _check_port(settings.host, settings.port)
     except ValueError as exc:
         print(f"simulacra: {exc}", file=sys.stderr)
         return 2
@@ -170,14 +216,12 @@ def serve(settings: Settings) -> int:
             flush=True,
         )
     os.environ.update(settings.to_env())
-    print(
-        f"Simulacra {__version__} on http://{settings.host}:{settings.port}/"
-        f" (store {_redacted(settings.store_url)}, server {settings.server},"
-        f" workers {settings.workers}{', shared cloud' if settings.shared_cloud else ''})",
-        flush=True,
-    )
     if settings.server == "simulacra":
         return _serve_builtin(settings)
+    _announce(settings)
+    # Their own access logs, in their own format, at the same level (the lines of
+    # simulacra.access are the built-in server's).
+    access = settings.log_level in ("debug", "info")
     if settings.server == "uvicorn":
         import uvicorn
 
@@ -186,7 +230,8 @@ def serve(settings: Settings) -> int:
             factory=True,
             host=settings.host,
             port=settings.port,
-            log_level="warning",
+            log_level=settings.log_level,
+            access_log=access,
             lifespan="on",
             workers=settings.workers,
         )
@@ -205,24 +250,76 @@ def serve(settings: Settings) -> int:
         # already committed. (The stops once seen hanging were the store's listener,
         # cancelled inside psycopg's wait; it now ends on stop_listening().)
         workers_kill_timeout=GRANIAN_KILL_TIMEOUT_S,
-        log_level="warning",  # type: ignore[arg-type]
+        log_level=settings.log_level,  # type: ignore[arg-type]
+        log_access=access,
     ).serve()
     return 0
+
+
+def _announce(settings: Settings) -> None:
+    print(
+        f"Simulacra {__version__} on http://{settings.host}:{settings.port}/"
+        f" (store {_redacted(settings.store_url)}, server {settings.server},"
+        f" workers {settings.workers}{', shared cloud' if settings.shared_cloud else ''})",
+        flush=True,
+    )
+
+
+def _require(module: str, install: str) -> None:
+    """ValueError, saying how to install it, when ``module`` cannot be imported."""
+    import importlib
+
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        raise ValueError(
+            f"--server {module} needs {module}, which is not installed: {install}"
+        ) from None
+
+
+def _check_port(host: str, port: int) -> None:
+    """ValueError when host:port cannot be bound (in use, privileged): said before the
+    banner, as the built-in server does. The port is bound again by the server itself."""
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+    except OSError as exc:
+        raise ValueError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
+def _check_postgres(url: str) -> None:
+    """ValueError, in one line, when the PostgreSQL store does not answer within
+    STORE_CONNECT_TIMEOUT_S: the pool would retry for 15 s, then fail with a traceback."""
+    import psycopg
+
+    from simulacra.config import split_url
+
+    conninfo, _ = split_url(url)
+    try:
+        with psycopg.connect(conninfo, connect_timeout=STORE_CONNECT_TIMEOUT_S) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise ValueError(f"cannot reach the store {_redacted(url)}: {reason}") from None
 
 
 def _serve_builtin(settings: Settings) -> int:
     """The built-in server (simulacra/server.py): the app runs in this process, or in
     ``settings.workers`` processes forked from it."""
-    import logging
-
     from simulacra import server
     from simulacra.app import create_app
+    from simulacra.ops import configure_logging
 
-    logging.basicConfig(
-        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings.log_level, settings.log_format)
     return server.serve(
-        lambda: create_app(settings), settings.host, settings.port, settings.workers
+        lambda: create_app(settings),
+        settings.host,
+        settings.port,
+        settings.workers,
+        announce=lambda: _announce(settings),
     )
 
 

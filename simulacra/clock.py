@@ -1,7 +1,10 @@
 """One clock per server process.
 
 Mimic starts its clock at the epoch and moves it only when told to
-(``POST /mimic/v1.1/tick``), which makes every timed behaviour deterministic.
+(``POST /mimic/v1.1/tick``), which makes every timed behaviour deterministic. So does
+Simulacra by default; ``--clock-start`` (``parse_start``) starts it elsewhere, for clients
+that compare a token's expiry with the wall clock (keystoneauth re-authenticates before
+every call on a token that expired in 1970).
 Cloud state never schedules callbacks: it records *when* each transition is due
 and computes the current state from ``clock.seconds()`` on read, so one tick
 moves every due transition at once and the real clock needs no timers.
@@ -34,9 +37,45 @@ AHEAD = 365 * 86400.0
 LATEST = datetime(9999, 12, 31, tzinfo=UTC).timestamp() - AHEAD
 
 
+def parse_start(value: str, now: float | None = None) -> float:
+    """Where ``--clock-start`` puts the virtual clock, in seconds since the epoch: ``epoch``
+    (0, Mimic's start), ``now`` (the wall clock; ``now`` if given), an ISO 8601 date or date
+    and time (UTC unless it names an offset), or a number of seconds. ValueError, naming what
+    is accepted, for anything else or a time before 1970 or past ``LATEST``."""
+    text = value.strip()
+    lowered = text.lower()
+    if lowered == "epoch":
+        return 0.0
+    if lowered == "now":
+        return time.time() if now is None else now
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            raise ValueError(
+                f"--clock-start {value!r}: use epoch, now, an ISO 8601 date"
+                " (2024-05-01 or 2024-05-01T12:00:00Z) or seconds since the epoch"
+            ) from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        seconds = moment.timestamp()
+    if not 0.0 <= seconds <= LATEST:  # also refuses nan and inf
+        raise ValueError(
+            f"--clock-start {value!r}: the clock starts between 1970-01-01 and {iso8601(LATEST)}"
+        )
+    return seconds
+
+
 class VirtualClock:
     def __init__(self, start: float = 0.0) -> None:
-        self._now = float(start)
+        self.start = float(start)  # where a reset puts it back (--clock-start)
+        self._now = self.start
+
+    def reset(self) -> None:
+        """Back to where the clock started."""
+        self._now = self.start
 
     def seconds(self) -> float:
         return self._now

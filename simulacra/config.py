@@ -17,6 +17,10 @@ from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 DEFAULT_STORE = "sqlite:///simulacra.db"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
+# uvicorn's default is info; here a line per request doubles playback's CPU (README).
+DEFAULT_LOG_LEVEL = "warning"
 MEMORY_URLS = ("memory://", "memory:", "sqlite://", "sqlite:///:memory:")
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 SCHEMA_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -131,6 +135,9 @@ class Settings:
     # Cloud mocks: regions in the service catalog, and the clock they run on.
     regions: str = "ORD,DFW,IAD"
     realtime: bool = False
+    # Where the virtual clock starts (``--clock-start``; clock.parse_start): Mimic's epoch,
+    # ``now``, an ISO date or epoch seconds.
+    clock_start: str = "epoch"
     # Keep the cloud mocks' state and clock in the PostgreSQL store, shared by every
     # instance and worker (docs/scaling.md); off, each process has its own, as in Mimic.
     shared_cloud: bool = False
@@ -149,6 +156,10 @@ class Settings:
     # Sessions recording an upstream on their own ports from the start (``--record``;
     # parse_recordings, one per line).
     record: str = ""
+    # ``simulacra serve``'s logging (simulacra/ops.py configure_logging): the level of
+    # Simulacra's loggers, the access log's included, and text or JSON lines.
+    log_level: str = DEFAULT_LOG_LEVEL
+    log_format: str = "text"
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:

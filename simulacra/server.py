@@ -54,8 +54,13 @@ from simulacra.dataplane.request import (
     text_answer,
 )
 from simulacra.errors import DomainError
+from simulacra.ops import ACCESS_LOGGER, HEALTH_PATH, error_cause, request_labels
 
 log = logging.getLogger("simulacra.server")
+# One line per answered request at info, answers of 400 and above at warning (with why).
+access_log = logging.getLogger(ACCESS_LOGGER)
+NOT_LOGGED = 1000  # Server.log_from when the access log is off: no status reaches it
+MAX_LOGGED_PATH = 2000  # a path may be up to 64 KiB (MAX_HEAD_BYTES): not all of it per line
 
 ASGIApp = Callable[..., Any]
 # What a fault writes where a response should be (WireMock's bytes are its own; any
@@ -186,12 +191,14 @@ class Exchange:
         "bodiless",
         "body_given",
         "buffered",
+        "cause",
         "chunked",
         "chunks",
         "complete",
         "conn",
         "dispatched",
         "done",
+        "error_body",
         "expect_continue",
         "head_written",
         "keep_alive",
@@ -237,6 +244,10 @@ class Exchange:
         # WHOLE_BODY_MAX), so the app is called at once and reads it streamed.
         self.streamed = False
         self.superseded = False  # the server answered in the app's place: its sends are dropped
+        # For the access log: the body of an error answer (its cause is read from it only if
+        # the line is written), or what the server did instead of the answer.
+        self.error_body = b""
+        self.cause: str | None = None
 
     def wake(self) -> None:
         waiter = self.waiter
@@ -317,9 +328,12 @@ class Exchange:
         """What the connection does instead of answering; it is closed either way."""
         self.done = True
         self.keep_alive = False
+        self.cause = f"fault {fault}"
         conn = self.conn
         if fault == CONNECTION_RESET_BY_PEER:
             conn.reset()
+            if self.status >= conn.server.log_from:
+                log_access(self)
             return
         if fault == MALFORMED_RESPONSE_CHUNK:
             self.response_headers = [
@@ -356,6 +370,8 @@ class Exchange:
     def _write(self, body: bytes, more: bool) -> None:
         conn = self.conn
         if not self.head_written:
+            if self.status >= 400:
+                self.error_body = body  # the access log's cause, if it is written
             data = self._head(body, more)
             if body and not self.bodiless:
                 data += b"%x\r\n%b\r\n" % (len(body), body) if self.chunked else body
@@ -415,7 +431,7 @@ class Exchange:
                 log.exception(
                     "the app failed on %s %s", self.request.method, self.request.path[:200]
                 )
-                self._fail()
+                self._fail("the app raised an exception (logged above)")
             return
         except BaseException:  # cancelled: the server is stopping
             self.conn.abort()
@@ -426,7 +442,7 @@ class Exchange:
                 self.request.method,
                 self.request.path[:200],
             )
-            self._fail()
+            self._fail("the app returned without a whole response")
 
     async def answer_later(self, answer: Awaitable[Answer]) -> None:
         """A data-plane answer that had to wait (the store, a delay policy)."""
@@ -434,7 +450,7 @@ class Exchange:
             self.answer(await answer)
         except Exception:
             log.exception("the data plane failed on %s %s", self.request.method, self.request.path)
-            self._fail()
+            self._fail("the data plane raised an exception (logged above)")
         except BaseException:
             self.conn.abort()
             raise
@@ -448,19 +464,60 @@ class Exchange:
             self.request.path[:200],
         )
         self.superseded = True
-        self._fail()
+        self._fail(f"invalid response header {bytes(bad[0])[:100]!r}")
 
-    def _fail(self) -> None:
+    def _fail(self, cause: str) -> None:
         if self.done:
             return
+        self.cause = cause
         if self.started:  # part of a response is out: only closing tells the client
             self.done = True
             self.conn.abort()
+            if self.conn.server.log_from < NOT_LOGGED:
+                self.cause = f"{cause}; closed after part of the answer"
+                log_access(self, logging.WARNING)
             return
         self.done = True
+        self.status = 500
         self.keep_alive = False
         self.conn.write(_plain_response(500, "Internal Server Error"))
         self.conn.exchange_done(self)
+
+
+def log_access(exchange: Exchange, level: int | None = None) -> None:
+    """The access-log line of an answered request: info, or warning for an answer of 400
+    and above, with its cause. Called only when the logger takes the status (``log_from``)."""
+    request = exchange.request
+    status = exchange.status
+    if status < 400 and exchange.route is None and request.path == HEALTH_PATH:
+        return  # probes poll it: their lines would drown the others (a bound port's plays)
+    duration_ms = round((time.perf_counter() - request.started) * 1000.0, 2)
+    session, tenant = request_labels(request)
+    cause = exchange.cause
+    if cause is None and status >= 400:
+        cause = error_cause(exchange.error_body)
+    client = request.client[0] if request.client else "-"
+    path = request.path[:MAX_LOGGED_PATH]
+    line = f"{client} {request.method} {path} {status} {duration_ms:.2f}ms"
+    if session is not None:
+        line += f" session={session}"
+    if tenant is not None:
+        line += f" tenant={tenant}"
+    if cause:
+        line += f" ({cause})"
+    if level is None:
+        level = logging.WARNING if status >= 400 else logging.INFO
+    fields = {
+        "method": request.method,
+        "path": path,
+        "status": status,
+        "duration_ms": duration_ms,
+        "session": session,
+        "tenant": tenant,
+        "cause": cause or None,
+        "client": client,
+    }
+    access_log.log(level, line, extra=fields)
 
 
 class _Pipe(asyncio.Protocol):
@@ -806,7 +863,7 @@ class HttpConnection(asyncio.Protocol):
                 answer = route.answer(request)
         except Exception:
             log.exception("the data plane failed on %s %s", request.method, request.path[:200])
-            exchange._fail()
+            exchange._fail("the data plane raised an exception (logged above)")
             return
         if isinstance(answer, Answer):
             exchange.answer(answer)
@@ -821,6 +878,8 @@ class HttpConnection(asyncio.Protocol):
 
     def exchange_done(self, exchange: Exchange) -> None:
         """The response is out: close, or answer the next request."""
+        if exchange.status >= self.server.log_from:  # one compare when nothing is logged
+            log_access(exchange)
         if self.active is exchange:
             self.active = None
         if self.closed:
@@ -937,6 +996,13 @@ class HttpConnection(asyncio.Protocol):
         before it (the requests parsed whole are run, so they are answered)."""
         self.refused = True
         exchange, self.reading = self.reading, None
+        if status >= self.server.log_from:
+            client = self.client[0] if self.client else "-"
+            what = f"{exchange.request.method} {exchange.request.path}" if exchange else "-"
+            access_log.warning(
+                f"{client} {what} {status} (refused: {reason})",
+                extra={"status": status, "cause": reason, "client": client},
+            )
         if exchange is not None:
             if exchange.done:  # answered already; the rest of its body was being dropped
                 self._linger()
@@ -1107,6 +1173,15 @@ class Server:
         self.dataplane = getattr(app, "dataplane", None)
         self.limit: int = self.dataplane.limit if self.dataplane is not None else 0
         self.tasks: set[asyncio.Task[None]] = set()  # every exchange's, until it ends
+        # The lowest status the access log writes, decided once: per request the server
+        # only compares (no logger call when the line would be dropped).
+        self.log_from = (
+            0
+            if access_log.isEnabledFor(logging.INFO)
+            else 400
+            if access_log.isEnabledFor(logging.WARNING)
+            else NOT_LOGGED
+        )
 
     def _tick(self) -> None:
         """Once a second: the Date header; connections idle too long, or too slow, closed
@@ -1228,13 +1303,24 @@ def serve_worker(app_factory: Callable[[], ASGIApp], sock: socket.socket) -> int
     return 0
 
 
-def serve(app_factory: Callable[[], ASGIApp], host: str, port: int, workers: int = 1) -> int:
-    """Serve on host:port, in this process or in ``workers`` forked processes."""
+def serve(
+    app_factory: Callable[[], ASGIApp],
+    host: str,
+    port: int,
+    workers: int = 1,
+    announce: Callable[[], None] | None = None,
+) -> int:
+    """Serve on host:port, in this process or in ``workers`` forked processes. ``announce``
+    runs once the port is bound (the banner: never printed for a port that fails); a port
+    that cannot be bound is one line on stderr and exit code 2, as for a bad option."""
     try:
         sock = bind(host, port)
     except OSError as exc:
-        print(f"simulacra: cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr)
-        return 1
+        reason = exc.strerror or str(exc)
+        print(f"simulacra: cannot listen on {host}:{port}: {reason}", file=sys.stderr, flush=True)
+        return 2
+    if announce is not None:
+        announce()
     if workers == 1:
         return serve_worker(app_factory, sock)
     return _supervise(app_factory, sock, workers)

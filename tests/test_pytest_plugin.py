@@ -46,7 +46,7 @@ def test_the_readme_example_passes(tmp_path: Path) -> None:
 
 
 def test_tests_never_see_each_other(tmp_path: Path) -> None:
-    suite = '''
+    suite = """
     import httpx
 
     from simulacra.cloud.compute import NOVA
@@ -64,14 +64,21 @@ def test_tests_never_see_each_other(tmp_path: Path) -> None:
     def test_b_sees_neither(simulacra):
         assert simulacra.scenarios() == []
         assert simulacra.http.get(SERVERS).json()["servers"] == []
-    '''
+
+
+    def test_c_the_clock_is_in_the_present(simulacra):
+        import datetime
+
+        now = datetime.datetime.now(datetime.UTC)
+        assert simulacra.tick(0)[:10] == now.strftime("%Y-%m-%d")  # real SDKs keep tokens
+    """
     result = run_suite(tmp_path, {"test_order.py": suite})
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "2 passed" in result.stdout
+    assert "3 passed" in result.stdout
 
 
 def test_a_failure_shows_the_requests_no_stub_matched(tmp_path: Path) -> None:
-    suite = '''
+    suite = """
     import httpx
 
 
@@ -80,7 +87,7 @@ def test_a_failure_shows_the_requests_no_stub_matched(tmp_path: Path) -> None:
             rec.stub({"method": "GET", "urlPath": "/cart"}, {"status": 200, "body": "[]"})
         with simulacra.playing("shop", port=0) as shop:
             assert httpx.get(shop.url + "/basket").status_code == 200  # fails: a 404
-    '''
+    """
     result = run_suite(tmp_path, {"test_shop.py": suite})
     assert result.returncode == 1
     assert "requests no stub matched (Simulacra)" in result.stdout
@@ -93,7 +100,11 @@ def test_markers_load_archives_and_hars(tmp_path: Path) -> None:
             "version": "1.2",
             "entries": [
                 {
-                    "request": {"method": "GET", "url": "https://shop.example/hello", "headers": []},
+                    "request": {
+                        "method": "GET",
+                        "url": "https://shop.example/hello",
+                        "headers": [],
+                    },
                     "response": {
                         "status": 200,
                         "headers": [],
@@ -106,7 +117,7 @@ def test_markers_load_archives_and_hars(tmp_path: Path) -> None:
     import json
 
     (tmp_path / "site.har").write_text(json.dumps(har))
-    suite = '''
+    suite = """
     import httpx
     import pytest
 
@@ -114,7 +125,7 @@ def test_markers_load_archives_and_hars(tmp_path: Path) -> None:
     @pytest.mark.simulacra_load("site.har")
     def test_har(simulacra):
         assert httpx.get(simulacra.base_url + "/virtual/site/har/hello").text == "hi"
-    '''
+    """
     result = run_suite(tmp_path, {"test_site.py": suite})
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -122,11 +133,11 @@ def test_markers_load_archives_and_hars(tmp_path: Path) -> None:
 def test_an_external_server_is_used_when_given(tmp_path: Path) -> None:
     server = RunningServer(store="memory://").start()
     try:
-        suite = '''
+        suite = """
         def test_it(simulacra, simulacra_server):
             simulacra.create_scenario("external")
             assert simulacra_server == simulacra.base_url
-        '''
+        """
         result = run_suite(tmp_path, {"test_ext.py": suite}, "--simulacra-url", server.url)
         assert result.returncode == 0, result.stdout + result.stderr
         # The fixture reset it after the test: the external server holds nothing more.

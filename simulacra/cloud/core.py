@@ -21,7 +21,9 @@ class CloudCore:
     services: dict[str, Any] = field(default_factory=dict)
 
     def reset(self) -> None:
-        for backend in self.services.values():
-            reset = getattr(backend, "reset", None)
+        """Every backend's state, and the virtual clock back to where it started (a real
+        clock has no reset)."""
+        for owner in (*self.services.values(), self.clock):
+            reset = getattr(owner, "reset", None)
             if reset is not None:
                 reset()

@@ -269,7 +269,7 @@ def _events() -> dict[str, object]:
 def is_cloud_request(scope: Scope) -> bool:
     """Everything but the virtualization APIs and the welcome page is a cloud route."""
     path: str = scope["path"]
-    if path.startswith(("/api/", "/stubo/api/")):
+    if path.startswith(("/api/", "/stubo/api/")) or path == "/health":
         return False
     return not (path == "/" and scope["method"] in ("GET", "HEAD"))
 

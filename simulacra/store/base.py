@@ -34,6 +34,9 @@ class ScenarioImport:
 class Store(Protocol):
     async def open(self) -> None: ...
     async def close(self) -> None: ...
+    async def ping(self) -> None:
+        """Raise unless the store answers a trivial query (``GET /health``; the caller bounds
+        the wait)."""
 
     # scenarios
     async def create_scenario(self, scenario: Scenario) -> None:

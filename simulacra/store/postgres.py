@@ -43,6 +43,9 @@ CHANNEL = "simulacra"
 LISTEN_POLL_S = 0.2
 # Any constant shared by every instance: serializes migrations across processes.
 MIGRATION_LOCK = 0x51_4D_55_4C  # "SMUL"
+# A connection attempt gives up after this (libpq waits for ever by default): a database
+# that does not answer fails the start, or a pooled request, with the reason.
+CONNECT_TIMEOUT_S = 5
 
 
 def _dumps(value: Any) -> str:
@@ -68,7 +71,7 @@ class PostgresStore:
         self._listening = False
 
     def _connect_kwargs(self) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"autocommit": True}
+        kwargs: dict[str, Any] = {"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S}
         if self.schema:
             kwargs["options"] = f"-csearch_path={self.schema}"
         return kwargs
@@ -80,13 +83,23 @@ class PostgresStore:
         return self._pool
 
     async def open(self) -> None:
-        if self.schema:
-            # The search_path names it, so it must exist before the pool's first connection.
-            # IF NOT EXISTS still races between instances starting together: take the lock.
-            conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
-            async with conn, conn.transaction():
-                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
-                await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+        # One connection first: a database out of reach fails here, at once and with libpq's
+        # reason, where the pool would retry for its whole timeout and then say only that.
+        try:
+            conn = await psycopg.AsyncConnection.connect(
+                self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S
+            )
+        except psycopg.OperationalError as exc:
+            reason = " ".join(str(exc).split())
+            raise Unavailable(f"cannot connect to the PostgreSQL store: {reason}") from None
+        async with conn:
+            if self.schema:
+                # The search_path names it, so it must exist before the pool's first
+                # connection. IF NOT EXISTS still races between instances starting
+                # together: take the lock.
+                async with conn.transaction():
+                    await conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+                    await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
         pool = AsyncConnectionPool(
             self.url,
             kwargs=self._connect_kwargs(),
@@ -105,6 +118,11 @@ class PostgresStore:
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
+
+    async def ping(self) -> None:
+        """One round trip on a pooled connection (health); Unavailable when none answers."""
+        async with self._conn() as conn:
+            await conn.execute("SELECT 1")
 
     async def migrate(self) -> int:
         """Apply the migrations newer than ``schema_version``; return the version reached."""

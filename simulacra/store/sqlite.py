@@ -7,10 +7,12 @@ the method returns, so an acknowledged write is on disk.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import secrets
 import sqlite3
+import urllib.parse
 from typing import Any
 
 import orjson
@@ -120,6 +122,13 @@ class SQLiteStore:
         if self._db is not None:
             self._db.close()
             self._db = None
+
+    async def ping(self) -> None:
+        """Health: the open connection answers, and the file can still be opened and read
+        (deleted or replaced under the server, its writes would not survive a restart)."""
+        self.db.execute("SELECT 1").fetchone()
+        if self.path != ":memory:":
+            await asyncio.to_thread(_read_schema, self.path)
 
     # scenarios -------------------------------------------------------------
 
@@ -401,6 +410,17 @@ def _tracker_where(query: TrackerQuery) -> tuple[str, list[Any]]:
         )
         args += [word, word]
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), args
+
+
+def _read_schema(path: str) -> None:
+    """Open ``path`` read-only, as a new connection would, and read its schema; raises
+    sqlite3.Error (or OSError) when it cannot."""
+    uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
+    db = sqlite3.connect(uri, uri=True, timeout=1.0)
+    try:
+        db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+    finally:
+        db.close()
 
 
 def _add_missing_columns(db: sqlite3.Connection) -> None:

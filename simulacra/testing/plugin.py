@@ -1,7 +1,8 @@
 """The pytest plugin: one Simulacra server per test session, a client per test, reset after.
 
 - ``simulacra_server`` (session): the base URL of a server started for the session, a
-  ``simulacra serve --store memory://`` subprocess on a free port, stopped at the end. A
+  ``simulacra serve --store memory:// --clock-start now`` subprocess on a free port, stopped
+  at the end. A
   subprocess, not a thread: the server tunes the garbage collector and owns an event loop
   and signal handlers, which a test process must not share, and its crashes stay its own.
   ``--simulacra-url URL`` (or ``SIMULACRA_URL``) uses a server already running instead (a
@@ -88,7 +89,9 @@ def simulacra_server(request: pytest.FixtureRequest) -> Iterator[str]:
     folder = Path(tempfile.mkdtemp(prefix="simulacra-pytest-"))
     log = folder / "server.log"
     command = [sys.executable, "-m", "simulacra", "serve", "--port", str(port)]
-    command += ["--store", "memory://"]
+    # In the present: tokens issued at the epoch have expired, so real SDKs (keystoneauth)
+    # would authenticate again before every call.
+    command += ["--store", "memory://", "--clock-start", "now"]
     with open(log, "wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
