@@ -414,3 +414,15 @@ def test_keystoneauth_reuses_its_token_when_the_clock_starts_now(servers):
     nova_twice(epoch.url)
     time.sleep(0.2)
     assert token_posts(epoch) >= 2
+
+
+def test_a_path_cannot_forge_a_log_line(servers):
+    server = servers("memory://")
+    forged = "/x%0A2026-12-06 INFO simulacra.access: 10.0.0.1 GET /admin 200"
+    assert requests.get(server.url + forged, timeout=5).status_code == 404
+    output = wait_for_output(server, lambda out: "/x" in out)
+    assert not any(
+        line.startswith("2026-12-06 INFO simulacra.access: 10.0.0.1")
+        for line in output.splitlines()
+    )
+    assert "/x\\n2026-12-06" in output  # shown escaped, on the request's own line
