@@ -498,8 +498,6 @@ def log_access(exchange: Exchange, level: int | None = None) -> None:
         cause = error_cause(exchange.error_body)
     client = request.client[0] if request.client else "-"
     path = request.path[:MAX_LOGGED_PATH]
-    if not path.isprintable():  # a decoded %0A must not start a line of its own
-        path = path.encode("unicode_escape").decode("ascii")
     line = f"{client} {request.method} {path} {status} {duration_ms:.2f}ms"
     if session is not None:
         line += f" session={session}"
@@ -507,6 +505,8 @@ def log_access(exchange: Exchange, level: int | None = None) -> None:
         line += f" tenant={tenant}"
     if cause:
         line += f" ({cause})"
+    if not line.isprintable():  # a decoded %0A (path, session, tenant) must not forge a line
+        line = line.encode("unicode_escape").decode("ascii")
     if level is None:
         level = logging.WARNING if status >= 400 else logging.INFO
     fields = {

@@ -420,9 +420,12 @@ def test_a_path_cannot_forge_a_log_line(servers):
     server = servers("memory://")
     forged = "/x%0A2026-12-06 INFO simulacra.access: 10.0.0.1 GET /admin 200"
     assert requests.get(server.url + forged, timeout=5).status_code == 404
-    output = wait_for_output(server, lambda out: "/x" in out)
+    # The same through a session named in the query (Mirage's v1 argument).
+    v1 = server.url + "/stubo/api/get/response?session=s%0A2026-12-06 INFO simulacra.access: 10"
+    assert requests.post(v1, timeout=5).status_code >= 400
+    output = wait_for_output(server, lambda out: "/x" in out and "get/response" in out)
     assert not any(
-        line.startswith("2026-12-06 INFO simulacra.access: 10.0.0.1")
-        for line in output.splitlines()
+        line.startswith("2026-12-06 INFO simulacra.access: 10") for line in output.splitlines()
     )
     assert "/x\\n2026-12-06" in output  # shown escaped, on the request's own line
+    assert "session=s\\n2026-12-06" in output
