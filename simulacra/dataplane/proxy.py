@@ -116,11 +116,8 @@ class Recorder:
         url = base + quote(path, safe=_PATH_SAFE)
         if request.query:
             url += "?" + request.query.decode("latin-1")
-        headers = [
-            (k.decode("latin-1"), v.decode("latin-1"))
-            for k, v in request.headers
-            if k.decode("latin-1") not in _NOT_FORWARDED
-        ]
+        received = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers]
+        headers = [(k, v) for k, v in received if k not in _NOT_FORWARDED]
         try:
             client = await self._client(session, upstream)
             status, answer_headers, body = await self._send(
@@ -130,11 +127,11 @@ class Recorder:
             answer = error_answer(exc.status, exc.message)
             if rules.record_failures:
                 sent = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in answer.headers]
-                failed = _exchange(request, path, proxied, exc.status, sent, answer.body)
-                await svc.record_exchanges(session.scenario, [failed], rules)
+                failed = _exchange(request, received, path, proxied, exc.status, sent, answer.body)
+                await svc.record_documents(session.scenario, [stub_document(failed, rules)])
             self._track(request, answer, t0, target)
             return answer
-        exchange = _exchange(request, path, proxied, status, answer_headers, body)
+        exchange = _exchange(request, received, path, proxied, status, answer_headers, body)
         rewrite = None
         if proxied is None and origin:  # a proxy's client uses the real URLs: none rewritten
             rewrite = (upstream.url, f"{request.scheme}://{origin}{_prefix(request, path)}")
@@ -145,7 +142,7 @@ class Recorder:
             answer = error_answer(502, f"the upstream's answer cannot be recorded: {exc}")
         else:
             answer = self.playback.wires(response)[0]
-            await svc.record_exchanges(session.scenario, [exchange], rules, rewrite)
+            await svc.record_documents(session.scenario, [document])
         self._track(request, answer, t0, target)
         return answer
 
@@ -205,18 +202,20 @@ class Recorder:
 
 def _exchange(
     request: Request,
+    received: list[tuple[str, str]],
     path: str,
     proxied: str | None,
     status: int,
     headers: list[tuple[str, str]],
     body: bytes,
 ) -> Exchange:
-    """The request (at ``path``, the upstream's) and the answer it got, as plain values."""
+    """The request (its headers ``received``, at ``path``, the upstream's) and the answer it
+    got, as plain values."""
     return Exchange(
         request.method,
         path,
         request.query.decode("latin-1"),
-        [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers],
+        received,
         request.body,
         status,
         headers,

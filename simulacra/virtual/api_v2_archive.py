@@ -42,7 +42,7 @@ from simulacra.virtual.archive import (
     write_archive,
 )
 from simulacra.virtual.har import SHAPE, Har, read_har
-from simulacra.virtual.model import check_name, qualify, stub_from_document
+from simulacra.virtual.model import check_name, qualify
 from simulacra.virtual.recording import RecordRules, stub_document
 from simulacra.web import json_response, read_body, request_host, truthy
 
@@ -246,9 +246,9 @@ async def export_action(request: Request, name: str, body: dict[str, Any]) -> di
     }
 
 
-def _read_har_body(body: bytes, scenario: str) -> tuple[Har, RecordRules]:
-    """Parse a HAR import's body and check every stub it makes, naming the HAR entry at
-    fault (the service checks them again when it stores them, naming only the exchange)."""
+def _read_har_body(body: bytes) -> tuple[Har, list[dict[str, Any]]]:
+    """Parse a HAR import's body: the HAR, and the stub document of each of its exchanges
+    (the service checks them as a PUT does when it stores them)."""
     if not body.strip():
         raise Invalid(
             'request body is empty; a HAR document {"log": {"entries": [...]}} is expected'
@@ -264,12 +264,7 @@ def _read_har_body(body: bytes, scenario: str) -> tuple[Har, RecordRules]:
         raise Invalid(f"unknown key {shown(unknown[0])}: a HAR import is {{log, record?}}")
     rules = RecordRules.from_dict(document.get("record"))
     har = read_har(document)
-    for exchange, i in zip(har.exchanges, har.indices, strict=True):
-        try:
-            stub_from_document(stub_document(exchange, rules), scenario=scenario)
-        except Invalid as exc:
-            raise Invalid(f"entries[{i}]: {exc.message}") from None
-    return har, rules
+    return har, [stub_document(exchange, rules) for exchange in har.exchanges]
 
 
 @endpoint()
@@ -280,10 +275,11 @@ async def import_har(request: Request) -> Response:
     scenario = await svc.get_scenario(name)  # 404 before reading a body for nothing
     body = await read_body(request, limit(request))
     if len(body) > HAR_THREAD_BYTES:
-        har, rules = await asyncio.to_thread(_read_har_body, body, scenario.name)
+        har, documents = await asyncio.to_thread(_read_har_body, body)
     else:
-        har, rules = _read_har_body(body, scenario.name)
-    results = await svc.record_exchanges(scenario.name, har.exchanges, rules)
+        har, documents = _read_har_body(body)
+    labels = [f"entries[{i}]" for i in har.indices]  # a refusal names the HAR's entry
+    results = await svc.record_documents(scenario.name, documents, labels)
     count = {
         status: sum(1 for r in results if r.status == status) for status in ("created", "updated")
     }

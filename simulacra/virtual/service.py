@@ -51,7 +51,6 @@ from simulacra.virtual.model import (
     stub_from_document,
 )
 from simulacra.virtual.playback import SequenceCounters
-from simulacra.virtual.recording import Exchange, RecordRules, stub_document
 from simulacra.virtual.templates import is_template, render_response
 
 
@@ -520,33 +519,32 @@ class VirtualService:
             await self.store.update_stub(existing)
             return PutResult("updated", existing)
 
-    async def record_exchanges(
+    async def record_documents(
         self,
         scenario_name: str,
-        exchanges: list[Exchange],
-        rules: RecordRules,
-        rewrite: tuple[str, str] | None = None,
+        documents: list[dict[str, Any]],
+        labels: list[str] | None = None,
     ) -> list[PutResult]:
-        """Store each exchange (a proxied call, a HAR entry) as a stub of the scenario, by
-        ``recording``'s rules; a request seen again extends its stub's sequence, in order.
-        Every stub is checked as a PUT checks it before any is stored."""
+        """Store recorded stub documents (``recording.stub_document``: a proxied call, a HAR
+        entry) in the scenario; a request seen again extends its stub's sequence, in order.
+        Every stub is checked as a PUT checks it before any is stored; a refusal names
+        ``labels[i]``, else the document's method and path."""
         scenario = await self.get_scenario(scenario_name)
         recorded = self._date()
 
         def build() -> list[Stub]:
             stubs = []
-            for i, exchange in enumerate(exchanges):
-                document = stub_document(exchange, rules, rewrite)
+            for i, document in enumerate(documents):
                 try:
                     stub = stub_from_document(document, scenario=scenario.name, recorded=recorded)
                 except Invalid as exc:
-                    where = f"exchange {i} ({exchange.method} {exchange.path[:200]})"
+                    where = labels[i] if labels is not None else _recorded_label(i, document)
                     raise Invalid(f"{where}: {exc.message}") from None
                 stubs.append(stub)
             return stubs
 
-        # A proxied call is one exchange; a HAR may hold thousands (0.35 s for 9,000).
-        stubs = build() if len(exchanges) <= 16 else await asyncio.to_thread(build)
+        # A proxied call is one document; a HAR may hold thousands (0.35 s for 9,000).
+        stubs = build() if len(documents) <= 16 else await asyncio.to_thread(build)
         return [await self._add_stub(stub) for stub in stubs]
 
     async def list_stubs(self, scenario_name: str) -> list[Stub]:
@@ -699,6 +697,11 @@ class VirtualService:
         if not response.binary and is_template(response.body):  # {{ or {% in it
             response = render_response(response, stub, request, self.now())
         return response
+
+
+def _recorded_label(i: int, document: dict[str, Any]) -> str:
+    request = document.get("request", {})
+    return f"exchange {i} ({request.get('method')} {str(request.get('urlPath'))[:200]})"
 
 
 def _not_playing(session: Session) -> Conflict:
