@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from simulacra import ops
+from simulacra import metrics, openapi, ops
 from simulacra.clock import RealClock, VirtualClock, parse_start
 from simulacra.cloud import build_cloud
 from simulacra.cloud.shared import SharedCloud, SharedCloudMiddleware
@@ -117,10 +117,12 @@ def create_app(settings: Settings | None = None) -> DataPlaneApp:
     playback = PlaybackRoutes(tracker, settings.max_body_bytes)
     ports = Ports(playback, settings.port, settings.host)
     dataplane = DataPlane(playback, CloudRoutes(cloud, shared), ports, settings.max_body_bytes)
+    server_metrics = metrics.Metrics(tracker, ports)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         store = open_store(settings.store_url)
+        server_metrics.store = store
         if shared is not None:
             shared.attach(store)  # before open: refuses a store without shared state
         await store.open()
@@ -167,6 +169,8 @@ def create_app(settings: Settings | None = None) -> DataPlaneApp:
             *api_v1.ROUTES,
             Route("/", welcome, methods=["GET"]),
             *ops.ROUTES,
+            *metrics.ROUTES,
+            *openapi.ROUTES,
             *cloud_routes,
         ],
         lifespan=lifespan,
@@ -183,7 +187,8 @@ def create_app(settings: Settings | None = None) -> DataPlaneApp:
     app.state.tracker = tracker
     app.state.ports = ports
     app.state.shared = shared  # None unless --shared-cloud: resets run in its transaction
-    return DataPlaneApp(dataplane, app)
+    app.state.metrics = server_metrics
+    return DataPlaneApp(dataplane, app, server_metrics)
 
 
 LOAD_HOST = "localhost"  # the host namespace of the scenarios ``--load`` loads

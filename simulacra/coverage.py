@@ -14,6 +14,7 @@ from starlette.routing import Route
 FAMILIES = {
     "simulacra.app": "Control plane",
     "simulacra.ops": "Operations",
+    "simulacra.metrics": "Operations",
     "simulacra.virtual.api_v2": "Mirage REST API v2",
     "simulacra.virtual.api_v2_admin": "Mirage REST API v2",
     "simulacra.virtual.api_v2_archive": "Mirage REST API v2",

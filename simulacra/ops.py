@@ -20,6 +20,9 @@ from starlette.routing import Route
 from simulacra import __version__
 from simulacra.config import MEMORY_URLS, is_postgres_url
 from simulacra.dataplane.request import Request as PlainRequest
+from simulacra.models import Health
+from simulacra.openapi import Reply
+from simulacra.web import operation
 
 HEALTH_PATH = "/health"
 # A probe must hear back well within its own timeout (Kubernetes: 1 s by default); a store
@@ -38,6 +41,10 @@ def store_kind(url: str) -> str:
     return "memory" if url in MEMORY_URLS else "sqlite"
 
 
+@operation(
+    replies={200: Reply(Health), 503: Reply(Health, "The store does not answer")},
+    error_statuses=(),
+)
 async def health(request: Request) -> Response:
     """Health for probes: status, version, uptime, and whether the store answers (503 if not)."""
     state = request.app.state

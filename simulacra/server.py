@@ -36,7 +36,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 import httptools
@@ -54,11 +54,18 @@ from simulacra.dataplane.request import (
     text_answer,
 )
 from simulacra.errors import DomainError
+from simulacra.metrics import METRICS_PATH
 from simulacra.ops import ACCESS_LOGGER, HEALTH_PATH, error_cause, request_labels
+
+if TYPE_CHECKING:
+    from simulacra.metrics import Metrics
 
 log = logging.getLogger("simulacra.server")
 # One line per answered request at info, answers of 400 and above at warning (with why).
 access_log = logging.getLogger(ACCESS_LOGGER)
+# Polled by probes and scrapers: their lines at info would drown the others (a bound
+# port's plays); a failing one is still logged.
+POLLED_PATHS = frozenset({HEALTH_PATH, METRICS_PATH})
 NOT_LOGGED = 1000  # Server.log_from when the access log is off: no status reaches it
 MAX_LOGGED_PATH = 2000  # a path may be up to 64 KiB (MAX_HEAD_BYTES): not all of it per line
 
@@ -332,8 +339,7 @@ class Exchange:
         conn = self.conn
         if fault == CONNECTION_RESET_BY_PEER:
             conn.reset()
-            if self.status >= conn.server.log_from:
-                log_access(self)
+            conn.exchange_done(self)  # closed: logged and counted, nothing more
             return
         if fault == MALFORMED_RESPONSE_CHUNK:
             self.response_headers = [
@@ -473,6 +479,7 @@ class Exchange:
         if self.started:  # part of a response is out: only closing tells the client
             self.done = True
             self.conn.abort()
+            self.conn.count(self.request, self.route, self.status)
             if self.conn.server.log_from < NOT_LOGGED:
                 self.cause = f"{cause}; closed after part of the answer"
                 log_access(self, logging.WARNING)
@@ -489,8 +496,8 @@ def log_access(exchange: Exchange, level: int | None = None) -> None:
     and above, with its cause. Called only when the logger takes the status (``log_from``)."""
     request = exchange.request
     status = exchange.status
-    if status < 400 and exchange.route is None and request.path == HEALTH_PATH:
-        return  # probes poll it: their lines would drown the others (a bound port's plays)
+    if status < 400 and exchange.route is None and request.path in POLLED_PATHS:
+        return
     duration_ms = round((time.perf_counter() - request.started) * 1000.0, 2)
     session, tenant = request_labels(request)
     cause = exchange.cause
@@ -879,9 +886,10 @@ class HttpConnection(asyncio.Protocol):
         task.add_done_callback(tasks.discard)
 
     def exchange_done(self, exchange: Exchange) -> None:
-        """The response is out: close, or answer the next request."""
+        """The response is out: logged, counted; close, or answer the next request."""
         if exchange.status >= self.server.log_from:  # one compare when nothing is logged
             log_access(exchange)
+        self.count(exchange.request, exchange.route, exchange.status)
         if self.active is exchange:
             self.active = None
         if self.closed:
@@ -905,6 +913,16 @@ class HttpConnection(asyncio.Protocol):
         # else resume_writing does (and on_headers_complete queues the requests that come):
         # a client that does not read its answers gets no more of them buffered, and its
         # pipelined requests pause reading at MAX_PIPELINED.
+
+    def count(self, request: Request | None, route: Route | None, status: int) -> None:
+        """An answer written, for /metrics: once per request (its exchange done, cut short,
+        or refused; a refusal may come before its request is known)."""
+        metrics = self.server.metrics
+        if metrics is not None:
+            if request is None:
+                metrics.count("", None, status, 0.0)
+            else:
+                metrics.count(request.path, route, status, request.started)
 
     def _answer_next(self) -> None:
         if self.waiting:
@@ -1024,6 +1042,10 @@ class HttpConnection(asyncio.Protocol):
         if self.active is None and not self.waiting:
             self.write(_plain_response(status, reason))
             self._linger()
+            if exchange is None:
+                self.count(None, None, status)
+            else:
+                self.count(exchange.request, exchange.route, status)
 
     def _linger(self) -> None:
         """Close after a refusal: a FIN after the answer, then what the client still sends
@@ -1164,15 +1186,19 @@ class Server:
     """Serves an ASGI app on a listening socket until ``stop`` is set."""
 
     def __init__(self, app: ASGIApp) -> None:
-        self.app = app
         self.state: dict[str, Any] = {}
         self.connections: set[HttpConnection] = set()
         self.tunnels: set[_Pipe] = set()  # CONNECT tunnels, closed when the server stops
         self.stopping = False
         self.date_header = b""
         self.loop = asyncio.get_running_loop()
-        # The data plane answers what it claims before any ASGI message (dataplane/asgi.py).
+        # The data plane answers what it claims before any ASGI message (dataplane/asgi.py);
+        # the rest goes straight to the app behind its adapter, if any (which would claim
+        # it again, and count it again).
         self.dataplane = getattr(app, "dataplane", None)
+        self.app: ASGIApp = app if self.dataplane is None else getattr(app, "app", app)
+        # Where the app counts its answers for /metrics (simulacra/metrics.py), if it does.
+        self.metrics: Metrics | None = getattr(app, "metrics", None)
         self.limit: int = self.dataplane.limit if self.dataplane is not None else 0
         self.tasks: set[asyncio.Task[None]] = set()  # every exchange's, until it ends
         # The lowest status the access log writes, decided once: per request the server

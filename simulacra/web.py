@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from functools import wraps
 from typing import Any
 
 import orjson
@@ -11,6 +13,8 @@ from starlette.responses import Response
 from simulacra.dataplane.request import Answer
 from simulacra.dataplane.request import read_body as read_limited
 from simulacra.errors import Invalid
+from simulacra.models import convert
+from simulacra.openapi import Operation, Reply
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -51,3 +55,57 @@ def request_host(request: Request) -> str:
 
 def truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+Handler = Callable[..., Awaitable[Response]]
+
+
+def operation(
+    *,
+    replies: dict[int, Reply],
+    body: Any = None,
+    query: Any = None,
+    headers: Any = None,
+    name: str | None = None,
+    converts: bool = True,
+    **options: Any,
+) -> Callable[[Handler], Callable[[Request], Awaitable[Response]]]:
+    """Declare what a handler takes and answers (its OpenAPI operation), and give it its
+    input converted: ``body=`` the JSON body as ``body``'s type, ``query=`` and
+    ``headers=`` the query string and headers likewise (from text). A conversion that fails
+    raises ``Invalid``, which the family's error renderer (an outer decorator) answers.
+    ``converts=False``: the handler reads its input itself, as the types describe it (say
+    why where it is used)."""
+
+    def decorate(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+        summary = (handler.__doc__ or "").strip().splitlines()[0] if handler.__doc__ else ""
+        spec = Operation(
+            summary=summary,
+            operation_id=name or handler.__name__,
+            replies=replies,
+            body=body,
+            query=query,
+            headers=headers,
+            **options,
+        )
+
+        @wraps(handler)
+        async def converted(request: Request) -> Response:
+            given: dict[str, Any] = {}
+            if not converts:
+                return await handler(request)
+            if body is not None:
+                limit = request.app.state.settings.max_body_bytes
+                given["body"] = convert(await read_json(request, limit), body)
+            if query is not None:
+                given["query"] = convert(
+                    dict(request.query_params), query, "query string", strict=False
+                )
+            if headers is not None:
+                given["headers"] = convert(dict(request.headers), headers, "headers", strict=False)
+            return await handler(request, **given)
+
+        converted.operation = spec  # type: ignore[attr-defined]
+        return converted
+
+    return decorate

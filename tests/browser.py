@@ -10,8 +10,14 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser")
 
@@ -38,3 +44,24 @@ def require_chromium() -> str:
             pytest.fail(f"SIMULACRA_REQUIRE_BROWSER=1 but {reason}")
         pytest.skip(reason)
     return path
+
+
+# Chromium asks Google's hosts for updates, sync and field trials at start: this machine's
+# closed network refuses them, many at a time. Nothing here needs them.
+QUIET = ["--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@contextmanager
+def chromium_page() -> Iterator[Page]:
+    """A page of a fresh headless Chromium (skips as ``require_chromium`` does)."""
+    chromium = require_chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=QUIET)
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(20_000)
+            yield page
+        finally:
+            browser.close()

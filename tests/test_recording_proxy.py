@@ -356,7 +356,7 @@ def test_an_upstream_that_fails_is_a_502_or_504_and_not_recorded(
         ({"upstream": "ftp://x"}, "http(s) URL"),
         ({"upstream": "http://x?a=1"}, "query"),
         ({"upstream": "http://x", "readTimeout": 0}, "readTimeout"),
-        ({"upstream": "http://x", "record": {"ignore": 1}}, "unknown record key"),
+        ({"upstream": "http://x", "record": {"ignore": 1}}, "unknown key 'ignore' in record"),
         ({"upstream": "http://x", "mode": "playback"}, "recording session"),
     ],
 )

@@ -267,9 +267,11 @@ def _events() -> dict[str, object]:
 
 
 def is_cloud_request(scope: Scope) -> bool:
-    """Everything but the virtualization APIs and the welcome page is a cloud route."""
+    """Everything but the virtualization APIs, the welcome page and the probes' and
+    scrapers' routes (which read no cloud state, and must answer while the store does not)
+    is a cloud route."""
     path: str = scope["path"]
-    if path.startswith(("/api/", "/stubo/api/")) or path == "/health":
+    if path.startswith(("/api/", "/stubo/api/")) or path in ("/health", "/metrics"):
         return False
     return not (path == "/" and scope["method"] in ("GET", "HEAD"))
 

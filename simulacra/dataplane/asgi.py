@@ -1,17 +1,22 @@
 """The one ASGI adapter: the data plane in front of the Starlette app, for granian, uvicorn
-and in-process tests. The built-in server (simulacra/server.py) skips it: it finds the data
-plane on this object and calls it directly.
+and in-process tests; it counts every answer for /metrics. The built-in server
+(simulacra/server.py) skips it: it finds the data plane, the app and the metrics on this
+object, and calls and counts them itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from simulacra.dataplane import Route
 from simulacra.dataplane.plane import DataPlane
 from simulacra.dataplane.request import Answer, Request, dribble_pieces, read_body
 from simulacra.errors import DomainError
+
+if TYPE_CHECKING:
+    from simulacra.metrics import Metrics
 
 ASGIApp = Any
 Receive = Any
@@ -27,9 +32,10 @@ FAULT_NEEDS_THE_SERVER = (
 class DataPlaneApp:
     """ASGI: what the data plane claims it answers; everything else goes to ``app``."""
 
-    def __init__(self, dataplane: DataPlane, app: ASGIApp) -> None:
+    def __init__(self, dataplane: DataPlane, app: ASGIApp, metrics: Metrics) -> None:
         self.dataplane = dataplane
         self.app = app
+        self.metrics = metrics
         self.state = app.state  # the app's state, for whoever holds this object
         dataplane.ports.app = self
 
@@ -43,19 +49,32 @@ class DataPlaneApp:
             return
         request = Request.from_scope(scope)
         route = self.dataplane.claim(request)
-        if route is None:
-            await self.app(scope, receive, send)
-            return
+        status = 0
+
+        async def send_seen(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            if route is None:
+                await self.app(scope, receive, send_seen)
+            else:
+                await send_answer(send_seen, await self._answer(route, request, receive))
+        finally:  # once its answer is out, or as far as it got
+            if status:
+                self.metrics.count(request.path, route, status, request.started)
+
+    async def _answer(self, route: Route, request: Request, receive: Receive) -> Answer:
         try:
             request.body = await read_body(
                 _chunks(receive), self.dataplane.limit, request.header(b"content-length")
             )
         except DomainError as exc:
-            answer = route.refuse(request, exc)
-        else:
-            answered = route.answer(request)
-            answer = answered if isinstance(answered, Answer) else await answered
-        await send_answer(send, answer)
+            return route.refuse(request, exc)
+        answered = route.answer(request)
+        return answered if isinstance(answered, Answer) else await answered
 
 
 async def _chunks(receive: Receive) -> AsyncIterator[bytes]:

@@ -50,6 +50,11 @@ class Ports:
         self._pending: set[int] = set()
         self._lock = asyncio.Lock()
 
+    @property
+    def open_count(self) -> int:
+        """Ports open now: sessions' own, and those reserved for sessions beginning."""
+        return len(self._open)
+
     def _listen(self) -> Listener:
         if self.listener is None:
             from simulacra.server import Server

@@ -69,6 +69,7 @@ class PostgresStore:
         self._min_size = min_size
         self._max_size = max_size
         self._listening = False
+        self.failures = 0  # operations that found the database out of reach (/metrics)
 
     def _connect_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S}
@@ -150,6 +151,7 @@ class PostgresStore:
             async with self.pool.connection() as conn:
                 yield conn
         except (psycopg.OperationalError, PoolTimeout) as exc:
+            self.failures += 1
             log.warning("store unavailable: %s", exc)
             raise Unavailable("the store (PostgreSQL) is unavailable; retry shortly") from exc
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from functools import wraps
+from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
@@ -23,6 +24,8 @@ from starlette.routing import Route
 
 from simulacra import __version__
 from simulacra.errors import Conflict, DomainError, Invalid, NotFound, shown
+from simulacra.models import StubDocument, V1Args
+from simulacra.openapi import Reply
 from simulacra.virtual.api_v2 import (
     endpoint,
     envelope,
@@ -34,7 +37,7 @@ from simulacra.virtual.api_v2 import (
 from simulacra.virtual.api_v2_admin import POLICY_OBJECTS, display_name, policy_view
 from simulacra.virtual.delays import ALL_PARAMETERS, parse_policy, split_name
 from simulacra.virtual.model import HOST_RE, PLAYBACK, RECORD, Stub, normalize_host, qualify
-from simulacra.web import read_body, request_host, truthy
+from simulacra.web import operation, read_body, request_host, truthy
 
 PREFIX = "/stubo/api/"
 # put/stub arguments that configure the stub; any other argument is kept in stub.args.
@@ -74,7 +77,16 @@ def v1_endpoint(
     """``endpoint()`` (the v2 envelope, the tracker) with the arguments loaded first.
 
     ``form=False`` for the routes whose body is their payload (put/stub, get/response).
+    The OpenAPI document lists the arguments of ``V1Args``; they are read as Mirage read
+    them (query string or form body, the last value wins), all text, so nothing is
+    converted.
     """
+    declared = operation(
+        query=V1Args,
+        body=None if form else StubDocument,
+        converts=False,
+        replies={200: Reply(Any, enveloped=True)},
+    )
 
     def decorate(handler: Handler) -> Handler:
         @wraps(handler)
@@ -85,7 +97,7 @@ def v1_endpoint(
                 request.state.v1_args = list(request.query_params.multi_items())
             return await handler(request)
 
-        return endpoint(overrides)(with_args)
+        return endpoint(overrides)(declared(with_args))
 
     return decorate
 
@@ -262,8 +274,8 @@ async def get_export(request: Request) -> Response:
     """Link to a scenario's export zip (the same link as the v2 export action)."""
     from simulacra.virtual.api_v2_archive import export_action
 
-    body = {"session": arg(request, "session_id"), "runnable": arg(request, "runnable") or ""}
-    return envelope(await export_action(request, scenario_arg(request), body))
+    session, runnable = arg(request, "session_id"), arg(request, "runnable")
+    return envelope(await export_action(request, scenario_arg(request), session, runnable))
 
 
 # delay policies --------------------------------------------------------------

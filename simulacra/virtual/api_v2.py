@@ -33,11 +33,27 @@ from simulacra.errors import (
     Unavailable,
     shown,
 )
+from simulacra.models import (
+    UNSET,
+    ForceArgs,
+    Message,
+    ScenarioCreate,
+    ScenarioDetail,
+    ScenarioQuery,
+    ScenarioRef,
+    SessionAction,
+    StubDocument,
+    StubHeaders,
+    StubListed,
+    StubStored,
+    plain,
+)
+from simulacra.openapi import Reply
 from simulacra.virtual.model import MODES, qualify
 from simulacra.virtual.recording import Upstream
 from simulacra.virtual.service import VirtualService
 from simulacra.virtual.tracker import BODY_CAPTURE_BYTES, is_tracked, join_headers
-from simulacra.web import json_response, read_json, request_host, starlette_response, truthy
+from simulacra.web import json_response, operation, request_host, starlette_response, truthy
 
 log = logging.getLogger("simulacra")
 
@@ -155,13 +171,21 @@ def forced(request: Request) -> bool:
 # scenarios -----------------------------------------------------------------
 
 
+# Links for stateful tests of the document: a created scenario's own routes.
+_SCENARIO_LINKS = {
+    target: {"name": "$response.body#/name"}
+    for target in ("get_scenario", "list_stubs", "delete_scenario")
+}
+
+
 @endpoint()
-async def put_scenario(request: Request) -> Response:
+@operation(
+    body=ScenarioCreate,
+    replies={201: Reply(ScenarioRef, "Created (422: it exists)", links=_SCENARIO_LINKS)},
+)
+async def put_scenario(request: Request, body: ScenarioCreate) -> Response:
     """Create a scenario (201; 422 when it exists)."""
-    body = await read_json(request, limit(request))
-    if not isinstance(body, dict) or "scenario" not in body:
-        raise Invalid('body must be {"scenario": "<name>"}')
-    name = qualify(body["scenario"], request_host(request))
+    name = qualify(body.scenario, request_host(request))
     scenario = await service(request).create_scenario(name)
     # Mirage answers the bare object here, without the envelope; clients read it so.
     return json_response(
@@ -170,24 +194,26 @@ async def put_scenario(request: Request) -> Response:
 
 
 @endpoint()
-async def list_scenarios(request: Request) -> Response:
+@operation(query=ScenarioQuery, replies={200: Reply(list[ScenarioRef], enveloped=True)})
+async def list_scenarios(request: Request, query: ScenarioQuery) -> Response:
     """List scenarios with their scenarioRef."""
-    scenarios = await service(request).list_scenarios(_host_filter(request))
+    scenarios = await service(request).list_scenarios(_host_filter(request, query))
     data = [{"name": s.name, "scenarioRef": scenario_ref(s.name)} for s in scenarios]
     return envelope(data)
 
 
-def _host_filter(request: Request) -> str | None:
-    all_hosts = request.query_params.get("all-hosts", "true").lower() != "false"
-    return None if all_hosts else request_host(request)
+def _host_filter(request: Request, query: ScenarioQuery) -> str | None:
+    """None (every host's) unless ``all-hosts=false``: then the Host header's."""
+    return None if query.all_hosts.lower() != "false" else request_host(request)
 
 
 @endpoint()
-async def scenario_details(request: Request) -> Response:
+@operation(query=ScenarioQuery, replies={200: Reply(list[ScenarioDetail], enveloped=True)})
+async def scenario_details(request: Request, query: ScenarioQuery) -> Response:
     """List scenarios with stub counts, sizes and sessions."""
     svc = service(request)
     data = []
-    for scenario in await svc.list_scenarios(_host_filter(request)):
+    for scenario in await svc.list_scenarios(_host_filter(request, query)):
         detail = await svc.describe(scenario)
         detail["scenarioRef"] = scenario_ref(scenario.name)
         data.append(detail)
@@ -195,6 +221,7 @@ async def scenario_details(request: Request) -> Response:
 
 
 @endpoint()
+@operation(replies={200: Reply(ScenarioDetail)})
 async def get_scenario(request: Request) -> Response:
     """Show one scenario: stubs, size, sessions."""
     svc = service(request)
@@ -206,7 +233,8 @@ async def get_scenario(request: Request) -> Response:
 
 
 @endpoint()
-async def delete_scenario(request: Request) -> Response:
+@operation(query=ForceArgs, replies={200: Reply(Message, enveloped=True)})
+async def delete_scenario(request: Request, query: ForceArgs) -> Response:
     """Delete a scenario with its stubs and sessions (409 while active unless forced)."""
     name = path_scenario(request)
     svc = service(request)
@@ -219,33 +247,29 @@ async def delete_scenario(request: Request) -> Response:
 
 
 @endpoint()
-async def scenario_action(request: Request) -> Response:
+@operation(body=SessionAction, replies={200: Reply(dict[str, Any], enveloped=True)})
+async def scenario_action(request: Request, body: SessionAction) -> Response:
     """Begin a session (record or playback), end one, end all, or link to an export."""
     name = path_scenario(request)
-    body = await read_json(request, limit(request))
-    if not isinstance(body, dict):
-        raise Invalid("action body must be a JSON object")
-    note_session(request, body.get("session"))
+    session = body.session or None
+    note_session(request, session)
     svc = service(request)
     ports: Ports = request.app.state.ports
-    if "begin" in body:
-        mode = body.get("mode")
+    if body.begin is not UNSET:
+        mode = body.mode or None
         if mode is not None and mode not in MODES:  # None: the domain's "missing" message
             raise Invalid(f"mode must be 'record' or 'playback', got {shown(mode)}")
-        append = body.get("append", False)
-        if not isinstance(append, bool):
-            raise Invalid("append must be true or false")
         upstream = None
-        if body.get("upstream") is not None:
-            upstream = Upstream.parse(body["upstream"], body).to_dict()
+        if body.upstream:
+            upstream = Upstream.parse(body.upstream, plain(body)).to_dict()
         port = None
-        if body.get("port") is not None:
+        if isinstance(body.port, int):
             # Bound before the session is stored, so a port that cannot be bound leaves
             # nothing behind; released again if the session cannot begin.
-            port = await ports.reserve(parse_port(body["port"]))
+            port = await ports.reserve(parse_port(body.port))
         try:
             data = await svc.begin_session(
-                name, body.get("session"), mode, port=port, append=append, upstream=upstream
+                name, session, mode, port=port, append=body.append is True, upstream=upstream
             )
         except BaseException:
             if port is not None:
@@ -254,18 +278,19 @@ async def scenario_action(request: Request) -> Response:
         await ports.reconcile(svc.bound_sessions())
         data["scenarioRef"] = scenario_ref(name)
         return envelope(data)
-    if "end" in body:
-        if body["end"] == "sessions":
+    if body.end is not UNSET:
+        if body.end == "sessions":
             ended = await svc.end_all_sessions(name)
         else:
-            ended = await svc.end_session(name, body.get("session"))
+            ended = await svc.end_session(name, session)
         await ports.reconcile(svc.bound_sessions())
         return envelope(ended)
-    if "export" in body:
+    if body.export is not UNSET:
         # Imported here: api_v2_archive builds on this module's helpers.
         from simulacra.virtual.api_v2_archive import export_action
 
-        return envelope(await export_action(request, name, body))
+        runnable = body.runnable if body.runnable is not UNSET else None
+        return envelope(await export_action(request, name, session, runnable))
     raise Invalid(
         'unknown action: send {"begin": null, "session": s, "mode": "record|playback"},'
         ' {"end": null, "session": s}, {"end": "sessions"} or {"export": null}'
@@ -275,29 +300,30 @@ async def scenario_action(request: Request) -> Response:
 # stubs ---------------------------------------------------------------------
 
 
-def _session_header(request: Request) -> str:
-    name = request.headers.get("session") or request.headers.get("stubo-request-session")
-    if not name:
-        raise Invalid("the 'session' header is missing")
-    return name
-
-
 @endpoint()
-async def put_stub(request: Request) -> Response:
+@operation(
+    body=StubDocument,
+    headers=StubHeaders,
+    replies={
+        201: Reply(StubStored, "Created", enveloped=True),
+        200: Reply(StubStored, "Added to the sequence of a stub with equal matchers", True),
+    },
+)
+async def put_stub(request: Request, body: StubDocument, headers: StubHeaders) -> Response:
     """Add a stub while recording; the same matchers again append a response."""
-    headers = request.headers
-    document = await read_json(request, limit(request))
-    stateful = headers.get("stateful")
+    session = headers.session or headers.stubo_request_session
+    if not session:
+        raise Invalid("the 'session' header is missing")
     result = await service(request).put_stub(
         host=request_host_of_path(request),
-        session_name=_session_header(request),
+        session_name=session,
         scenario_name=path_scenario(request),
-        document=document,
-        priority=headers.get("priority"),
-        stateful=True if stateful is None else truthy(stateful),
+        document=plain(body),
+        priority=headers.priority or None,
+        stateful=True if headers.stateful is UNSET else truthy(headers.stateful),
         args=dict(request.query_params),
-        delay_policy=headers.get("delay_policy"),
-        recorded=headers.get("stub_created_date"),
+        delay_policy=headers.delay_policy or None,
+        recorded=headers.stub_created_date or None,
     )
     status = 201 if result.status == "created" else 200
     data = {"message": result.message, "status": result.status, "key": result.stub.id}
@@ -310,6 +336,7 @@ def request_host_of_path(request: Request) -> str:
 
 
 @endpoint()
+@operation(replies={200: Reply(list[StubListed], enveloped=True)})
 async def list_stubs(request: Request) -> Response:
     """List a scenario's stubs."""
     stubs = await service(request).list_stubs(path_scenario(request))
@@ -328,7 +355,8 @@ async def list_stubs(request: Request) -> Response:
 
 
 @endpoint()
-async def delete_stubs(request: Request) -> Response:
+@operation(query=ForceArgs, replies={200: Reply(str, enveloped=True)})
+async def delete_stubs(request: Request, query: ForceArgs) -> Response:
     """Delete a scenario's stubs (409 while sessions are active unless forced)."""
     count = await service(request).delete_stubs(path_scenario(request), force=forced(request))
     return envelope(f"Deleted stubs count: {count}")

@@ -12,11 +12,23 @@ from starlette.routing import Route
 
 from simulacra import __version__
 from simulacra.errors import Invalid, NotFound, shown
-from simulacra.virtual.api_v2 import VERSION_HEADER, endpoint, envelope, limit, service
+from simulacra.models import (
+    DelayPolicyDocument,
+    DelayPolicyReply,
+    DelayPolicyView,
+    Message,
+    ResetDone,
+    TrackerPage,
+    TrackerQuery,
+    TrackerRecord,
+    plain,
+)
+from simulacra.openapi import Reply
+from simulacra.virtual.api_v2 import VERSION_HEADER, endpoint, envelope, service
 from simulacra.virtual.delays import DelayPolicy, parse_policy, split_name
 from simulacra.virtual.tracker import paging, parse_paging, parse_query
 from simulacra.virtual.tracking import Tracker
-from simulacra.web import json_response, read_json, request_host
+from simulacra.web import json_response, operation, request_host
 
 POLICY_OBJECTS = "/api/v2/delay-policy/objects/"
 
@@ -47,11 +59,24 @@ def tracker(request: Request) -> Tracker:
 # delay policies --------------------------------------------------------------
 
 
+_POLICY_LINKS = {
+    target: {"name": "$response.body#/data/name"}
+    for target in ("get_delay_policy", "delete_delay_policy")
+}
+
+
 @endpoint()
-async def put_delay_policy(request: Request) -> Response:
+@operation(
+    body=DelayPolicyDocument,
+    replies={
+        201: Reply(DelayPolicyReply, "Created", links=_POLICY_LINKS),
+        200: Reply(DelayPolicyReply, "Replaced", links=_POLICY_LINKS),
+    },
+)
+async def put_delay_policy(request: Request, body: DelayPolicyDocument) -> Response:
     """Create or replace a delay policy (201 new, 200 updated; 409 wrong options)."""
     host = request_host(request)
-    policy = parse_policy(await read_json(request, limit(request)), host)
+    policy = parse_policy(plain(body), host)
     created = await service(request).put_delay_policy(policy)
     status = 201 if created else 200
     name = display_name(policy, host)
@@ -62,11 +87,12 @@ async def put_delay_policy(request: Request) -> Response:
         "delay_type": policy.delay_type,
         "delayPolicyRef": POLICY_OBJECTS + name,
     }
-    body = {"version": __version__, "status_code": status, "data": data}
-    return json_response(body, status, VERSION_HEADER)
+    answer = {"version": __version__, "status_code": status, "data": data}
+    return json_response(answer, status, VERSION_HEADER)
 
 
 @endpoint()
+@operation(replies={200: Reply(list[DelayPolicyView], enveloped=True)})
 async def list_delay_policies(request: Request) -> Response:
     """List this host's delay policies with their delayPolicyRef."""
     host = request_host(request)
@@ -74,6 +100,7 @@ async def list_delay_policies(request: Request) -> Response:
 
 
 @endpoint()
+@operation(replies={200: Reply(list[DelayPolicyView], enveloped=True)})
 async def get_delay_policy(request: Request) -> Response:
     """Show one delay policy (404 when missing)."""
     policy = service(request).delay_policy(*path_policy(request))
@@ -81,6 +108,7 @@ async def get_delay_policy(request: Request) -> Response:
 
 
 @endpoint()
+@operation(replies={200: Reply(Message, enveloped=True)})
 async def delete_delay_policy(request: Request) -> Response:
     """Delete a delay policy (404 when missing); stubs naming it then play without delay."""
     host, name = path_policy(request)
@@ -93,14 +121,19 @@ async def delete_delay_policy(request: Request) -> Response:
 
 
 @endpoint()
-async def tracker_records(request: Request) -> Response:
+@operation(
+    query=TrackerQuery,
+    replies={
+        200: Reply(TrackerPage, links={"tracker_record": {"id": "$response.body#/data/0/id"}})
+    },
+)
+async def tracker_records(request: Request, query: TrackerQuery) -> Response:
     """List tracked calls newest first, paged; `q` filters (words, sc:, rt:, d:, session:)."""
-    params = request.query_params
-    skip, page_size = parse_paging(params.get("skip"), params.get("limit"))
-    q = params.get("q") or ""
-    all_hosts = params.get("all-hosts", "true").lower() != "false"
-    query = parse_query(q, None if all_hosts else request_host(request))
-    total, records = await tracker(request).records(query, skip, page_size)
+    skip, page_size = parse_paging(query.skip or None, query.limit or None)
+    q = query.q
+    all_hosts = query.all_hosts.lower() != "false"
+    parsed = parse_query(q, None if all_hosts else request_host(request))
+    total, records = await tracker(request).records(parsed, skip, page_size)
     keep = {"q": q} if q else {}
     if not all_hosts:
         keep["all-hosts"] = "false"
@@ -112,6 +145,7 @@ async def tracker_records(request: Request) -> Response:
 
 
 @endpoint()
+@operation(replies={200: Reply(TrackerRecord)})
 async def tracker_record(request: Request) -> Response:
     """Show one tracked call in full (404 when missing)."""
     raw = request.path_params["id"]
@@ -152,6 +186,7 @@ async def reset_cloud(request: Request) -> None:
 
 
 @endpoint()
+@operation(replies={200: Reply(ResetDone, enveloped=True)})
 async def reset_everything(request: Request) -> Response:
     """Reset both sides: the virtual services' state and the cloud mocks' (a test's start)."""
     await reset_virtual(request)
@@ -160,6 +195,7 @@ async def reset_everything(request: Request) -> Response:
 
 
 @endpoint()
+@operation(replies={200: Reply(ResetDone, enveloped=True)})
 async def reset_virtual_side(request: Request) -> Response:
     """Reset the virtual services only: scenarios, stubs, sessions, delay policies, tracker."""
     await reset_virtual(request)
@@ -167,6 +203,7 @@ async def reset_virtual_side(request: Request) -> Response:
 
 
 @endpoint()
+@operation(replies={200: Reply(ResetDone, enveloped=True)})
 async def reset_cloud_side(request: Request) -> Response:
     """Reset the cloud mocks only: identity, compute, images, load balancers, Fastly, the
     behaviors and the virtual clock."""

@@ -25,6 +25,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from simulacra.errors import Invalid, shown
+from simulacra.models import ExportQuery, HarImport, HarImported
+from simulacra.openapi import Reply
 from simulacra.virtual.api_v2 import (
     VERSION_HEADER,
     endpoint,
@@ -44,7 +46,7 @@ from simulacra.virtual.archive import (
 from simulacra.virtual.har import SHAPE, Har, read_har
 from simulacra.virtual.model import check_name, qualify
 from simulacra.virtual.recording import RecordRules, stub_document
-from simulacra.web import json_response, read_body, request_host, truthy
+from simulacra.web import json_response, operation, read_body, request_host, truthy
 
 MAX_PARTS = 100  # archives plus form fields in one upload
 # A HAR body over this is parsed and checked in a thread: the event loop keeps serving.
@@ -145,7 +147,26 @@ def parse_multipart(content_type: str, body: bytes) -> list[Part]:
     return collector.parts
 
 
+UPLOAD_BODY = {
+    "type": "object",
+    "properties": {
+        "files": {
+            "type": "array",
+            "items": {"type": "string", "contentMediaType": "application/zip"},
+            "description": "export zips (any field name): YAML plus stub JSON files",
+        }
+    },
+}
+
+
+# The multipart body is parsed by parse_multipart, with its own bounds on parts.
 @endpoint({NotAnArchive: 415})
+@operation(
+    body_schema=UPLOAD_BODY,
+    body_media="multipart/form-data",
+    converts=False,
+    replies={200: Reply(dict[str, Any], "One archive: its scenario; several: a list")},
+)
 async def upload(request: Request) -> Response:
     """Upload zip archives (YAML + stub JSON files): create each scenario, begin playback."""
     body = await read_body(request, limit(request))
@@ -190,7 +211,16 @@ def _export_names(
 
 
 @endpoint()
-async def export(request: Request) -> Response:
+@operation(
+    query=ExportQuery,
+    replies={
+        200: Reply(
+            schema={"type": "string", "contentMediaType": "application/zip"},
+            media="application/zip",
+        )
+    },
+)
+async def export(request: Request, query: ExportQuery) -> Response:
     """Export a scenario's stubs as a zip that upload accepts (query: scenario, session)."""
     name = path_scenario(request)
     svc = service(request)
@@ -199,8 +229,8 @@ async def export(request: Request) -> Response:
     yaml_scenario, session = _export_names(
         request,
         scenario.name,
-        request.query_params.get("scenario"),
-        request.query_params.get("session"),
+        query.scenario or None,
+        query.session or None,
     )
     data = write_archive(yaml_scenario, session, stubs)
     filename = f"{yaml_scenario.rpartition(':')[2]}.zip"
@@ -216,20 +246,16 @@ def _attachment(filename: str) -> str:
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename)}"
 
 
-async def export_action(request: Request, name: str, body: dict[str, Any]) -> dict[str, Any]:
+async def export_action(
+    request: Request, name: str, session: str | None, runnable: str | bool | None
+) -> dict[str, Any]:
     """``{"export": null}`` on the action route: a link to the export, nothing on disk."""
-    runnable = body.get("runnable", "")
-    if not isinstance(runnable, str | int | float | bool | None):
-        raise Invalid("runnable must be true or false")
     if truthy(str(runnable).lower()):
         raise Invalid(
             "runnable exports (replaying a tracked playback session) are not supported;"
             " export without 'runnable'"
         )
     scenario = await service(request).get_scenario(name)
-    session = body.get("session")
-    if session is not None and not isinstance(session, str):
-        raise Invalid("export 'session' must be a session name")
     yaml_scenario, _ = _export_names(request, scenario.name, None, session)
     query = urlencode({"session": session}) if session else ""
     url = (
@@ -267,7 +293,14 @@ def _read_har_body(body: bytes) -> tuple[Har, list[dict[str, Any]]]:
     return har, [stub_document(exchange, rules) for exchange in har.exchanges]
 
 
+# Read by _read_har_body: a large HAR is parsed off the event loop, and the HAR spec's
+# ``_`` keys are let through (HarImport's other unknown keys are refused there).
 @endpoint()
+@operation(
+    body=HarImport,
+    converts=False,
+    replies={201: Reply(HarImported, "Imported", enveloped=True)},
+)
 async def import_har(request: Request) -> Response:
     """Import a HAR 1.2 file (a browser's saved network log) as the scenario's stubs."""
     name = path_scenario(request)

@@ -17,6 +17,7 @@ import orjson
 
 from simulacra.dataplane.request import FAULTS
 from simulacra.errors import Invalid, shown
+from simulacra.models import Dribble, StubResponse, keys
 
 NAME_RE = re.compile(r"^[\w-]+$")
 # An explicit ``host:`` prefix: a DNS name or IPv4 address, or a bracketed IPv6 address.
@@ -79,19 +80,12 @@ class Scenario:
         return self.name.rpartition(":")[2]
 
 
-# The keys of a stub's response object (and of each ``responses`` item), in to_dict's order.
-RESPONSE_KEYS = (
-    "status",
-    "body",
-    "base64Body",
-    "headers",
-    "delayPolicy",
-    "fault",
-    "chunkedDribbleDelay",
-)
+# The keys of a stub's response object (and of each ``responses`` item), in to_dict's order:
+# the API's type's (simulacra/models.py), which the stores' documents are read with too.
+RESPONSE_KEYS = keys(StubResponse)
 # A header's value, or its values when it is sent more than once (Set-Cookie).
 HeaderValue = str | list[str]
-DRIBBLE_KEYS = ("numberOfChunks", "totalDuration")
+DRIBBLE_KEYS = keys(Dribble)
 MAX_DRIBBLE_CHUNKS = 10_000
 MAX_DRIBBLE_MS = 600_000  # ten minutes: longer is a hung test, not a slow server
 MAX_BODY_DEPTH = 254  # the deepest JSON body orjson writes (a deeper one was a 500)

@@ -33,6 +33,8 @@ from urllib.parse import parse_qsl, urlsplit
 import orjson
 
 from simulacra.errors import Invalid, shown
+from simulacra.models import RecordRules as RecordRulesDocument
+from simulacra.models import keys
 from simulacra.virtual.matching import MAX_PARSED_BODY
 from simulacra.virtual.templates import is_template
 
@@ -61,7 +63,7 @@ HOP_BY_HOP = frozenset(
 SERVER_HEADERS = frozenset({"date"})
 # Answer headers whose value may be an absolute URL of the upstream.
 URL_HEADERS = frozenset({"location", "content-location", "link", "refresh"})
-RECORD_KEYS = ("ignoreQuery", "matchHeaders", "redactHeaders", "keepSetCookie", "recordFailures")
+RECORD_KEYS = keys(RecordRulesDocument)
 UPSTREAM_KEYS = ("url", "verify", "caBundle", "connectTimeout", "readTimeout", "record")
 MAX_TIMEOUT_S = 600.0
 

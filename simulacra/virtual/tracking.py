@@ -63,6 +63,11 @@ class Tracker:
         self._retry: deque[tuple[Any, ...]] = deque()
         self._max_retry = max_pending
 
+    @property
+    def pending(self) -> int:
+        """Captures not yet written: queued, or sent back by a store outage."""
+        return len(self.queue) + len(self._retry)
+
     def note(self, request: Request, *answer: Any, **notes: Any) -> None:
         """Queue one answered call, ended now: ``tracker.capture``'s arguments after the
         request (the answer's status, header block, size and body start, then the call's

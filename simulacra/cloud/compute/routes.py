@@ -436,7 +436,7 @@ def routes() -> list[BaseRoute]:
         Route(p + "/os-keypairs", create_keypair, methods=["POST"]),
         Route(p + "/os-keypairs/{name}", get_keypair, methods=["GET"]),
         Route(p + "/os-keypairs/{name}", delete_keypair, methods=["DELETE"]),
-        *control.behavior_routes(c + "/behaviors/creation", _registry),
+        *control.behavior_routes(c + "/behaviors/creation", _registry, "server_creation"),
         Route(c + "/attributes", set_attributes, methods=["POST"]),
         Route(c + "/attributes/", set_attributes, methods=["POST"]),
     ]

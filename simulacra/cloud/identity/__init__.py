@@ -36,4 +36,4 @@ def install(core: CloudCore) -> list[BaseRoute]:
     # External APIs added through OS-KSCATALOG join every tenant's catalog.
     core.catalog.add_source(lambda base_url, tenant: identity.external_entries(tenant))
     register_presets("identity", presets.LISTING)
-    return [*routes.ROUTES, *v3.ROUTES, *behavior_routes(BEHAVIORS_PATH, _registry)]
+    return [*routes.ROUTES, *v3.ROUTES, *behavior_routes(BEHAVIORS_PATH, _registry, "auth")]

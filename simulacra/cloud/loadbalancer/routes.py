@@ -265,7 +265,7 @@ def routes() -> list[BaseRoute]:
         Route(node, get_node, methods=["GET"]),
         Route(node, update_node, methods=["PUT"]),
         Route(node, delete_node, methods=["DELETE"]),
-        *control.behavior_routes(c + "/behaviors/creation", _registry),
+        *control.behavior_routes(c + "/behaviors/creation", _registry, "load_balancer_creation"),
         Route(c + "/loadbalancer/{lb_id}/attributes", set_attributes, methods=["PATCH"]),
         Route(node_status, set_node_status, methods=["PUT"]),
     ]
