@@ -110,9 +110,19 @@ def _struct_in(model: object) -> object:
 
 def plain(value: Struct) -> dict[str, Any]:
     """A converted body as the plain JSON object the domain's parsers read (keys not given
-    stay absent)."""
-    result: dict[str, Any] = msgspec.to_builtins(value)
-    return result
+    stay absent). Only the types' own objects are rebuilt: the values under them are the
+    parsed JSON already, nested as deep as the parser allows (no recursion through them)."""
+    out: dict[str, Any] = {}
+    for spec in msgspec.structs.fields(value):
+        item = getattr(value, spec.name)
+        if item is UNSET:
+            continue
+        if isinstance(item, Struct):
+            item = plain(item)
+        elif isinstance(item, list) and item and isinstance(item[0], Struct):
+            item = [plain(element) for element in item]
+        out[spec.encode_name] = item
+    return out
 
 
 def keys(model: type[Struct]) -> tuple[str, ...]:
