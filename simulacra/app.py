@@ -12,10 +12,10 @@ from pathlib import Path
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from simulacra import metrics, openapi, ops
+from simulacra import console, metrics, openapi, ops
 from simulacra.clock import RealClock, VirtualClock, parse_start
 from simulacra.cloud import build_cloud
 from simulacra.cloud.shared import SharedCloud, SharedCloudMiddleware
@@ -50,7 +50,9 @@ WELCOME = (
 
 
 async def welcome(request: Request) -> Response:
-    """Welcome text: where a new user starts."""
+    """Welcome text: where a new user starts (a browser is sent to the console)."""
+    if console.page.wants_html(request):
+        return RedirectResponse(console.page.PREFIX, 303)
     return PlainTextResponse(WELCOME)
 
 
@@ -171,6 +173,7 @@ def create_app(settings: Settings | None = None) -> DataPlaneApp:
             *ops.ROUTES,
             *metrics.ROUTES,
             *openapi.ROUTES,
+            *console.routes(),
             *cloud_routes,
         ],
         lifespan=lifespan,
