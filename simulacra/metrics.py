@@ -50,6 +50,7 @@ MIRAGE_V1 = "mirage_v1"
 CONTROL = "control"  # Mimic's control plane
 CLOUD = "cloud"
 OPS = "ops"
+CONSOLE = "console"  # the web console's pages and its tracker tail
 OTHER = "other"
 
 # The families of the app's paths, by their first one or two segments. The data plane's
@@ -64,6 +65,7 @@ APP_FAMILIES = {
     "/fastly": CLOUD,
     "/health": OPS,
     METRICS_PATH: OPS,
+    "/console": CONSOLE,
 }
 
 # Upper bounds (seconds) of simulacra_playback_seconds's buckets: a playback takes well

@@ -112,6 +112,7 @@ NOVA_SERVERS = NOVA.mount_path.format(region="ORD", tenant="tenant1") + "/server
         ("GET", "/fastly/service", "cloud"),
         ("GET", "/health", "ops"),
         ("GET", "/metrics", "ops"),
+        ("GET", "/console/tracker/events", "console"),
         ("GET", "/", "other"),
         ("GET", "/mimicry", "other"),  # a first segment, not a prefix of one
         ("GET", "/api/v2x", "other"),
