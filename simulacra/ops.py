@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
 import logging
+import re
 import sys
 import time
 from datetime import UTC, datetime
@@ -107,9 +109,15 @@ def error_cause(body: bytes) -> str:
     if body[:1] in (b"{", b"["):
         with contextlib.suppress(orjson.JSONDecodeError):
             message = _message(orjson.loads(body))
+    elif body[:1] == b"<":  # a console page: its alert says why, not its doctype
+        found = _ALERT.search(bytes(body[:65536]))
+        message = html.unescape(found[1].decode("utf-8", "replace")) if found else "HTML page"
     if message is None:
         message = bytes(body[:300]).decode("utf-8", "replace")  # an ASGI body may be a view
     return " ".join(message.split())[:300]
+
+
+_ALERT = re.compile(rb'role="alert">([^<]*)<')
 
 
 def _message(doc: object, depth: int = 0) -> str | None:

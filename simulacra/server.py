@@ -442,7 +442,7 @@ class Exchange:
         except BaseException:  # cancelled: the server is stopping
             self.conn.abort()
             raise
-        if not self.done:
+        if not self.done and not self.conn.closed:  # closed: the client left (a stream's)
             log.error(
                 "the app returned without a whole response to %s %s",
                 self.request.method,

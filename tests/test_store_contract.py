@@ -103,6 +103,21 @@ def test_stubs_keep_order_and_bump_version(store_url):
     run(store_url, body)
 
 
+def test_stubs_are_read_a_page_at_a_time(store_url):
+    """A page of a scenario's stubs, in insertion order, without reading the others."""
+
+    async def body(store: Store) -> None:
+        await store.create_scenario(Scenario(SC, "2026-01-01"))
+        ids = [(await store.insert_stub(stub(f"<s{i}/>"))).id for i in range(7)]
+        assert [s.id for s in await store.list_stubs(SC, 0, 3)] == ids[:3]
+        assert [s.id for s in await store.list_stubs(SC, 3, 3)] == ids[3:6]
+        assert [s.id for s in await store.list_stubs(SC, 6, 3)] == ids[6:]
+        assert await store.list_stubs(SC, 7, 3) == []
+        assert [s.id for s in await store.list_stubs(SC, 5)] == ids[5:]
+
+    run(store_url, body)
+
+
 def test_import_is_all_or_nothing(store_url):
     async def body(store: Store) -> None:
         await store.create_scenario(Scenario("localhost:taken", "2026-01-01"))

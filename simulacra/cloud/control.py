@@ -11,7 +11,9 @@ from starlette.routing import BaseRoute, Route
 
 from simulacra.clock import iso8601
 from simulacra.cloud.behaviors import BehaviorRegistry, number
+from simulacra.cloud.core import CloudCore
 from simulacra.cloud.http import cloud, flat_errors
+from simulacra.errors import Invalid, shown
 from simulacra.models import (
     BehaviorCreated,
     BehaviorDocument,
@@ -35,12 +37,24 @@ def register_presets(group: str, presets: dict[str, object]) -> None:
     PRESETS.setdefault(group, {}).update(presets)
 
 
+def tick_clock(core: CloudCore, amount: object) -> tuple[float, float]:
+    """Advance ``core``'s clock by ``amount`` seconds (a number, or its text: the console's
+    form sends text): ``(seconds advanced, the new now)``. Invalid for anything but a
+    non-negative number; Conflict on the real clock. The tick route and the console call it."""
+    try:
+        seconds = number({"amount": amount}, "amount")
+    except Invalid:
+        raise Invalid(
+            f"'amount' must be a non-negative number of seconds, got {shown(amount)}"
+        ) from None
+    return seconds, core.clock.advance(seconds)
+
+
 @flat_errors
 @operation(body=Tick, replies={200: Reply(Ticked)}, **FLAT)
 async def tick(request: Request, body: Tick) -> Response:
     """Advance the virtual clock by ``amount`` seconds, firing every due transition."""
-    amount = number(plain(body), "amount")
-    now = cloud(request).clock.advance(amount)
+    amount, now = tick_clock(cloud(request), plain(body).get("amount"))
     return json_response({"advanced": amount, "now": iso8601(now)})
 
 

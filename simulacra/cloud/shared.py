@@ -267,11 +267,13 @@ def _events() -> dict[str, object]:
 
 
 def is_cloud_request(scope: Scope) -> bool:
-    """Everything but the virtualization APIs, the welcome page and the probes' and
+    """Everything but the virtualization APIs, the welcome page, the probes' and
     scrapers' routes (which read no cloud state, and must answer while the store does not)
-    is a cloud route."""
+    and the console's other sections than its cloud one is a cloud route."""
     path: str = scope["path"]
     if path.startswith(("/api/", "/stubo/api/")) or path in ("/health", "/metrics"):
+        return False
+    if path.startswith("/console") and not path.startswith("/console/cloud"):
         return False
     return not (path == "/" and scope["method"] in ("GET", "HEAD"))
 

@@ -48,8 +48,10 @@ class Store(Protocol):
         """Remove the scenario with its stubs and sessions; False when it did not exist."""
 
     # stubs
-    async def list_stubs(self, scenario: str) -> list[Stub]:
-        """In insertion order."""
+    async def list_stubs(
+        self, scenario: str, offset: int = 0, limit: int | None = None
+    ) -> list[Stub]:
+        """In insertion order; ``limit`` of them from ``offset`` (a page of a large one)."""
 
     async def stub_stats(self, scenario: str) -> StubStats: ...
     async def find_stub(self, scenario: str, matchers_hash: str) -> Stub | None: ...

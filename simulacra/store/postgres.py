@@ -280,9 +280,13 @@ class PostgresStore:
             _dumps(stub.args),
         )
 
-    async def list_stubs(self, scenario: str) -> list[Stub]:
+    async def list_stubs(
+        self, scenario: str, offset: int = 0, limit: int | None = None
+    ) -> list[Stub]:
         rows = await self._fetchall(
-            f"SELECT {self._STUB_COLUMNS} FROM stub WHERE scenario = %s ORDER BY seq", (scenario,)
+            f"SELECT {self._STUB_COLUMNS} FROM stub WHERE scenario = %s ORDER BY seq"
+            " LIMIT %s OFFSET %s",
+            (scenario, limit, offset),  # LIMIT NULL: all of them
         )
         return [self._stub(row) for row in rows]
 

@@ -43,6 +43,8 @@ CREATE TABLE IF NOT EXISTS stub (
 );
 CREATE INDEX IF NOT EXISTS stub_scenario ON stub(scenario, seq);
 CREATE INDEX IF NOT EXISTS stub_hash ON stub(scenario, matchers_hash);
+-- stub_stats reads only this index (a scenario's stubs may be 100,000 large rows).
+CREATE INDEX IF NOT EXISTS stub_stats ON stub(scenario, space_used, recorded);
 CREATE TABLE IF NOT EXISTS session (
     host       TEXT NOT NULL,
     name       TEXT NOT NULL,
@@ -176,9 +178,13 @@ class SQLiteStore:
             seq=seq,
         )
 
-    async def list_stubs(self, scenario: str) -> list[Stub]:
+    async def list_stubs(
+        self, scenario: str, offset: int = 0, limit: int | None = None
+    ) -> list[Stub]:
         rows = self.db.execute(
-            f"SELECT {self._STUB_COLUMNS} FROM stub WHERE scenario = ? ORDER BY seq", (scenario,)
+            f"SELECT {self._STUB_COLUMNS} FROM stub WHERE scenario = ? ORDER BY seq"
+            " LIMIT ? OFFSET ?",
+            (scenario, -1 if limit is None else limit, offset),
         )
         return [self._stub(row) for row in rows]
 

@@ -237,10 +237,14 @@ async def get_scenario(request: Request) -> Response:
 async def delete_scenario(request: Request, query: ForceArgs) -> Response:
     """Delete a scenario with its stubs and sessions (409 while active unless forced)."""
     name = path_scenario(request)
-    svc = service(request)
-    await svc.delete_scenario(name, force=forced(request))
-    await request.app.state.ports.reconcile(svc.bound_sessions())
+    await remove_scenario(service(request), request.app.state.ports, name, force=forced(request))
     return envelope({"message": f"Deleted scenario {name}"})
+
+
+async def remove_scenario(svc: VirtualService, ports: Ports, name: str, *, force: bool) -> None:
+    """Delete a scenario with its stubs and sessions, and close the ports they served."""
+    await svc.delete_scenario(name, force=force)
+    await ports.reconcile(svc.bound_sessions())
 
 
 # sessions ------------------------------------------------------------------
@@ -262,29 +266,20 @@ async def scenario_action(request: Request, body: SessionAction) -> Response:
         upstream = None
         if body.upstream:
             upstream = Upstream.parse(body.upstream, plain(body)).to_dict()
-        port = None
-        if isinstance(body.port, int):
-            # Bound before the session is stored, so a port that cannot be bound leaves
-            # nothing behind; released again if the session cannot begin.
-            port = await ports.reserve(parse_port(body.port))
-        try:
-            data = await svc.begin_session(
-                name, session, mode, port=port, append=body.append is True, upstream=upstream
-            )
-        except BaseException:
-            if port is not None:
-                ports.release(port)
-            raise
-        await ports.reconcile(svc.bound_sessions())
+        data = await begin_session(
+            svc,
+            ports,
+            name,
+            session,
+            mode,
+            port=body.port if isinstance(body.port, int) else None,
+            append=body.append is True,
+            upstream=upstream,
+        )
         data["scenarioRef"] = scenario_ref(name)
         return envelope(data)
     if body.end is not UNSET:
-        if body.end == "sessions":
-            ended = await svc.end_all_sessions(name)
-        else:
-            ended = await svc.end_session(name, session)
-        await ports.reconcile(svc.bound_sessions())
-        return envelope(ended)
+        return envelope(await end_sessions(svc, ports, name, session, every=body.end == "sessions"))
     if body.export is not UNSET:
         # Imported here: api_v2_archive builds on this module's helpers.
         from simulacra.virtual.api_v2_archive import export_action
@@ -295,6 +290,47 @@ async def scenario_action(request: Request, body: SessionAction) -> Response:
         'unknown action: send {"begin": null, "session": s, "mode": "record|playback"},'
         ' {"end": null, "session": s}, {"end": "sessions"} or {"export": null}'
     )
+
+
+async def begin_session(
+    svc: VirtualService,
+    ports: Ports,
+    scenario: str,
+    session: object,
+    mode: object,
+    *,
+    port: object = None,
+    append: bool = False,
+    upstream: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Begin a session; with ``port`` (0: any free one) on a port of its own.
+
+    The port is bound before the session is stored, so a port that cannot be bound leaves
+    nothing behind; it is released again if the session cannot begin.
+    """
+    bound = await ports.reserve(parse_port(port)) if port is not None else None
+    try:
+        data = await svc.begin_session(
+            scenario, session, mode, port=bound, append=append, upstream=upstream
+        )
+    except BaseException:
+        if bound is not None:
+            ports.release(bound)
+        raise
+    await ports.reconcile(svc.bound_sessions())
+    return data
+
+
+async def end_sessions(
+    svc: VirtualService, ports: Ports, scenario: str, session: object, *, every: bool = False
+) -> dict[str, Any]:
+    """End ``session`` (``every``: all the scenario's active ones); close their ports."""
+    if every:
+        ended = await svc.end_all_sessions(scenario)
+    else:
+        ended = await svc.end_session(scenario, session)
+    await ports.reconcile(svc.bound_sessions())
+    return ended
 
 
 # stubs ---------------------------------------------------------------------

@@ -46,6 +46,7 @@ from simulacra.virtual.archive import (
 from simulacra.virtual.har import SHAPE, Har, read_har
 from simulacra.virtual.model import check_name, qualify
 from simulacra.virtual.recording import RecordRules, stub_document
+from simulacra.virtual.service import VirtualService
 from simulacra.web import json_response, operation, read_body, request_host, truthy
 
 MAX_PARTS = 100  # archives plus form fields in one upload
@@ -171,13 +172,25 @@ async def upload(request: Request) -> Response:
     """Upload zip archives (YAML + stub JSON files): create each scenario, begin playback."""
     body = await read_body(request, limit(request))
     parts = parse_multipart(request.headers.get("content-type", ""), body)
+    results = await import_archives(service(request), request_host(request), parts, limit(request))
+    if len(results) == 1:
+        # Mirage answers one archive with the bare {scenario, session, total}.
+        return json_response(results[0], 200, VERSION_HEADER)
+    return envelope(results)
+
+
+async def import_archives(
+    svc: VirtualService, host: str, parts: list[Part], max_entry_bytes: int
+) -> list[dict[str, Any]]:
+    """Import the zip archives among an upload's ``parts`` (its file parts) into ``host``'s
+    namespace, all or nothing: each archive's scenario, with its session begun in playback."""
     files = [p for p in parts if p.filename is not None]
     if not files:
         raise Invalid(
             "no archive in the upload: send each .zip as a multipart file part,"
             " e.g. files=[('files', ('scenario.zip', stream, 'application/zip'))]"
         )
-    limits = ArchiveLimits(max_entry_bytes=limit(request))
+    limits = ArchiveLimits(max_entry_bytes=max_entry_bytes)
     archives = []
     for part in files:
         source = part.filename or "upload.zip"
@@ -188,13 +201,10 @@ async def upload(request: Request) -> Response:
             )
         # Unpacking and parsing is CPU work: a thread keeps the event loop serving playback.
         archives.append(await asyncio.to_thread(read_archive, bytes(part.data), source, limits))
-    results = await service(request).import_scenarios(request_host(request), archives)
+    results = await svc.import_scenarios(host, archives)
     for result in results:
         result["scenarioRef"] = scenario_ref(result["name"])
-    if len(results) == 1:
-        # Mirage answers one archive with the bare {scenario, session, total}.
-        return json_response(results[0], 200, VERSION_HEADER)
-    return envelope(results)
+    return results
 
 
 def _export_names(
@@ -307,23 +317,28 @@ async def import_har(request: Request) -> Response:
     svc = service(request)
     scenario = await svc.get_scenario(name)  # 404 before reading a body for nothing
     body = await read_body(request, limit(request))
+    return envelope(await record_har(svc, scenario.name, body), 201)
+
+
+async def record_har(svc: VirtualService, scenario: str, body: bytes) -> dict[str, Any]:
+    """Store a HAR document's exchanges (``body``, its JSON) as the scenario's stubs: what
+    was imported (entries, skipped, stubs created and updated)."""
     if len(body) > HAR_THREAD_BYTES:
         har, documents = await asyncio.to_thread(_read_har_body, body)
     else:
         har, documents = _read_har_body(body)
     labels = [f"entries[{i}]" for i in har.indices]  # a refusal names the HAR's entry
-    results = await svc.record_documents(scenario.name, documents, labels)
+    results = await svc.record_documents(scenario, documents, labels)
     count = {
         status: sum(1 for r in results if r.status == status) for status in ("created", "updated")
     }
-    data = {
-        "scenario": scenario.name,
-        "scenarioRef": scenario_ref(scenario.name),
+    return {
+        "scenario": scenario,
+        "scenarioRef": scenario_ref(scenario),
         "entries": har.entries,
         "skipped": har.skipped,
         "stubs": count,
     }
-    return envelope(data, 201)
 
 
 ROUTES = [

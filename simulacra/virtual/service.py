@@ -547,9 +547,12 @@ class VirtualService:
         stubs = build() if len(documents) <= 16 else await asyncio.to_thread(build)
         return [await self._add_stub(stub) for stub in stubs]
 
-    async def list_stubs(self, scenario_name: str) -> list[Stub]:
+    async def list_stubs(
+        self, scenario_name: str, offset: int = 0, limit: int | None = None
+    ) -> list[Stub]:
+        """A scenario's stubs in insertion order (``limit`` of them from ``offset``)."""
         await self.get_scenario(scenario_name)
-        return await self.store.list_stubs(scenario_name)
+        return await self.store.list_stubs(scenario_name, offset, limit)
 
     async def delete_stubs(self, scenario_name: str, force: bool = False) -> int:
         await self.get_scenario(scenario_name)

@@ -279,6 +279,14 @@ def pack_detail(
     return b"".join((head, *texts, length, body_start, query, request_headers, response_headers))
 
 
+def started_of(detail: bytes) -> float:
+    """A packed detail's start time (epoch seconds), without unpacking the rest (analytics
+    reads it from every record it counts)."""
+    if detail[:1] == b"\x01":
+        return float(_STARTED.unpack_from(detail, 1)[0])
+    return unpack_detail(detail).started
+
+
 def unpack_detail(detail: bytes) -> CallDetail:
     if detail[:1] != b"\x01":
         return CallDetail(*orjson.loads(detail))
@@ -679,17 +687,26 @@ class TrackerJournal:
 
     def page(self, query: TrackerQuery, skip: int, limit: int) -> tuple[int, list[TrackerRecord]]:
         """(how many match, the ``limit`` matches after ``skip``), newest first."""
-        newest = self._next_id - 1
+        first, held = self.first_id, len(self._records)
+        low, high, query = query.id_window()
+        # The ids asked for as positions: records[start:stop] (ids are contiguous).
+        start = min(max(low - first, 0), held)
+        stop = max(min(high - first + 1, held), start)
+        from_end = held - stop  # records newer than the window
         if query.selects_all:  # count and slice without a scan
             # Past the end, nothing: islice refuses a stop beyond sys.maxsize (skip < 2**63).
-            stop = min(skip + limit, len(self._records))
-            window = islice(reversed(self._records), min(skip, stop), stop)
-            return len(self._records), [
+            end = min(skip + limit, stop - start)
+            window = islice(reversed(self._records), from_end + min(skip, end), from_end + end)
+            newest = first + stop - 1
+            return stop - start, [
                 _with_id(record, newest - skip - i) for i, record in enumerate(window)
             ]
-        rows = list(self._records)
+        if start == 0 and stop == held:
+            rows = list(self._records)
+        else:  # walked from the nearer end: a tail's window of new records costs its size
+            rows = list(islice(reversed(self._records), from_end, held - start))[::-1]
         picked = _matching(query, rows)
-        first = self.first_id
+        first += start
         return len(picked), [_with_id(rows[i], first + i) for i in picked[skip : skip + limit]]
 
     def get(self, record_id: int) -> TrackerRecord | None:
@@ -774,7 +791,7 @@ def ascii_lower(text: str) -> str:
 
 @dataclass(frozen=True)
 class Comparison:
-    field: str  # return_code | duration_ms | delay | recorded
+    field: str  # return_code | duration_ms | delay | recorded | id (``newer_than``)
     op: str  # one of OPERATORS
     value: int
 
@@ -803,6 +820,35 @@ class TrackerQuery:
     @property
     def selects_all(self) -> bool:
         return not (self.words or self.comparisons or self.sessions) and self.host is None
+
+    def newer_than(self, record_id: int) -> TrackerQuery:
+        """This query, and only records with an id above ``record_id`` (the console's tail
+        asks for what came since the last record it sent). Not part of the ``q`` language:
+        the admin API's queries read as they did."""
+        return self._bounded(Comparison("id", ">", record_id))
+
+    def older_than(self, record_id: int) -> TrackerQuery:
+        """This query, and only records with an id below ``record_id`` (paging backwards by
+        id: a store finds the page with its index, where a large ``skip`` is a scan)."""
+        return self._bounded(Comparison("id", "<", record_id))
+
+    def _bounded(self, bound: Comparison) -> TrackerQuery:
+        return TrackerQuery(self.words, (*self.comparisons, bound), self.sessions, self.host)
+
+    def id_window(self) -> tuple[int, int, TrackerQuery]:
+        """(lowest id, highest id, the rest of the query): the id comparisons as one range
+        (the in-memory journal turns it into a slice of its records)."""
+        low, high = INT64_MIN, INT64_MAX
+        rest: list[Comparison] = []
+        for c in self.comparisons:
+            if c.field != "id":
+                rest.append(c)
+                continue
+            if c.op in (">", ">=", "="):
+                low = max(low, c.value + (c.op == ">"))
+            if c.op in ("<", "<=", "="):
+                high = min(high, c.value - (c.op == "<"))
+        return low, high, TrackerQuery(self.words, tuple(rest), self.sessions, self.host)
 
     def matches(self, record: TrackerRecord) -> bool:
         if self.host is not None and record.host != self.host:

@@ -828,6 +828,10 @@ class RegionCompute:
 
     # Images, flavors, limits -------------------------------------------------------
 
+    def list_snapshots(self) -> list[Snapshot]:
+        """The images made from this region's servers, oldest first."""
+        return list(self.snapshots.values())
+
     def list_images(
         self, limit: str | None = None, marker: str | None = None
     ) -> list[data.Image | Snapshot]:
@@ -963,3 +967,21 @@ class ComputeBackend:
 
     def reset(self) -> None:
         self.tenants.clear()
+
+    # Reads for the console: they never create a tenant's or region's state, as ``region``
+    # does (a page looked at must not change what the API answers).
+
+    def tenant_ids(self) -> list[str]:
+        """Every tenant with compute state, in order of first use."""
+        return list(self.tenants)
+
+    def find_region(self, tenant_id: str, region: str) -> RegionCompute | None:
+        """One tenant's state in one region, or None where it has none."""
+        tenant = self.tenants.get(tenant_id)
+        return None if tenant is None else tenant.regions.get(region)
+
+    def all_regions(self) -> list[RegionCompute]:
+        """Every tenant's state in every region it has used."""
+        return [
+            regional for tenant in self.tenants.values() for regional in tenant.regions.values()
+        ]

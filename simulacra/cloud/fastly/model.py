@@ -353,6 +353,10 @@ class FastlyBackend:
             self.customers[token] = customer
         return customer
 
+    def list_customers(self) -> list[Customer]:
+        """Every customer, in order of first use (the console's read; creates none)."""
+        return list(self.customers.values())
+
     def customer_by_id(self, token: str, customer_id: str) -> Customer:
         customer = self.customer(token)
         if customer.id != customer_id:

@@ -859,6 +859,20 @@ class LoadBalancerBackend:
     def new_vip_id(self) -> int:
         return next(self._vip_ids)
 
+    # Reads for the console: they never create a tenant's region, as ``region`` does.
+
+    def tenant_ids(self) -> list[str]:
+        """Every tenant with load balancer state, in order of first use."""
+        return list(dict.fromkeys(tenant for tenant, _ in self.regions))
+
+    def find_region(self, tenant_id: str, region: str) -> RegionLoadBalancers | None:
+        """One tenant's load balancers in one region, or None where it has none."""
+        return self.regions.get((tenant_id, region))
+
+    def all_regions(self) -> list[RegionLoadBalancers]:
+        """Every tenant's state in every region it has used."""
+        return list(self.regions.values())
+
     def region(self, tenant_id: str, region: str) -> RegionLoadBalancers:
         """One tenant's load balancers in one region, created on first use (as in Mimic)."""
         key = (tenant_id, region)
