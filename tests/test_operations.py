@@ -404,6 +404,8 @@ def test_keystoneauth_reuses_its_token_when_the_clock_starts_now(servers):
     access = login(present.url, "now" + uuid.uuid4().hex[:8])
     expires = datetime.strptime(access["token"]["expires"], "%Y-%m-%dT%H:%M:%S.%fZ")
     assert expires.replace(tzinfo=UTC).timestamp() > time.time() + 3600
+    # The access line is written just after the answer: wait for it, or it counts below.
+    wait_for_output(present, lambda out: out.count(f"POST {TOKENS} 200") == 1)
     before = token_posts(present)
     nova_twice(present.url)
     time.sleep(0.2)  # the last access lines

@@ -164,8 +164,9 @@ def path_scenario(request: Request) -> str:
     return qualify(request.path_params["name"], host.lower())
 
 
-def forced(request: Request) -> bool:
-    return truthy(request.headers.get("force")) or truthy(request.query_params.get("force"))
+def forced(request: Request, query: ForceArgs) -> bool:
+    """``force`` as a header (Mirage's) or in the query string."""
+    return truthy(request.headers.get("force")) or truthy(query.force or None)
 
 
 # scenarios -----------------------------------------------------------------
@@ -237,7 +238,8 @@ async def get_scenario(request: Request) -> Response:
 async def delete_scenario(request: Request, query: ForceArgs) -> Response:
     """Delete a scenario with its stubs and sessions (409 while active unless forced)."""
     name = path_scenario(request)
-    await remove_scenario(service(request), request.app.state.ports, name, force=forced(request))
+    force = forced(request, query)
+    await remove_scenario(service(request), request.app.state.ports, name, force=force)
     return envelope({"message": f"Deleted scenario {name}"})
 
 
@@ -394,7 +396,8 @@ async def list_stubs(request: Request) -> Response:
 @operation(query=ForceArgs, replies={200: Reply(str, enveloped=True)})
 async def delete_stubs(request: Request, query: ForceArgs) -> Response:
     """Delete a scenario's stubs (409 while sessions are active unless forced)."""
-    count = await service(request).delete_stubs(path_scenario(request), force=forced(request))
+    force = forced(request, query)
+    count = await service(request).delete_stubs(path_scenario(request), force=force)
     return envelope(f"Deleted stubs count: {count}")
 
 
