@@ -20,6 +20,7 @@ from tests.mirage_helpers import (
     play,
     playback_of,
     put_stub,
+    put_stub_ok,
     stub,
     stubs_url,
 )
@@ -129,6 +130,28 @@ class TestWhatIsRecorded:
         assert full["tracking_level"] == "normal"
         assert full["start_time"] == summary["start_time"]
         assert full["duration_ms"] == summary["duration_ms"]
+
+    def test_the_stub_that_answered_is_recorded(self, http, base_url, name):
+        rec, played = f"{name}_rec", f"{name}_play"  # session names are the server's
+        create_scenario(http, base_url, name)
+        begin_ok(http, base_url, name, rec, "record")
+        keys = [
+            put_stub_ok(http, base_url, name, rec, stub(body, **contains(word)))["key"]
+            for body, word in (("pong", "ping"), ("bar", "foo"))
+        ]
+        end_ok(http, base_url, name, rec)
+        begin_ok(http, base_url, name, played, "playback")
+        assert play(http, base_url, name, played, "foo").text == "bar"
+        assert play(http, base_url, name, played, "ping").text == "pong"
+        assert play(http, base_url, name, played, "nothing").status_code == 400  # no match
+        found = all_records(http, base_url, f"{name}/stubs session:{played}")  # not the begin
+        assert [r["return_code"] for r in found] == [400, 200, 200]
+        assert [detail(http, base_url, r["id"])["stub_id"] for r in found] == [
+            None,
+            keys[0],
+            keys[1],
+        ]
+        assert all("stub_id" not in r for r in found)  # the list view is Mirage's
 
     def test_errors_are_recorded_with_their_message(self, http, base_url, name):
         session = playback_of(http, base_url, name, [stub("ok", **contains("known"))])

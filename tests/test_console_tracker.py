@@ -219,6 +219,19 @@ def test_a_miss_shows_the_stubs_that_came_closest(console):
     assert "/users/2?a=b" in html
 
 
+def test_a_playback_shows_the_stub_that_answered(console):
+    name, session = shop(console.url)
+    http = requests.Session()
+    stubs = http.get(f"{console.url}/api/v2/scenarios/objects/{name}/stubs").json()["data"]
+    [listed] = [s for s in stubs if s["stub"]["request"].get("urlPath") == "/users/1"]
+    assert http.get(f"{console.url}/virtual/{name}/{session}/users/1").text == "hello"
+    data = http.get(console.url + "/api/v2/tracker/records", params={"q": f"{name} sc:200"}).json()
+    html = http.get(f"{console.url}/console/tracker/{data['data'][0]['id']}").text
+    assert "The stub that answered" in html and f'<dd class="mono">{listed["id"]}</dd>' in html
+    assert f'href="/console/scenarios/objects/127.0.0.1:{name}"' in html
+    assert "&#34;/users/1&#34;" in html or '"/users/1"' in html  # its matchers
+
+
 # analytics -------------------------------------------------------------------------
 
 

@@ -301,6 +301,47 @@ def test_a_recording_sessions_upstream_is_kept(store_url):
     run(store_url, body)
 
 
+def test_the_answering_stub_round_trips(store_url):
+    async def body(store: Store) -> None:
+        await store.create_scenario(Scenario(SC, "2026-01-01"))
+        kept = await store.insert_stub(stub())
+        played = record(1)._replace(stub_id=kept.id)
+        await store.add_tracker_records([played, record(2)], cap=10)
+        _, page = await store.tracker_records(parse_query(None), skip=0, limit=10)
+        assert [(r.function, r.stub_id) for r in page] == [
+            ("/api/v2/x2", None),
+            ("/api/v2/x1", kept.id),
+        ]
+        assert page[1].id is not None
+        assert await store.tracker_record(page[1].id) == page[1]
+        assert await store.get_stub(SC, kept.id) == kept
+        assert await store.get_stub("other:sc", kept.id) is None  # another scenario's id
+        assert await store.get_stub(SC, "no-such-stub") is None
+
+    run(store_url, body)
+
+
+def test_sqlite_tracker_of_an_earlier_version_gains_the_stub_id(tmp_path):
+    path = tmp_path / "simulacra.db"
+    db = sqlite3.connect(path)
+    db.execute(
+        "CREATE TABLE tracker (id INTEGER PRIMARY KEY, function TEXT NOT NULL, scenario TEXT,"
+        " session TEXT, host TEXT NOT NULL, return_code INTEGER NOT NULL,"
+        " duration_ms INTEGER NOT NULL, delay INTEGER NOT NULL, detail BLOB NOT NULL,"
+        " recorded INTEGER NOT NULL DEFAULT 0)"
+    )
+    db.execute("INSERT INTO tracker VALUES (1, '/old', NULL, NULL, 'h', 200, 1, 0, '[]', 0)")
+    db.commit()
+    db.close()
+
+    async def body(store: Store) -> None:
+        await store.add_tracker_records([record(2)._replace(stub_id="s2")], cap=10)
+        _, page = await store.tracker_records(parse_query(None), skip=0, limit=10)
+        assert [(r.function, r.stub_id) for r in page] == [("/api/v2/x2", "s2"), ("/old", None)]
+
+    run(f"sqlite:///{path}", body)
+
+
 def test_delay_policies(store_url):
     async def body(store: Store) -> None:
         policy = parse_policy({"name": "p", "delay_type": "fixed", "milliseconds": 5}, "h")

@@ -237,6 +237,17 @@ class TestBuildRecord:
             _build_record(again, "srv").details().started
         )
 
+    def test_the_answering_stub_is_kept(self):
+        # Built in full, then from the memo: each keeps its own stub's id.
+        for _ in range(2):
+            played = build_record(capture(stub_id="stub-a"), "srv")
+            other = build_record(capture(stub_id="stub-b"), "srv")
+            missed = build_record(capture(status=404), "srv")
+            assert (played.stub_id, other.stub_id, missed.stub_id) == ("stub-a", "stub-b", None)
+        assert played.full()["stub_id"] == "stub-a"
+        assert "stub_id" not in played.summary()
+        assert build_record(capture(failed=True)).stub_id is None
+
     def test_headers_round_trip(self):
         headers = {"a": "1", "b": "", "c": "x: y, \xe9"}
         call = build_record(capture(headers=headers)).details()
@@ -286,7 +297,9 @@ class TestBuildRecord:
             "delay",
             "error",
             "tracking_level",
+            "stub_id",
         }
+        assert full["stub_id"] is None  # no stub named: a miss, an error, a proxied call
         assert full["request_headers"]["Host"] == "Example.COM:8001"  # Tornado's spelling
         assert full["request_params"] == {"session": "q"}
         assert full["port"] == "8001"

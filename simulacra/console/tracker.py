@@ -24,6 +24,7 @@ from starlette.types import Receive, Scope, Send
 
 from simulacra.console import page
 from simulacra.console.page import PREFIX, console_page, render
+from simulacra.console.scenarios import MATCHERS_SHOWN, cut, scenario_path
 from simulacra.errors import Invalid, NotFound, shown
 from simulacra.virtual.api_v2_admin import tracker as tracker_of
 from simulacra.virtual.tracker import (
@@ -234,7 +235,7 @@ async def record_page(request: Request) -> Response:
     if record is None:
         raise NotFound(f"Tracker record {shown(raw)} not found")
     call = record.details()
-    misses, cut = near_misses_of(call.body_start) if record.return_code == 404 else ([], False)
+    misses, cut_off = near_misses_of(call.body_start) if record.return_code == 404 else ([], False)
     body_cut = call.response_size > len(call.body_start.encode())
     return render(
         request,
@@ -256,8 +257,29 @@ async def record_page(request: Request) -> Response:
             }
             for m in misses
         ],
-        misses_cut=cut,
+        misses_cut=cut_off,
+        stub=await _answering_stub(request, record),
     )
+
+
+async def _answering_stub(request: Request, record: TrackerRecord) -> dict[str, Any] | None:
+    """The stub that answered a playback: its id, its scenario's page and, while it still
+    exists, its matchers (one stub read by id: an indexed row, however large the scenario)."""
+    if record.stub_id is None:
+        return None
+    found = None
+    if record.scenario:
+        found = await request.app.state.virtual.store.get_stub(record.scenario, record.stub_id)
+    return {
+        "id": record.stub_id,
+        "scenario": record.scenario,
+        "scenario_path": scenario_path(record.scenario) if record.scenario else None,
+        "matchers": (
+            cut(orjson.dumps(found.request, option=orjson.OPT_INDENT_2).decode(), MATCHERS_SHOWN)
+            if found is not None
+            else None
+        ),
+    }
 
 
 ROUTES: list[BaseRoute] = [

@@ -182,16 +182,17 @@ class Playback:
             route.check(target, session)
             if route.real_paths and session.records_upstream:
                 return self._recorded(route, request, target, session)
-            response = svc.playback_now(session, route.matched(request, target))
-            if response is None:
+            played = svc.playback_now(session, route.matched(request, target))
+            if played is None:
                 return self._later(route, request, target, t0)
         except DomainError as exc:
             return self.refused(route, request, exc, t0, target)
         except Exception:
             return self.failed(route, request, t0, target)
+        stub_id, response = played
         if response.delay_policy:
-            return self._delayed(route, request, target, session, response, t0)
-        return self.answered(route, request, target, response, t0, 0)
+            return self._delayed(route, request, target, session, stub_id, response, t0)
+        return self.answered(route, request, target, stub_id, response, t0, 0)
 
     async def _later(
         self, route: PlaybackRoute, request: Request, target: Target, t0: float
@@ -206,13 +207,13 @@ class Playback:
             if route.real_paths and session.records_upstream:
                 return await self._recorded(route, request, target, session)
             played = route.matched(request, target)
-            response = await svc.playback(session, played, route.real_paths)
+            stub_id, response = await svc.playback(session, played, route.real_paths)
             delay = await self._delay(svc, session, response)
         except DomainError as exc:
             return self.refused(route, request, exc, t0, target)
         except Exception:
             return self.failed(route, request, t0, target)
-        return self.answered(route, request, target, response, t0, delay)
+        return self.answered(route, request, target, stub_id, response, t0, delay)
 
     async def _recorded(
         self, route: PlaybackRoute, request: Request, target: Target, session: Session
@@ -231,12 +232,13 @@ class Playback:
         request: Request,
         target: Target,
         session: Session,
+        stub_id: str,
         response: Response,
         t0: float,
     ) -> Answer:
         assert self.svc is not None
         delay = await self._delay(self.svc, session, response)
-        return self.answered(route, request, target, response, t0, delay)
+        return self.answered(route, request, target, stub_id, response, t0, delay)
 
     @staticmethod
     async def _delay(svc: VirtualService, session: Session, response: Response) -> int:
@@ -253,10 +255,12 @@ class Playback:
         route: PlaybackRoute,
         request: Request,
         target: Target,
+        stub_id: str,
         response: Response,
         t0: float,
         delay: int,
     ) -> Answer:
+        """A stub's answer (``stub_id``: the stub), tracked."""
         answer, header_block, body_start = route.render(self, response)
         if self.tracker.enabled:  # the queue directly: this is every playback's cost
             session, scenario = target.notes
@@ -271,6 +275,7 @@ class Playback:
                     delay,
                     session,
                     scenario,
+                    stub_id=stub_id,
                 )
             )
         return answer

@@ -55,6 +55,9 @@ class Store(Protocol):
 
     async def stub_stats(self, scenario: str) -> StubStats: ...
     async def find_stub(self, scenario: str, matchers_hash: str) -> Stub | None: ...
+    async def get_stub(self, scenario: str, stub_id: str) -> Stub | None:
+        """The stub with this id in this scenario (None: not there, or deleted)."""
+
     async def insert_stub(self, stub: Stub) -> Stub:
         """Assign ``id`` and ``seq``; bump the scenario's version."""
 

@@ -308,6 +308,13 @@ class PostgresStore:
         )
         return self._stub(row) if row else None
 
+    async def get_stub(self, scenario: str, stub_id: str) -> Stub | None:
+        row = await self._fetchone(
+            f"SELECT {self._STUB_COLUMNS} FROM stub WHERE scenario = %s AND id = %s",
+            (scenario, stub_id),
+        )
+        return self._stub(row) if row else None
+
     async def insert_stub(self, stub: Stub) -> Stub:
         stub.id = stub.id or secrets.token_hex(12)
         async with self._tx() as conn:

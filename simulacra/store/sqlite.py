@@ -75,7 +75,8 @@ CREATE TABLE IF NOT EXISTS tracker (
     duration_ms  INTEGER NOT NULL,
     delay        INTEGER NOT NULL,
     detail       BLOB NOT NULL,
-    recorded     INTEGER NOT NULL DEFAULT 0
+    recorded     INTEGER NOT NULL DEFAULT 0,
+    stub_id      TEXT
 );
 """
 
@@ -86,6 +87,7 @@ ADDED_COLUMNS: list[tuple[str, str, str]] = [
     ("session", "port", "INTEGER"),
     ("session", "upstream", "TEXT"),
     ("tracker", "recorded", "INTEGER NOT NULL DEFAULT 0"),
+    ("tracker", "stub_id", "TEXT"),
 ]
 
 
@@ -201,6 +203,13 @@ class SQLiteStore:
             f"SELECT {self._STUB_COLUMNS} FROM stub WHERE scenario = ? AND matchers_hash = ?"
             " ORDER BY seq LIMIT 1",
             (scenario, matchers_hash),
+        ).fetchone()
+        return self._stub(row) if row else None
+
+    async def get_stub(self, scenario: str, stub_id: str) -> Stub | None:
+        row = self.db.execute(
+            f"SELECT {self._STUB_COLUMNS} FROM stub WHERE scenario = ? AND id = ?",
+            (scenario, stub_id),
         ).fetchone()
         return self._stub(row) if row else None
 
@@ -366,7 +375,7 @@ class SQLiteStore:
                 # adapter for None and bytes, which cost more than the rest of the row
                 # (callgrind: ~6,600 instructions of ~47,000 per tracked call).
                 db.executemany(
-                    self._TRACKER_INSERT, [(*r[1:8], bytearray(r[8]), r[9]) for r in records]
+                    self._TRACKER_INSERT, [(*r[1:8], bytearray(r[8]), *r[9:]) for r in records]
                 )
             # Ids are contiguous (only the oldest are ever deleted), so this keeps
             # exactly the newest ``cap`` with a range delete on the rowid.

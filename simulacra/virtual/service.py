@@ -612,7 +612,9 @@ class VirtualService:
             self._indexes[scenario] = index
         return index
 
-    def playback_now(self, session: Session, request: PlaybackRequest) -> Response | None:
+    def playback_now(
+        self, session: Session, request: PlaybackRequest
+    ) -> tuple[str, Response] | None:
         """``playback`` when it can answer without waiting for the store, else None.
 
         It waits (None here, nothing changed) for a stub index not built yet, and, on a
@@ -632,12 +634,13 @@ class VirtualService:
 
     async def playback(
         self, session: Session, request: PlaybackRequest, near_misses: bool = False
-    ) -> Response:
-        """The response the session plays for ``request`` (NoMatch when none; with the
-        stubs that came closest when ``near_misses`` and they were found off the loop)."""
-        response = self.playback_now(session, request)
-        if response is not None:
-            return response
+    ) -> tuple[str, Response]:
+        """The matching stub's id and the response the session plays for ``request``
+        (NoMatch when none; with the stubs that came closest when ``near_misses`` and they
+        were found off the loop)."""
+        played = self.playback_now(session, request)
+        if played is not None:
+            return played
         # What playback_now left: a shared store to ask (the index is matched again then).
         if session.status != PLAYBACK and self._shared:
             await self._sync_session(session.host, session.name)
@@ -685,9 +688,10 @@ class VirtualService:
         stub: Stub | None,
         served: int | None,
         misses: list[NearMiss] | None = None,
-    ) -> Response:
-        """The matched stub's next response (``served``: its position from a shared store;
-        ``misses``: the near misses already found, for the NoMatch when there is no stub)."""
+    ) -> tuple[str, Response]:
+        """The matched stub's id and its next response (``served``: its position from a
+        shared store; ``misses``: the near misses already found, for the NoMatch when there
+        is no stub)."""
         key = (session.host, session.name)
         session.last_used = self._timestamp()
         self._dirty.add(key)
@@ -699,7 +703,7 @@ class VirtualService:
             response = self._counters.next_response(key, stub)
         if not response.binary and is_template(response.body):  # {{ or {% in it
             response = render_response(response, stub, request, self.now())
-        return response
+        return stub.id, response
 
 
 def _recorded_label(i: int, document: dict[str, Any]) -> str:

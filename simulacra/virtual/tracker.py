@@ -68,6 +68,7 @@ class TrackerRecord(NamedTuple):
     delay: int = 0  # ms of delay policy applied
     detail: bytes = b"[]"
     recorded: int = 0  # 1: a recording session forwarded it upstream (``recorded:true``)
+    stub_id: str | None = None  # the stub that answered a playback; None: no stub did
 
     @property
     def href(self) -> str:
@@ -119,6 +120,7 @@ class TrackerRecord(NamedTuple):
             "delay": self.delay,
             "error": call.error(self.return_code),
             "tracking_level": "normal",
+            "stub_id": self.stub_id,
         }
         if self.recorded:  # only then: Mirage's records keep their shape
             full["recorded"] = True
@@ -421,6 +423,7 @@ def capture(
     scenario: str | None = None,
     t1: float | None = None,
     recorded: int = 0,
+    stub_id: str | None = None,
 ) -> tuple[Any, ...]:
     """What the request path keeps of a tracked call: a tuple of plain values only.
 
@@ -428,9 +431,11 @@ def capture(
     length and ``body_start`` its first BODY_CAPTURE_BYTES. The notes are what only the
     handler knows: the delay it applied (ms), the session named in a body or argument, and
     the scenario and session a bound port or path prefix plays (else they are read from the
-    path and headers when the record is built, ``locate``). The request headers are kept as
-    a tuple of their (immutable) pairs, so the tuple holds no mutable container: the
-    garbage collector soon stops visiting it, and the request dies with its exchange.
+    path and headers when the record is built, ``locate``), and the id of the stub that
+    answered a playback (None for a miss, an error, a proxied or recorded call). The
+    request headers are kept as a tuple of their (immutable) pairs, so the tuple holds no
+    mutable container: the garbage collector soon stops visiting it, and the request dies
+    with its exchange.
     """
     client, local = request.client, request.local
     return (
@@ -452,6 +457,7 @@ def capture(
         size,
         body_start,
         recorded,
+        stub_id,
     )
 
 
@@ -494,7 +500,7 @@ def _request_facts(block: bytes) -> RequestFacts:
 # its packed detail minus the start time. A playback run repeats a few of these, so most
 # records are built from here with a slice, a dict probe and one struct pack (a third of
 # the full build's CPU; the full build is kept for the rest).
-_Built = tuple[str, str | None, str | None, str, int, int, bytes, int]
+_Built = tuple[str, str | None, str | None, str, int, int, bytes, int, str | None]
 # One memo per server name (a tracker has one), so that the key is the capture's own slice.
 _built_for: dict[str, dict[tuple[Any, ...], _Built]] = {}
 _STARTED = struct.Struct("<d")  # the detail's start time, right after its version byte
@@ -536,10 +542,11 @@ def build_records(batch: Sequence[tuple[Any, ...]], server: str = "") -> list[Tr
                     record.delay,
                     record.detail[9:],
                     record.recorded,
+                    record.stub_id,
                 )
             records.append(record)
             continue
-        path, scenario, session, host, status, delay, rest, recorded = known
+        path, scenario, session, host, status, delay, rest, recorded, stub_id = known
         t0 = captured[0]
         fields = (
             None,
@@ -552,6 +559,7 @@ def build_records(batch: Sequence[tuple[Any, ...]], server: str = "") -> list[Tr
             delay,
             started(1, _EPOCH_OFFSET + t0) + rest,
             recorded,
+            stub_id,
         )
         records.append(new(TrackerRecord, fields))
     return records
@@ -575,6 +583,7 @@ def _build_record(captured: tuple[Any, ...], server: str) -> TrackerRecord:
         size,
         body_start,
         recorded,
+        stub_id,
     ) = captured
     request_headers = join_headers(request_headers)  # captured as the (name, value) pairs
     host, session, target_host, length = _request_facts(request_headers)
@@ -622,6 +631,7 @@ def _build_record(captured: tuple[Any, ...], server: str) -> TrackerRecord:
         delay,
         detail,
         recorded,
+        stub_id,
     )
 
 
