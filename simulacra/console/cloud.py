@@ -16,7 +16,7 @@ behaviors and snapshots cut at a limit; statuses are computed now, on the cloud'
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import quote
 
 import orjson
@@ -62,9 +62,6 @@ REGISTRY_LABELS = {
     "server_creation": "Nova: server creation",
     "load_balancer_creation": "CLB: load balancer creation",
 }
-
-T = TypeVar("T")
-
 
 # Pure helpers ------------------------------------------------------------------------
 

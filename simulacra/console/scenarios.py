@@ -4,7 +4,7 @@ Pages read through ``VirtualService`` and write through the admin API's own func
 (``api_v2.begin_session``, ``end_sessions``, ``remove_scenario``; ``api_v2_archive``'s
 ``import_archives`` and ``record_har``), so a form does exactly what the API call does.
 Forms are plain POSTs, answered by a redirect (``page.back``) carrying what happened; a
-refusal is a message on the page. Every list is one page (``PAGE_SIZE``) and long texts
+refusal is a message on the page. Every list is one page (``page.PAGE_SIZE``) and long texts
 are cut with their size shown, so no page grows with a scenario's 100,000 stubs.
 """
 
@@ -14,7 +14,7 @@ import base64
 import binascii
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import quote
 
 import orjson
@@ -52,9 +52,6 @@ MATCHERS_SHOWN = 2_000  # characters of a stub's matchers (indented JSON)
 HEADERS_SHOWN = 300
 RESPONSES_SHOWN = 5  # of a sequence; the rest are counted
 NO_VALUE = "—"
-
-T = TypeVar("T")
-
 
 # pure cores ---------------------------------------------------------------------------
 
