@@ -108,25 +108,34 @@ async def _newest_id(tracker: Tracker) -> int:
 # the stream -------------------------------------------------------------------
 
 
-class _OpenStreams:
-    """How many tails are open (per process): the cap's count."""
+class OpenStreams:
+    """How many tails an app has open: the cap's count (one per app, on its state)."""
 
     def __init__(self) -> None:
         self.count = 0
 
 
-_open = _OpenStreams()
+def open_streams(request: Request) -> OpenStreams:
+    state = request.app.state
+    streams = getattr(state, "console_tails", None)
+    if streams is None:
+        streams = state.console_tails = OpenStreams()
+    return streams
 
 
 class TailResponse(StreamingResponse):
     """A tail's event stream; counted open from its creation until its last byte (or its
     client leaving), so the count cannot leak."""
 
+    def __init__(self, content: AsyncIterator[bytes], streams: OpenStreams, **options: Any):
+        super().__init__(content, **options)
+        self.streams = streams
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
-            _open.count -= 1
+            self.streams.count -= 1
 
 
 def _after_of(request: Request) -> int:
@@ -146,15 +155,17 @@ async def events(request: Request) -> Response:
         after = _after_of(request)
     except Invalid as exc:
         return PlainTextResponse(exc.message, 400, headers=page.SECURITY_HEADERS)
-    if _open.count >= MAX_STREAMS:
+    streams = open_streams(request)
+    if streams.count >= MAX_STREAMS:
         return PlainTextResponse(
             f"{MAX_STREAMS} tracker tails are open already: close one and retry",
             503,
             headers={**page.SECURITY_HEADERS, "retry-after": "5"},
         )
-    _open.count += 1  # no await between the check and this: the cap holds
+    streams.count += 1  # no await between the check and this: the cap holds
     return TailResponse(
         tail(tracker_of(request), query, after),
+        streams,
         media_type="text/event-stream",
         headers={**page.SECURITY_HEADERS, "x-accel-buffering": "no"},
     )
