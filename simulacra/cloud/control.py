@@ -54,7 +54,7 @@ def tick_clock(core: CloudCore, amount: object) -> tuple[float, float]:
 @operation(body=Tick, replies={200: Reply(Ticked)}, **FLAT)
 async def tick(request: Request, body: Tick) -> Response:
     """Advance the virtual clock by ``amount`` seconds, firing every due transition."""
-    amount, now = tick_clock(cloud(request), plain(body).get("amount"))
+    amount, now = tick_clock(cloud(request), body.amount)
     return json_response({"advanced": amount, "now": iso8601(now)})
 
 
