@@ -195,10 +195,18 @@ async def openapi_json(request: Request) -> Response:
     return Response(document, media_type="application/json")
 
 
+# Read once, as the console's static files are: the page is the same for every request.
+_DOCS_PAGE = (
+    resources.files("simulacra")
+    .joinpath("static/api.html")
+    .read_text("utf-8")
+    .replace("{{OPENAPI_PATH}}", OPENAPI_PATH)
+)
+
+
 async def docs_page(request: Request) -> Response:
     """A page to browse the OpenAPI document (no CDN: it is all in the page)."""
-    page = resources.files("simulacra").joinpath("static/api.html").read_text("utf-8")
-    return HTMLResponse(page.replace("{{OPENAPI_PATH}}", OPENAPI_PATH))
+    return HTMLResponse(_DOCS_PAGE)
 
 
 ROUTES = [

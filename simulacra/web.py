@@ -30,6 +30,12 @@ def starlette_response(answer: Answer) -> Response:
     return response
 
 
+def body_limit(request: Request) -> int:
+    """How many bytes a request body may have (``--max-body-bytes``)."""
+    limit: int = request.app.state.settings.max_body_bytes
+    return limit
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refusing (413) anything over ``limit`` bytes before reading it all."""
     return await read_limited(request.stream(), limit, request.headers.get("content-length"))
@@ -95,8 +101,7 @@ def operation(
             if not converts:
                 return await handler(request)
             if body is not None:
-                limit = request.app.state.settings.max_body_bytes
-                given["body"] = convert(await read_json(request, limit), body)
+                given["body"] = convert(await read_json(request, body_limit(request)), body)
             if query is not None:
                 given["query"] = convert(
                     dict(request.query_params), query, "query string", strict=False

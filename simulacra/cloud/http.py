@@ -29,7 +29,7 @@ from simulacra.errors import (
     TooLarge,
     Unavailable,
 )
-from simulacra.web import read_body, starlette_response
+from simulacra.web import body_limit, read_body, starlette_response
 
 Handler = Callable[[Request], Awaitable[Response]]
 Renderer = Callable[[DomainError], Answer]
@@ -77,7 +77,7 @@ def request_base_url(request: Request) -> str:
 
 async def read_json_object(request: Request, *, required: bool = True) -> dict[str, Any]:
     """The body as a JSON object; Invalid (400) for anything else."""
-    body = await read_body(request, request.app.state.settings.max_body_bytes)
+    body = await read_body(request, body_limit(request))
     return json_object(body, required=required)
 
 

@@ -43,7 +43,7 @@ from simulacra.virtual.model import Response as StubResponse
 from simulacra.virtual.recording import Upstream
 from simulacra.virtual.service import VirtualService
 from simulacra.virtual.templates import is_template
-from simulacra.web import read_body, request_host
+from simulacra.web import body_limit, read_body, request_host
 
 BASE = page.PREFIX + "/scenarios"
 POLICIES = BASE + "/delay-policies"
@@ -162,10 +162,6 @@ def _ports(request: Request) -> Ports:
     return request.app.state.ports
 
 
-def _limit(request: Request) -> int:
-    return request.app.state.settings.max_body_bytes
-
-
 def _path_scenario(request: Request) -> str:
     return qualify(request.path_params["name"], request_host(request))
 
@@ -227,10 +223,10 @@ async def create(request: Request) -> Response:
 async def upload(request: Request) -> Response:
     """The upload form: zip archives, as ``POST /api/v2/scenarios/upload`` takes them."""
     try:
-        body = await read_body(request, _limit(request))
+        body = await read_body(request, body_limit(request))
         parts = parse_multipart(request.headers.get("content-type", ""), body)
         results = await import_archives(
-            _service(request), request_host(request), parts, _limit(request)
+            _service(request), request_host(request), parts, body_limit(request)
         )
     except DomainError as exc:
         return page.back(BASE, error=exc.message)
@@ -340,7 +336,7 @@ async def import_har(request: Request) -> Response:
     where = scenario_path(name)
     try:
         scenario = await _service(request).get_scenario(name)
-        body = await read_body(request, _limit(request))
+        body = await read_body(request, body_limit(request))
         parts = parse_multipart(request.headers.get("content-type", ""), body)
         files = [p for p in parts if p.filename is not None and p.data]
         if len(files) != 1:

@@ -29,7 +29,6 @@ from simulacra.openapi import Reply
 from simulacra.virtual.api_v2 import (
     endpoint,
     envelope,
-    limit,
     note_session,
     scenario_ref,
     service,
@@ -37,7 +36,7 @@ from simulacra.virtual.api_v2 import (
 from simulacra.virtual.api_v2_admin import POLICY_OBJECTS, display_name, policy_view
 from simulacra.virtual.delays import ALL_PARAMETERS, parse_policy, split_name
 from simulacra.virtual.model import HOST_RE, PLAYBACK, RECORD, Stub, normalize_host, qualify
-from simulacra.web import operation, read_body, request_host, truthy
+from simulacra.web import body_limit, operation, read_body, request_host, truthy
 
 PREFIX = "/stubo/api/"
 # put/stub arguments that configure the stub; any other argument is kept in stub.args.
@@ -66,7 +65,7 @@ async def load_args(request: Request) -> None:
     args = list(request.query_params.multi_items())
     content_type = request.headers.get("content-type", "")
     if request.method == "POST" and content_type.split(";", 1)[0].strip().lower() == FORM:
-        body = await read_body(request, limit(request))
+        body = await read_body(request, body_limit(request))
         args += parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
     request.state.v1_args = args
 
@@ -195,7 +194,7 @@ async def put_stub(request: Request) -> Response:
     """Add a stub to the session recording (JSON body; query args become stub.args)."""
     session = session_arg(arg(request, "session", required=True))
     note_session(request, session)
-    body = await read_body(request, limit(request))
+    body = await read_body(request, body_limit(request))
     if body.lstrip().startswith(b"||"):
         raise Invalid(
             "the legacy '||textMatcher||...||response||...' body is not supported:"

@@ -151,10 +151,6 @@ def service(request: Request) -> VirtualService:
     return request.app.state.virtual
 
 
-def limit(request: Request) -> int:
-    return request.app.state.settings.max_body_bytes
-
-
 def scenario_ref(name: str) -> str:
     return f"/api/v2/scenarios/objects/{name}"
 

@@ -31,7 +31,6 @@ from simulacra.virtual.api_v2 import (
     VERSION_HEADER,
     endpoint,
     envelope,
-    limit,
     path_scenario,
     scenario_ref,
     service,
@@ -47,7 +46,7 @@ from simulacra.virtual.har import SHAPE, Har, read_har
 from simulacra.virtual.model import check_name, qualify
 from simulacra.virtual.recording import RecordRules, stub_document
 from simulacra.virtual.service import VirtualService
-from simulacra.web import json_response, operation, read_body, request_host, truthy
+from simulacra.web import body_limit, json_response, operation, read_body, request_host, truthy
 
 MAX_PARTS = 100  # archives plus form fields in one upload
 # A HAR body over this is parsed and checked in a thread: the event loop keeps serving.
@@ -170,9 +169,10 @@ UPLOAD_BODY = {
 )
 async def upload(request: Request) -> Response:
     """Upload zip archives (YAML + stub JSON files): create each scenario, begin playback."""
-    body = await read_body(request, limit(request))
+    limit = body_limit(request)
+    body = await read_body(request, limit)
     parts = parse_multipart(request.headers.get("content-type", ""), body)
-    results = await import_archives(service(request), request_host(request), parts, limit(request))
+    results = await import_archives(service(request), request_host(request), parts, limit)
     if len(results) == 1:
         # Mirage answers one archive with the bare {scenario, session, total}.
         return json_response(results[0], 200, VERSION_HEADER)
@@ -316,7 +316,7 @@ async def import_har(request: Request) -> Response:
     name = path_scenario(request)
     svc = service(request)
     scenario = await svc.get_scenario(name)  # 404 before reading a body for nothing
-    body = await read_body(request, limit(request))
+    body = await read_body(request, body_limit(request))
     return envelope(await record_har(svc, scenario.name, body), 201)
 
 

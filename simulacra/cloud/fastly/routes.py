@@ -33,7 +33,7 @@ from simulacra.cloud.fastly.model import (
 from simulacra.cloud.http import Handler, cloud, renders_errors, status_of
 from simulacra.dataplane.request import Answer, json_answer
 from simulacra.errors import DomainError, shown
-from simulacra.web import json_response, read_body, starlette_response
+from simulacra.web import body_limit, json_response, read_body, starlette_response
 
 PREFIX = "/fastly"
 
@@ -61,7 +61,7 @@ def _token(request: Request) -> str:
 async def _params(request: Request) -> Params:
     """Query parameters, overridden by form fields or a JSON object body."""
     params: Params = dict(request.query_params)
-    body = await read_body(request, request.app.state.settings.max_body_bytes)
+    body = await read_body(request, body_limit(request))
     if not body.strip():
         return params
     if request.headers.get("content-type", "").startswith("application/json"):
