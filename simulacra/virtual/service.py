@@ -108,7 +108,7 @@ class VirtualService:
         ``kind`` is ``scenario`` (key: its name), ``session``/``sessions``, ``policy``, or
         ``*`` (resync everything, e.g. after the listener reconnected)."""
         if kind == "*":
-            self._indexes.clear()
+            await self._rebuild_indexes()
         elif kind == "scenario":
             self._indexes.pop(key, None)
         if kind == "session":  # key: "host name"
@@ -118,6 +118,20 @@ class VirtualService:
             await self._reload_sessions()
         if kind in ("policy", "*"):
             self._policies = {p.key: p for p in await self.store.list_delay_policies()}
+
+    async def _rebuild_indexes(self) -> None:
+        """Every compiled index read again from the store, each swapped in once read.
+
+        Rebuilt rather than dropped: a resync follows the listener's reconnect, when the
+        store may go away again; a dropped index would make the next playback wait for the
+        store (a 503 while it is down), where the index held still answers. A store failure
+        here leaves the rest as they are, and the listener resyncs again once it reconnects.
+        An index a local write replaced or dropped meanwhile is left to that write.
+        """
+        for scenario, held in list(self._indexes.items()):
+            fresh = StubIndex(await self.store.list_stubs(scenario))
+            if self._indexes.get(scenario) is held:
+                self._indexes[scenario] = fresh
 
     async def _reload_sessions(self) -> None:
         stored = {(s.host, s.name): s for s in await self.store.list_sessions()}
