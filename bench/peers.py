@@ -23,7 +23,12 @@ one id in the body, the requests cycling over the ids the peer evaluates **last*
 
 * ``stubs-1``: one ``contains`` stub, a ~600-byte SOAP request;
 * ``stubs-1k`` / ``stubs-10k``: 1,000 / 10,000 ``contains`` stubs;
-* ``jsonpath``: 10 stubs matching a 2 KB JSON body by ``$.order.id`` with JSONPath;
+* ``jsonpath`` / ``jsonpath-10k``: 10 / 10,000 stubs matching a 2 KB JSON body by
+  ``$.order.id`` with JSONPath (Simulacra: ``$[?(@.id == '00009')]``; WireMock:
+  ``matchesJsonPath`` ``$.order.id`` equalTo; Mountebank: a ``jsonpath`` selector + equals);
+* ``xpath`` / ``xpath-10k``: the same order as a 2 KB XML body, matched by ``/order/id`` with
+  XPath (Simulacra: ``/order/id[text()='00009']``; WireMock: ``matchesXPath``
+  ``/order/id/text()`` equalTo; Mountebank: an ``xpath`` selector + equals);
 * ``tracking``: one stub, every peer recording the requests it serves (Simulacra's
   tracker, on by default; WireMock's request journal, on by default; Mountebank's
   ``recordRequests: true``, off by default, so it is on only in this row).
@@ -99,6 +104,8 @@ CLOUD_RATIO_TARGET = 10.0  # Simulacra / Mimic on the cloud routes
 RSS_TARGET_MB = 150.0  # Simulacra's peak RSS with 10,000 stubs
 JSON_STUBS = 10
 JSON_BODY_BYTES = 2048
+XML_BODY_BYTES = 2048
+LITERAL_SCALING_TARGET = 0.80  # JSONPath/XPath, 10,000 stubs vs. 10, Simulacra req/s
 CREATE_TENANTS = 32  # create-server spreads its creates over this many fresh tenants
 QUIET_CORES = 0.05  # servers using at most this much (cores) above their idle baseline
 SETTLE_TIMEOUT_S = 10.0  # the longest wait for idle servers before a run
@@ -116,7 +123,7 @@ class StubWorkload:
     key: str
     label: str
     stubs: int
-    kind: str  # "contains" or "jsonpath"
+    kind: str  # "contains", "jsonpath" or "xpath"
     record: bool = False  # turn request recording on where it is off by default
     rotate: int = 4
 
@@ -138,11 +145,13 @@ class StubWorkload:
     def body(self, i: int) -> str:
         if self.kind == "contains":
             return request_body(i, self.width)
+        if self.kind == "xpath":
+            return order_xml(self.ident(i))
         return order_json(self.ident(i))
 
     @property
     def content_type(self) -> str:
-        return "text/xml; charset=utf-8" if self.kind == "contains" else "application/json"
+        return "application/json" if self.kind == "jsonpath" else "text/xml; charset=utf-8"
 
     def contains_pattern(self, i: int) -> str:
         """Literally in the request body, so no peer needs Mirage's whitespace stripping."""
@@ -182,6 +191,28 @@ def order_json(order_id: str, size: int = JSON_BODY_BYTES) -> str:
     return json.dumps(document)
 
 
+def order_xml(order_id: str, size: int = XML_BODY_BYTES) -> str:
+    """``order_json``'s document as XML of exactly ``size`` bytes, ``/order/id`` = ``order_id``."""
+    lines = "".join(
+        f"<line><sku>SKU-{k:04d}</sku>"
+        "<description>Stainless steel hex bolt, M8 x 40 mm, DIN 933, box of 100</description>"
+        f"<quantity>{k + 1}</quantity><unitPrice>{round(3.5 + k * 0.25, 2)}</unitPrice>"
+        "<currency>EUR</currency></line>"
+        for k in range(8)
+    )
+    head = (
+        f'<?xml version="1.0" encoding="UTF-8"?><order><id>{order_id}</id><channel>web</channel>'
+        "<customer><id>C-7781</id><name>Ada Lovelace</name><email>ada@example.com</email>"
+        "<address><street>12 St James's Square</street><city>London</city><zip>SW1Y</zip>"
+        f"</address></customer><lines>{lines}</lines><notes>"
+    )
+    tail = "</notes></order>"
+    pad = size - len(head) - len(tail)
+    if pad < 0:
+        raise ValueError(f"the order document is {len(head) + len(tail)} bytes, more than {size}")
+    return head + "x" * pad + tail
+
+
 STUB_WORKLOADS: dict[str, StubWorkload] = {
     w.key: w
     for w in (
@@ -189,6 +220,9 @@ STUB_WORKLOADS: dict[str, StubWorkload] = {
         StubWorkload("stubs-1k", "1,000 stubs", 1000, "contains"),
         StubWorkload("stubs-10k", "10,000 stubs", 10_000, "contains"),
         StubWorkload("jsonpath", f"JSONPath, 2 KB, {JSON_STUBS} stubs", JSON_STUBS, "jsonpath"),
+        StubWorkload("jsonpath-10k", "JSONPath, 2 KB, 10,000 stubs", 10_000, "jsonpath"),
+        StubWorkload("xpath", f"XPath, 2 KB, {JSON_STUBS} stubs", JSON_STUBS, "xpath"),
+        StubWorkload("xpath-10k", "XPath, 2 KB, 10,000 stubs", 10_000, "xpath"),
         StubWorkload("tracking", "1 stub, all peers tracking", 1, "contains", record=True),
     )
 }
@@ -298,6 +332,8 @@ class SimulacraStubs(StubPeer):
     def stub_document(self, workload: StubWorkload, i: int) -> dict[str, Any]:
         if workload.kind == "contains":
             patterns = {"contains": [workload.contains_pattern(i)]}
+        elif workload.kind == "xpath":
+            patterns = {"xpath": [f"/order/id[text()='{workload.ident(i)}']"]}
         else:
             patterns = {"jsonpath": [f"$[?(@.id == '{workload.ident(i)}')]"]}
         return {
@@ -349,6 +385,9 @@ class WireMockStubs(StubPeer):
     def mapping(self, workload: StubWorkload, i: int) -> dict[str, Any]:
         if workload.kind == "contains":
             pattern: dict[str, Any] = {"contains": workload.contains_pattern(i)}
+        elif workload.kind == "xpath":
+            expression = {"expression": "/order/id/text()", "equalTo": workload.ident(i)}
+            pattern = {"matchesXPath": expression}
         else:
             expression = {"expression": "$.order.id", "equalTo": workload.ident(i)}
             pattern = {"matchesJsonPath": expression}
@@ -393,6 +432,11 @@ class MountebankStubs(StubPeer):
     def stub(self, workload: StubWorkload, i: int) -> dict[str, Any]:
         if workload.kind == "contains":
             predicate: dict[str, Any] = {"contains": {"body": workload.contains_pattern(i)}}
+        elif workload.kind == "xpath":
+            predicate = {
+                "equals": {"body": workload.ident(i)},
+                "xpath": {"selector": "/order/id"},
+            }
         else:
             predicate = {
                 "equals": {"body": workload.ident(i)},
@@ -805,7 +849,7 @@ def verdicts(targets: Sequence[Target]) -> list[tuple[bool | None, str]]:
         return None if target is None or target.flagged else target.median("rps")
 
     out: list[tuple[bool | None, str]] = []
-    for key in ("stubs-1", "tracking"):
+    for key in ("stubs-1", "tracking", "jsonpath", "jsonpath-10k", "xpath", "xpath-10k"):
         for peer in (WIREMOCK, MOUNTEBANK):
             value = ratio(rps(key, SIMULACRA), rps(key, peer))
             if value is not None:
@@ -826,6 +870,16 @@ def verdicts(targets: Sequence[Target]) -> list[tuple[bool | None, str]]:
                 f" (target >= {STUBS_SCALING_TARGET:.0%})",
             )
         )
+    for kind in ("jsonpath", "xpath"):
+        value = ratio(rps(f"{kind}-10k", SIMULACRA), rps(kind, SIMULACRA))
+        if value is not None:
+            out.append(
+                (
+                    value >= LITERAL_SCALING_TARGET,
+                    f"{kind}: 10,000 stubs at {value:.0%} of the {JSON_STUBS}-stub throughput"
+                    f" (target >= {LITERAL_SCALING_TARGET:.0%})",
+                )
+            )
     for key in CLOUD_WORKLOADS:
         value = ratio(rps(key, SIMULACRA), rps(key, MIMIC))
         if value is not None:

@@ -16,6 +16,7 @@ from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from simulacra import console, metrics, openapi, ops
+from simulacra.background import freeze_what_is_built
 from simulacra.clock import RealClock, VirtualClock, parse_start
 from simulacra.cloud import build_cloud
 from simulacra.cloud.shared import SharedCloud, SharedCloudMiddleware
@@ -106,6 +107,7 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+    freeze_what_is_built()  # and what long work builds later (background.py)
 
 
 def create_app(settings: Settings | None = None) -> DataPlaneApp:
@@ -145,9 +147,11 @@ def create_app(settings: Settings | None = None) -> DataPlaneApp:
         await tracker.start(store)
         if settings.tune_gc:
             tune_gc()
+        warming = asyncio.create_task(virtual.warm())
         try:
             yield
         finally:
+            warming.cancel()
             ports.close()
             await playback.playback.recorder.close()
             flusher.cancel()

@@ -84,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-body-bytes", type=int, default=Settings.max_body_bytes, help="request body limit"
     )
     serve.add_argument(
+        "--max-import-bytes",
+        type=int,
+        default=Settings.max_import_bytes,
+        help="body limit of a bulk import of stubs (POST .../stubs/import; default 256 MiB)",
+    )
+    serve.add_argument(
         "--no-tracking",
         dest="tracking",
         action="store_false",
@@ -146,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             server=args.server,
             workers=args.workers,
             max_body_bytes=args.max_body_bytes,
+            max_import_bytes=args.max_import_bytes,
             regions=args.regions,
             realtime=args.realtime,
             clock_start=args.clock_start,

@@ -28,7 +28,15 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator, Mapping
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Generator,
+    Iterable,
+    Iterator,
+    Mapping,
+)
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -42,6 +50,7 @@ from msgspec import UNSET, Struct
 from simulacra import models
 from simulacra.errors import Invalid
 from simulacra.models import (
+    NDJSON,
     ArchiveImported,
     BehaviorCreated,
     BehaviorDocument,
@@ -65,6 +74,7 @@ from simulacra.models import (
     StubDocument,
     StubHeaders,
     StubListed,
+    StubsImported,
     StubStored,
     Tick,
     Ticked,
@@ -291,6 +301,28 @@ class _Calls:
             return [listed.stub for listed in _data(reply, list[StubListed])]
 
         return Call("GET", f"{SCENARIOS}/objects/{_segment(scenario)}/stubs", read)
+
+    @staticmethod
+    def import_stubs(
+        scenario: str, documents: Iterable[Mapping[str, Any]], session: str | None
+    ) -> Call[StubsImported]:
+        # NDJSON, each document checked as the server checks it; a refusal names its index.
+        lines = []
+        for i, document in enumerate(documents):
+            try:
+                lines.append(_encoded(document, StubDocument))
+            except SimulacraError as exc:
+                raise SimulacraError(400, f"stub {i}: {exc.message}") from None
+        headers = {"content-type": NDJSON}
+        if session is not None:
+            headers.update(_args(StubHeaders(session=session)))
+        return Call(
+            "POST",
+            f"{SCENARIOS}/objects/{_segment(scenario)}/stubs/import",
+            lambda r: _data(r, StubsImported),
+            extra={"content": b"\n".join(lines)},
+            headers=headers,
+        )
 
     @staticmethod
     def put_stub(
@@ -677,6 +709,16 @@ class Simulacra(_Client):
         """The scenario's stub documents."""
         return self._send(_Calls.stubs(scenario))
 
+    def import_stubs(
+        self,
+        scenario: str,
+        stubs: Iterable[Mapping[str, Any]],
+        session: str | None = None,
+    ) -> StubsImported:
+        """Add many stubs at once, all or nothing (into ``session`` while it records, or
+        straight into the scenario); the same matchers again extend a stub's sequence."""
+        return self._send(_Calls.import_stubs(scenario, stubs, session))
+
     # sessions
 
     def recording(
@@ -875,6 +917,14 @@ class AsyncSimulacra(_Client):
 
     async def stubs(self, scenario: str) -> list[dict[str, Any]]:
         return await self._send(_Calls.stubs(scenario))
+
+    async def import_stubs(
+        self,
+        scenario: str,
+        stubs: Iterable[Mapping[str, Any]],
+        session: str | None = None,
+    ) -> StubsImported:
+        return await self._send(_Calls.import_stubs(scenario, stubs, session))
 
     # sessions
 

@@ -127,6 +127,9 @@ class Settings:
     store_url: str = DEFAULT_STORE
     # Bodies above this many bytes are refused with 413 (stubs, playback, uploads).
     max_body_bytes: int = 10 * 1024 * 1024
+    # ... but a bulk import of stubs (``POST .../stubs/import``) may send this many: 100,000
+    # small stubs are about 20 MB.
+    max_import_bytes: int = 256 * 1024 * 1024
     server: str = "simulacra"
     # Server processes on this machine; more than one needs a shared (PostgreSQL) store.
     workers: int = 1

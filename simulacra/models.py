@@ -18,6 +18,7 @@ Pure: msgspec only. Domain code takes the converted values, or their plain form
 
 from __future__ import annotations
 
+import functools
 import re
 from types import UnionType
 from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
@@ -113,21 +114,28 @@ def plain(value: Struct) -> dict[str, Any]:
     stay absent). Only the types' own objects are rebuilt: the values under them are the
     parsed JSON already, nested as deep as the parser allows (no recursion through them)."""
     out: dict[str, Any] = {}
-    for spec in msgspec.structs.fields(value):
-        item = getattr(value, spec.name)
+    for name, key in _names(type(value)):
+        item = getattr(value, name)
         if item is UNSET:
             continue
         if isinstance(item, Struct):
             item = plain(item)
         elif isinstance(item, list) and item and isinstance(item[0], Struct):
             item = [plain(element) for element in item]
-        out[spec.encode_name] = item
+        out[key] = item
     return out
+
+
+@functools.cache
+def _names(model: type[Struct]) -> tuple[tuple[str, str], ...]:
+    """(attribute, JSON key) of each field; once per type (msgspec's ``fields`` evaluates
+    the annotations on every call: 0.45 ms for a stub)."""
+    return tuple((f.name, f.encode_name) for f in msgspec.structs.fields(model))
 
 
 def keys(model: type[Struct]) -> tuple[str, ...]:
     """The JSON keys of ``model``, in order: the domain's list of known keys."""
-    return tuple(f.encode_name for f in msgspec.structs.fields(model))
+    return tuple(key for _, key in _names(model))
 
 
 # Descriptions shared by several fields.
@@ -292,6 +300,26 @@ class StubStored(Struct):
     message: str
     status: Annotated[str, Meta(description="created or updated")]
     key: str
+
+
+# A body of JSON values one per line (a bulk import of stubs).
+NDJSON = "application/x-ndjson"
+
+
+class StubPage(Args):
+    """``GET .../stubs``: one page of them (without both: all of them, streamed)."""
+
+    offset: Annotated[int, Meta(ge=0)] | UnsetType = UNSET
+    limit: Annotated[int, Meta(ge=1, le=10_000)] | UnsetType = UNSET
+
+
+class StubsImported(Struct):
+    """A bulk import: how many stubs were created, extended (the same matchers again: a
+    longer sequence), or ignored (not stateful, and the same responses)."""
+
+    created: int
+    updated: int
+    ignored: int
 
 
 class StubListed(Struct):

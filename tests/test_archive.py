@@ -11,18 +11,24 @@ import zipfile
 import pytest
 import yaml
 
+from simulacra.background import drain
 from simulacra.errors import Invalid, TooLarge
 from simulacra.virtual.archive import (
     ArchiveContent,
     ArchiveLimits,
     NotAnArchive,
     _Reader,
-    build_stubs,
     read_archive,
     write_archive,
 )
 from simulacra.virtual.model import Response, Stub
+from simulacra.virtual.service import archive_stubs
 from tests.zip_helpers import config, make_zip
+
+
+def build(content: ArchiveContent, scenario: str, recorded: str) -> list[Stub]:
+    return drain(archive_stubs(content, scenario, recorded))
+
 
 STUB = {"request": {"bodyPatterns": {"contains": ["a"]}}, "response": {"body": "A"}}
 
@@ -204,9 +210,9 @@ class TestBuildStubs:
     def test_stubs_are_validated_as_put_stubs_are_and_errors_name_the_file(self):
         bad = {"request": {"bodyPattern": {"contains": ["x"]}}, "response": {"body": "y"}}
         with pytest.raises(Invalid, match=r"z\.zip: stub_1\.json: unknown request matcher"):
-            build_stubs(self.content(STUB, bad), "h:s", "2024-01-01")
+            build(self.content(STUB, bad), "h:s", "2024-01-01")
         with pytest.raises(Invalid, match=r"stub_0\.json: .*not a valid template"):
-            build_stubs(self.content(stub_doc("a", "{{ oops")), "h:s", "2024-01-01")
+            build(self.content(stub_doc("a", "{{ oops")), "h:s", "2024-01-01")
 
     def test_seed_example_stub(self):
         doc = {
@@ -222,13 +228,13 @@ class TestBuildStubs:
                 "status": 200,
             },
         }
-        [stub] = build_stubs(self.content(doc), "h:s", "2024-01-01")
+        [stub] = build(self.content(doc), "h:s", "2024-01-01")
         assert (stub.scenario, stub.priority, stub.args) == ("h:s", 9903, {"priority": "9903"})
         assert stub.responses == [Response(200, "<response> Response here </response>\n")]
         assert stub.recorded == "2024-01-01"
 
     def test_equal_matchers_become_one_sequence_in_file_order(self):
-        stubs = build_stubs(
+        stubs = build(
             self.content(stub_doc("a", "1"), stub_doc("b", "B"), stub_doc("a", ["2", "3"])),
             "h:s",
             "d",
@@ -267,7 +273,7 @@ class TestWrite:
         original = self.stubs()
         content = read_archive(write_archive("other", "t", original), "export.zip")
         assert (content.scenario, content.session) == ("other", "t")
-        again = build_stubs(content, "h2:other", "today")
+        again = build(content, "h2:other", "today")
         assert [s.document() for s in again] == [s.document() for s in original]
         assert again[0].responses == original[0].responses
 

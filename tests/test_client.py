@@ -568,6 +568,7 @@ def test_every_call_is_an_operation_of_the_openapi_document(sim: Simulacra) -> N
         "delete_scenario": _Calls.delete_scenario("s"),
         "stubs": _Calls.stubs("s"),
         "put_stub": _Calls.put_stub("s", "r", {"method": "GET"}, {"body": "b"}, None),
+        "import_stubs": _Calls.import_stubs("s", [{"request": {}, "response": {}}], "r"),
         "action": _Calls.action("s", {"end": "sessions"}),
         "begin": _Calls.begin("s", {"session": "p", "mode": "playback"}),
         "begin_recording": _Calls.begin_recording(
@@ -625,3 +626,31 @@ def test_the_readme_example(sim: Simulacra, running: RunningServer) -> None:
     exec(compile(example, "README.md", "exec"), namespace)
     asyncio.run(namespace["checkout"](running.url))
     assert [s.name.rpartition(":")[2] for s in sim.scenarios()] == ["orders"]
+
+
+def test_import_stubs_at_once_then_play_them(sim: Simulacra, name: str) -> None:
+    sim.create_scenario(name)
+    stubs = [
+        {"request": {"method": "GET", "urlPath": f"/items/{i}"}, "response": {"body": str(i)}}
+        for i in range(500)
+    ]
+    imported = sim.import_stubs(name, [*stubs, stubs[7]])  # the same matchers again
+    assert (imported.created, imported.updated, imported.ignored) == (500, 1, 0)
+    with pytest.raises(SimulacraError) as refused:  # checked before anything is sent
+        sim.import_stubs(name, [stubs[0], {"request": {}, "respnse": {}}])
+    assert refused.value.status == 400 and refused.value.message.startswith("stub 1: ")
+    assert len(sim.stubs(name)) == 500
+    with sim.playing(name, port=0) as play:
+        assert httpx.get(play.url + "/items/7").text == "7"
+        assert httpx.get(play.url + "/items/499").text == "499"
+
+
+def test_import_stubs_into_a_recording_session_async(running: RunningServer, name: str) -> None:
+    async def scenario(client: AsyncSimulacra) -> None:
+        async with client.recording(name, f"{name}-rec"):
+            stub = {"request": {"urlPath": "/a"}, "response": {"body": "a"}}
+            imported = await client.import_stubs(name, [stub], session=f"{name}-rec")
+            assert imported.created == 1
+        assert [s["response"]["body"] for s in await client.stubs(name)] == ["a"]
+
+    run(running, scenario)

@@ -194,7 +194,10 @@ def test_get_root_answers_within_100_ms_while_heavy_requests_play(
                 played.append(float("inf"))  # no answer at all: what issue 14 found
 
     waits = root_waits_while(base_url, player, samples=40)
-    assert played and max(played) < 1.0, played
+    # Every request answered (before issue 14 some never were). The 9 MB one's work is
+    # bounded by count (LARGE_REQUEST_WORK_US), not by time: it took 1.0-1.2 s on the shared
+    # 2-core VM (29f5ac6 too), so the bound leaves room for a busy machine.
+    assert played and max(played) < 2.5, played
     # Under 100 ms: the loop was never held that long (before, some never answered). One
     # sample of the 40 may be late on a busy machine, when the OS, not the loop, held it.
     assert waits[-2] < 0.1 and waits[-1] < 0.25, waits[-5:]

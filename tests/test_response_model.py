@@ -7,10 +7,11 @@ from typing import Any
 import orjson
 import pytest
 
+from simulacra.background import drain
 from simulacra.dataplane.request import FAULTS
 from simulacra.errors import Invalid
 from simulacra.store import Store
-from simulacra.virtual.archive import build_stubs, read_archive, write_archive
+from simulacra.virtual.archive import read_archive, write_archive
 from simulacra.virtual.model import (
     MAX_DRIBBLE_CHUNKS,
     MAX_DRIBBLE_MS,
@@ -20,6 +21,7 @@ from simulacra.virtual.model import (
     parse_responses,
     stub_from_document,
 )
+from simulacra.virtual.service import archive_stubs
 from tests.test_store_contract import run, store_url  # noqa: F401  # store_url is a fixture
 
 SC = "localhost:faults"
@@ -230,7 +232,7 @@ class TestRoundTrip:
     def test_export_archive_reads_back_faults(self):
         original = stub({}, [{"body": "a", "chunkedDribbleDelay": DRIBBLE}, {"fault": RESET}])
         content = read_archive(write_archive("faults", "s", [original]), "faults.zip")
-        [again] = build_stubs(content, SC, "2026-01-01")
+        [again] = drain(archive_stubs(content, SC, "2026-01-01"))
         assert again.responses == original.responses
 
     def test_store_keeps_fault_and_dribble(self, store_url):  # noqa: F811

@@ -38,7 +38,7 @@ def test_a_resync_keeps_the_held_index_until_the_store_answers(monkeypatch) -> N
         await store.insert_stub(stub("<b/>"))  # a change whose NOTIFY was missed
         read = store.list_stubs
 
-        async def down(*args: object) -> list[Stub]:
+        async def down(*args: object, **kwargs: object) -> list[Stub]:
             raise Unavailable("the store is unavailable")
 
         monkeypatch.setattr(store, "list_stubs", down)

@@ -95,31 +95,43 @@ def test_token_server_and_clock_are_shared(pair):
     )
 
 
-def stored_version(pg_url: str) -> int:
+def query(pg_url: str, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     import psycopg
 
     from simulacra.store.postgres import split_url
 
     url, schema = split_url(pg_url)
-    with psycopg.connect(url, options=f"-csearch_path={schema}") as conn:
-        row = conn.execute("SELECT version FROM cloud_state WHERE id = 1").fetchone()
-    assert row is not None
-    return int(row[0])
+    with psycopg.connect(url, options=f"-csearch_path={schema}", autocommit=True) as conn:
+        return conn.execute(sql, args).fetchall()
 
 
-def test_reads_write_nothing_and_writes_bump_the_version_once(pair, pg_url):
+def stored_versions(pg_url: str) -> dict[str, int]:
+    """Every stored part's version, by key (placeholders of version 0 left out)."""
+    rows = query(pg_url, "SELECT key, version FROM cloud_part WHERE version > 0")
+    return {key: int(version) for key, version in rows}
+
+
+def tenant_part(tenant: str) -> str:
+    return f"compute.tenants:{tenant!r}"
+
+
+def test_reads_write_nothing_and_a_write_writes_only_its_parts(pair, pg_url):
     a, b = pair
     api_a, api_b = nova_url(a.url, "900007"), nova_url(b.url, "900007")
     body = {"server": {"name": "r", "imageRef": "img", "flavorRef": "2"}}
     assert requests.post(api_a + "/servers", json=body).status_code == 202
-    version = stored_version(pg_url)
-    # B loads A's change, then both read: the state pickles to the same bytes in each
-    # process (its sets included), so nothing is written back.
+    versions = stored_versions(pg_url)
+    assert tenant_part("900007") in versions
+    # B loads A's change, then both read: the parts pickle to the same bytes in each
+    # process (their sets included), so nothing is written back.
     for api in (api_b, api_a, api_b, api_a):
         assert len(requests.get(api + "/servers/detail").json()["servers"]) == 1
-    assert stored_version(pg_url) == version
+    assert stored_versions(pg_url) == versions
+    # A create writes its tenant's part, once, and nothing else.
     assert requests.post(api_b + "/servers", json=body).status_code == 202
-    assert stored_version(pg_url) == version + 1
+    after = stored_versions(pg_url)
+    moved = {key for key in after if after[key] != versions.get(key)}
+    assert moved == {tenant_part("900007")}
 
 
 def execute(pg_url: str, sql: str, args: tuple[Any, ...] = ()) -> None:
@@ -137,12 +149,19 @@ def test_unreadable_state_is_a_500_until_reset_as_documented(pair, pg_url):
     api_a, api_b = nova_url(a.url, "900008"), nova_url(b.url, "900008")
     body = {"server": {"name": "r", "imageRef": "img", "flavorRef": "2"}}
     assert requests.post(api_a + "/servers", json=body).status_code == 202
-    # A state no allowed class can build (as from another version): refused, not run.
+    # A part no allowed class can build (as from another version): refused, not run.
     forged = b"cos\nsystem\n(S'echo pwned'\ntR."
-    execute(pg_url, "UPDATE cloud_state SET version = version + 1, data = %s", (forged,))
+    execute(
+        pg_url,
+        "UPDATE cloud_part SET version = nextval('cloud_part_version'), data = %s WHERE key = %s",
+        (forged, tenant_part("900008")),
+    )
     assert requests.get(api_b + "/servers").status_code == 500
+    assert requests.get(api_a + "/servers").status_code == 500
+    # Another tenant's state is not that part: it still answers.
+    assert requests.get(nova_url(b.url, "900009") + "/servers").status_code == 200
     # docs/scaling.md's reset: every instance starts afresh.
-    execute(pg_url, "UPDATE cloud_state SET version = version + 1, data = NULL")
+    execute(pg_url, "DELETE FROM cloud_part")
     for api in (api_a, api_b):
         listed = requests.get(api + "/servers")
         assert listed.status_code == 200 and listed.json()["servers"] == []
@@ -345,6 +364,14 @@ def test_restricted_unpickler_refuses_foreign_classes():
     rng = random.Random(7)
     loaded = restricted_loads(pickle.dumps({"k": keypair, "rng": rng, "s": {1, 2}}))
     assert loaded["k"] == keypair and loaded["rng"].random() == rng.random()
+
+
+def test_references_resolve_only_to_this_process_objects():
+    forged = b"csimulacra.cloud.shared\n_Ref\n(S'os.system'\ntR."  # _Ref(name), REDUCE
+    with pytest.raises(pickle.UnpicklingError, match="unknown persistent reference"):
+        restricted_loads(forged)
+    clock = object()
+    assert restricted_loads(forged.replace(b"os.system", b"clock"), {"clock": clock}) is clock
 
 
 def test_restricted_unpickler_refuses_classes_merely_imported_by_cloud_modules():

@@ -118,6 +118,43 @@ def test_stubs_are_read_a_page_at_a_time(store_url):
     run(store_url, body)
 
 
+def test_pages_read_after_a_seq(store_url):
+    """Keyset paging: the stubs after the last one of the page before."""
+
+    async def body(store: Store) -> None:
+        await store.create_scenario(Scenario(SC, "2026-01-01"))
+        await store.write_stubs(SC, [stub(f"<s{i}/>") for i in range(5)], [])
+        first = await store.list_stubs(SC, limit=2)
+        rest = await store.list_stubs(SC, limit=10, after=first[-1].seq)
+        assert [s.request for s in first + rest] == [stub(f"<s{i}/>").request for i in range(5)]
+        assert await store.list_stubs(SC, after=rest[-1].seq) == []
+
+    run(store_url, body)
+
+
+def test_write_stubs_inserts_and_extends_in_one_transaction(store_url):
+    async def body(store: Store) -> None:
+        await store.create_scenario(Scenario(SC, "2026-01-01"))
+        kept = await store.insert_stub(stub("<kept/>"))
+        version = (await store.get_scenario(SC)).version  # type: ignore[union-attr]
+        kept.responses.append(Response(201, "two"))
+        new = [stub(f"<n{i}/>") for i in range(1500)]
+        await store.write_stubs(SC, new, [kept])
+        assert all(s.id for s in new)  # assigned
+        stored = await store.list_stubs(SC)
+        assert [s.id for s in stored] == [kept.id] + [s.id for s in new]
+        assert [r.body for r in stored[0].responses] == ["one", "two"]
+        assert stored[1].responses == new[0].responses
+        assert (await store.get_scenario(SC)).version == version + 1  # type: ignore[union-attr]
+        # A stub of another scenario refuses the whole write (its foreign key): none stored.
+        with pytest.raises(Exception):  # noqa: B017 - each store's own integrity error
+            await store.write_stubs(SC, [stub("<x/>"), stub("<y/>", scenario="h:none")], [])
+        assert len(await store.list_stubs(SC)) == 1501
+        assert await store.delete_stubs(SC) == 1501
+
+    run(store_url, body)
+
+
 def test_import_is_all_or_nothing(store_url):
     async def body(store: Store) -> None:
         await store.create_scenario(Scenario("localhost:taken", "2026-01-01"))
@@ -377,3 +414,13 @@ def test_tracker_cap_and_queries(store_url):
         assert await store.tracker_record(10**9) is None
 
     run(store_url, body)
+
+
+def test_each_schema_has_its_own_notification_channel():
+    """Channels are the database's: a store in a schema of its own must not hear another
+    schema's changes (its scenario of the same name would drop this one's index)."""
+    from simulacra.store.postgres import CHANNEL, PostgresStore
+
+    assert PostgresStore("postgresql://h/db").channel == CHANNEL
+    a, b = PostgresStore("postgresql://h/db?schema=a"), PostgresStore("postgresql://h/db?schema=b")
+    assert a.channel != b.channel and CHANNEL not in (a.channel, b.channel)

@@ -800,3 +800,38 @@ class TestPackedDetail:
 )
 def test_record_header_names_are_spelled_as_tornado_did(asgi, tornado):
     assert header_name(asgi) == tornado
+
+
+class TestJournalInSteps:
+    """memory://'s journal filters in steps of a few thousand records (background.py),
+    newest step first: paging and counts must not see the step boundaries."""
+
+    def test_a_filtered_page_across_steps_is_the_one_a_plain_filter_gives(self):
+        records = sample_records()  # 450 varied records, repeated past several steps
+        many = [records[i % len(records)] for i in range(25_000)]
+        journal = TrackerJournal()
+        journal.add(many, cap=30_000)
+        for text in ["shop", "sc:404", "sc>=400 rt<=100", "h2 d:100", "/stubs sc:201"]:
+            query = parse_query(text)
+            expected = [(i + 1, r) for i, r in reversed(list(enumerate(many))) if query.matches(r)]
+            for skip, limit in [(0, 5), (8190, 7), (len(expected) - 3, 10), (0, 30_000)]:
+                total, page = journal.page(query, skip, limit)
+                assert total == len(expected), text
+                want = expected[skip : skip + limit]
+                assert [(r.id, r.function, r.return_code) for r in page] == [
+                    (i, r.function, r.return_code) for i, r in want
+                ], (text, skip)
+
+    def test_the_steps_stop_between_slices_of_the_records(self):
+        journal = TrackerJournal()
+        journal.add([record(function=f"/f{i}") for i in range(20_000)], cap=20_000)
+        steps = journal.page_steps(parse_query("/f1"), 0, 3)
+        taken = 0
+        with pytest.raises(StopIteration) as done:
+            while True:
+                next(steps)
+                taken += 1
+        assert taken == 3  # 20,000 records in steps of 8,192
+        total, page = done.value.value
+        assert total == sum(1 for i in range(20_000) if "/f1" in f"/f{i}")
+        assert [r.function for r in page] == ["/f19999", "/f19998", "/f19997"]

@@ -1,31 +1,45 @@
 """``--shared-cloud``: the cloud mocks' state and virtual clock live in the shared store.
 
 Without it every process keeps its own cloud state in memory, as Mimic did. With it (only
-on the PostgreSQL store) each cloud request, on any instance or worker, runs as one
-transaction over one row (``cloud_state``, migration 0002):
+on the PostgreSQL store) the state is kept in rows (``cloud_part``, migration 0008), one
+per *part*: the virtual clock; each service's state outside its keyed collections
+(``rest:<service>``); and each member of the collections a backend names in its
+``SHARED_PARTS`` (a tenant's compute, a user, a token, a Fastly customer...). Every
+process holds the parts it has seen, each with the version it holds. A cloud request, on
+any instance or worker:
 
-1. lock the row (``SELECT version ... FOR UPDATE``): cloud requests of every instance
-   now run one at a time;
-2. if another process changed the state since this one last saw it (the version moved),
-   load the stored state into this process's objects;
-3. run the handler against them, holding its answer back;
-4. if the state changed (its serialized bytes differ), write it back as version + 1;
-5. commit, and only then send the answer: a 2xx means the change is durable.
+1. runs its handler against this process's memory, its answer held back; the collections
+   are ``_Tracked`` dicts, which note the members it touched (all of them if it iterated);
+2. pickles the parts it touched (the clock and every service's rest are always touched)
+   and compares them with their bytes as last loaded or committed: the parts that differ
+   are its changes;
+3. in one statement (``cloud_sync``) checks that every part it touched is still at the
+   version it ran on and, if so, writes its changes, locking only the changed rows. A
+   request that changed nothing locks nothing: reads never wait behind a writer;
+4. if a part had moved (another process changed it), puts back what the handler changed,
+   loads the parts that moved and runs the handler again;
+5. only then sends the answer: a 2xx means the change is durable.
 
-``SharedCloud.run`` is that transaction, around any unit of work: the data plane's cloud
-routes (simulacra/dataplane/cloud.py) call it with their answer's work, and
-``SharedCloudMiddleware`` with the Starlette app's, for every other cloud route.
+``SharedCloud.run`` is that loop, around any unit of work (which must be safe to run again):
+the data plane's cloud routes (simulacra/dataplane/cloud.py) call it with their answer's
+work, and ``SharedCloudMiddleware`` with the Starlette app's, for every other cloud route.
 
-Within a process an ``asyncio.Lock`` serializes cloud requests, so the process holds at
-most one connection waiting on the row. A failure anywhere (the database gone, a handler
-raising) rolls back and marks the memory stale: the next request reloads it.
+Within a process, handlers run one at a time (an ``asyncio.Lock``), but commits overlap: a
+part whose change is being committed is *pending*, and a request that touches it waits for
+that commit and runs again, so no answer is built on a change that might not commit. A
+failure anywhere (the database gone, a handler raising) puts back what was changed and
+marks the parts touched stale: the next request that touches them reloads them. So
+requests of different tenants (or users, tokens) never wait for each other's locks, and a
+request costs what its own parts cost, not what the whole state does.
 
-The state is pickled, and read back through ``RestrictedUnpickler``, which builds only
+The parts are pickled, and read back through ``RestrictedUnpickler``, which builds only
 Simulacra's cloud classes and a short list of standard types: loading the state never runs
 anything else. Long-lived objects that are wiring rather than state (the clock object, the
-service backends themselves, behavior events) are pickled as references to this process's
-own objects, and the state is loaded *into* the existing backends, so every route's
-``request.app.state.cloud.services[...]`` lookup sees it.
+service backends themselves, their random generators, behavior events) are pickled as
+references to this process's own objects, and parts are loaded *into* the existing
+backends, so every route's ``request.app.state.cloud.services[...]`` lookup sees them. A
+part must not share a mutable object with another part (each is pickled alone); the
+backends keep cross-references as ids (a token names its user), which keeps that true.
 """
 
 from __future__ import annotations
@@ -36,10 +50,11 @@ import io
 import itertools
 import logging
 import pickle
+import random
 import re
 import sys
 import types
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from typing import Any, TypeVar
 
 from simulacra.cloud.behaviors import Event
@@ -80,14 +95,23 @@ _CALLABLES = (types.FunctionType, types.MethodType, types.BuiltinFunctionType, f
 _COUNT = re.compile(r"^count\((.+?)(?:, (.+))?\)$")
 
 
+class _Ref:
+    """Stands in a pickle for an object of this process's own (``SharedCloud``'s wiring):
+    ``_Ref(name)`` unpickles as this process's object of that name; never instantiated.
+    (A reduction rather than a persistent id: the pickler then calls no Python code for
+    the strings and numbers that are most of the state.)"""
+
+
 class RestrictedUnpickler(pickle.Unpickler):
-    """Unpickles only allowed classes; persistent ids resolve to this process's objects."""
+    """Unpickles only allowed classes; a ``_Ref`` resolves to this process's object."""
 
     def __init__(self, file: io.BytesIO, objects: dict[str, object] | None = None) -> None:
         super().__init__(file)
         self._objects = objects or {}
 
     def find_class(self, module: str, name: str) -> Any:
+        if module == __name__ and name == _Ref.__name__:
+            return self.persistent_load
         if (module, name) in ALLOWED_GLOBALS:
             return super().find_class(module, name)
         if ALLOWED_MODULES.match(module):
@@ -116,10 +140,10 @@ class _Pickler(pickle.Pickler):
         super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
         self._refs = refs
 
-    def persistent_id(self, obj: Any) -> str | None:
-        return self._refs.get(id(obj))
-
     def reducer_override(self, obj: Any) -> Any:
+        ref = self._refs.get(id(obj))
+        if ref is not None:
+            return _Ref, (ref,)
         if type(obj) is itertools.count:
             # Python 3.14 no longer pickles counters: rebuild one from its repr, count(n[, s]).
             match = _COUNT.match(repr(obj))
@@ -139,16 +163,186 @@ def _number(text: str) -> int | float:
     return float(text) if any(c in text for c in ".en") else int(text)
 
 
+# How many times a request runs again after finding its parts moved before it gives up (a
+# 503): each run but the last lost to a change that another request committed.
+MAX_RUNS = 50
+
+_CLOCK = "clock"
+_ABSENT = -1  # no version: memory may differ from every stored one (reload when touched)
+
+
+class _Tracked(dict):
+    """A keyed collection of a backend that notes which members a request touched.
+
+    ``whole``: the request iterated it (or cleared it), so it depends on every member.
+    Only --shared-cloud installs these; without it the backends keep plain dicts.
+    """
+
+    __slots__ = ("touched", "whole")
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.touched: set[Any] = set()
+        self.whole = False
+
+    def __getitem__(self, key: Any) -> Any:
+        self.touched.add(key)
+        return dict.__getitem__(self, key)
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        self.touched.add(key)
+        return dict.get(self, key, default)
+
+    def __contains__(self, key: object) -> bool:
+        self.touched.add(key)
+        return dict.__contains__(self, key)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.touched.add(key)
+        dict.__setitem__(self, key, value)
+
+    def __delitem__(self, key: Any) -> None:
+        self.touched.add(key)
+        dict.__delitem__(self, key)
+
+    def pop(self, key: Any, *default: Any) -> Any:
+        self.touched.add(key)
+        return dict.pop(self, key, *default)
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        self.touched.add(key)
+        return dict.setdefault(self, key, default)
+
+    # Everything else reads (or changes) the collection as a whole.
+
+    def __iter__(self) -> Iterator[Any]:
+        self.whole = True
+        return dict.__iter__(self)
+
+    def __len__(self) -> int:
+        self.whole = True
+        return dict.__len__(self)
+
+    def __reversed__(self) -> Iterator[Any]:
+        self.whole = True
+        return dict.__reversed__(self)
+
+    def keys(self) -> Any:
+        self.whole = True
+        return dict.keys(self)
+
+    def values(self) -> Any:
+        self.whole = True
+        return dict.values(self)
+
+    def items(self) -> Any:
+        self.whole = True
+        return dict.items(self)
+
+    def clear(self) -> None:
+        self.whole = True
+        dict.clear(self)
+
+    def popitem(self) -> tuple[Any, Any]:
+        self.whole = True
+        return dict.popitem(self)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        self.whole = True
+        dict.update(self, *args, **kwargs)
+
+    def copy(self) -> dict[Any, Any]:
+        self.whole = True
+        return dict(dict.items(self))
+
+    def __reduce__(self) -> Any:
+        raise pickle.PicklingError("a keyed collection is stored member by member, not whole")
+
+
+class _Part:
+    """One stored part as this process holds it."""
+
+    __slots__ = ("coll", "key", "member", "saved", "version")
+
+    def __init__(self, key: str, coll: str, member: Any, version: int, saved: bytes | None):
+        self.key = key
+        self.coll = coll  # "" for the clock and the services' rest
+        self.member = member  # the collection's key (None for the clock and a rest)
+        self.version = version  # the stored version memory holds (0: never stored)
+        self.saved = saved  # memory's bytes as last loaded or committed; None: absent
+
+
+class _Touched:
+    """What one run of a handler touched: (part, its bytes now, the version it ran on)."""
+
+    __slots__ = ("changes", "colls", "reads", "waits")
+
+    def __init__(self) -> None:
+        self.reads: list[tuple[_Part, int]] = []
+        self.changes: list[tuple[_Part, int, bytes | None]] = []
+        self.colls: list[str] = []
+        self.waits: list[asyncio.Future[None]] = []
+
+    def unchange(self) -> None:
+        """The changes were put back: what they changed was only read."""
+        self.reads += [(part, version) for part, version, _data in self.changes]
+        self.changes = []
+
+
+# A batch's size at most (the statement's arrays grow with it), and how many statements a
+# process has in flight at once, of writes and of reads (the store's pool holds 8).
+MAX_BATCH = 64
+WRITE_SLOTS = 4
+READ_SLOTS = 2
+
+
+class _Batcher:
+    """Concurrent requests' checks and commits, sent together: up to ``slots`` statements
+    in flight; the requests that come while all are, queue and go together in the next one.
+    So a commit's disk flush and round trip serve every request that was waiting for one,
+    and a statement waiting for a lock (another instance writing the same part) holds up
+    only its own batch."""
+
+    def __init__(self, send: Callable[[list[Any]], Awaitable[list[Any]]], slots: int) -> None:
+        self._send = send
+        self._slots = slots
+        self._queue: list[tuple[Any, asyncio.Future[Any]]] = []
+        self._flushing: set[asyncio.Task[None]] = set()
+
+    async def submit(self, group: Any) -> Any:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.append((group, future))
+        if len(self._flushing) < self._slots:
+            task = asyncio.create_task(self._flush())
+            self._flushing.add(task)
+            task.add_done_callback(self._flushing.discard)
+        return await future
+
+    async def _flush(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+            try:
+                found = await self._send([group for group, _ in batch])
+            except BaseException as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            for (_, future), answer in zip(batch, found, strict=True):
+                if not future.done():
+                    future.set_result(answer)
+
+
 class SharedCloud:
-    """One process's view of the shared cloud state: what it holds and which version."""
+    """One process's view of the shared cloud state: the parts it holds and their versions."""
 
     def __init__(self, core: CloudCore) -> None:
         self.core = core
         self.store: Any = None  # the PostgreSQL store, set by the app's lifespan
-        self._lock = asyncio.Lock()
-        self._version: int | None = None  # the stored version memory holds; None: reload
-        self._saved = b""  # memory's state as last loaded or written
-        # Persistent references: objects every process has, never copied into the state.
+        self._lock = asyncio.Lock()  # one handler at a time in this process
+        # Wiring every process has of its own, pickled as a ``_Ref`` to it, never copied.
         objects: dict[str, object] = {
             "core": core,
             "clock": core.clock,
@@ -156,85 +350,273 @@ class SharedCloud:
             **{f"service:{name}": backend for name, backend in core.services.items()},
             **_events(),
         }
+        # The collections, each replaced by a _Tracked copy; a backend's random generator,
+        # which members share (a compute tenant's): wiring, each process its own.
+        self._colls: dict[str, tuple[object, str]] = {}
+        self._rest: dict[str, tuple[object, frozenset[str]]] = {}
+        for name, backend in core.services.items():
+            attrs = tuple(getattr(type(backend), "SHARED_PARTS", ()))
+            for attr in attrs:
+                coll = f"{name}.{attr}"
+                self._colls[coll] = (backend, attr)
+                setattr(backend, attr, _Tracked(getattr(backend, attr)))
+            self._rest[f"rest:{name}"] = (backend, frozenset(attrs))
+            for attr, value in vars(backend).items():
+                if isinstance(value, random.Random):
+                    objects[f"rng:{name}.{attr}"] = value
         self._objects = objects
         # An object known by several names (an event re-exported) is written by its first.
         self._refs: dict[int, str] = {}
         for pid in sorted(objects):
             self._refs.setdefault(id(objects[pid]), pid)
-        # What an empty row stands for: the state every process starts with.
-        self._initial = self.dump()
+        self._buffer = io.BytesIO()
+        self._pickler = _Pickler(self._buffer, self._refs)
+        # The fixed parts, as every process starts: what an absent row stands for.
+        self._initial = {key: self._dump_fixed(key) for key in (_CLOCK, *self._rest)}
+        self._parts: dict[str, _Part] = {
+            key: _Part(key, "", None, 0, data) for key, data in self._initial.items()
+        }
+        self._fixed = list(self._parts.values())
+        # A clock started at "now" (--clock-start now) starts at each process's own time:
+        # the first request stores this process's, unless another process's came first.
+        self._parts[_CLOCK].saved = None
+        self._members: dict[str, dict[Any, _Part]] = {coll: {} for coll in self._colls}
+        # Parts whose change is being committed: key -> (its commit, the bytes committed).
+        self._pending: dict[str, tuple[asyncio.Future[None], bytes | None]] = {}
+        for coll in self._colls:
+            for member in dict.keys(self._tracked(coll)):  # state made before attach
+                self._part(coll, member).saved = self._dump_member(coll, member)
 
     def attach(self, store: object) -> None:
-        if not hasattr(store, "locked_cloud_state"):
+        if not hasattr(store, "sync_cloud"):
             raise ValueError("--shared-cloud needs the PostgreSQL store (--store postgresql://...)")
         self.store = store
+        # Requests that changed something wait for a commit (a disk flush); the others
+        # only for a read: separate batches, so a read never waits for a flush.
+        self._writes = _Batcher(store.sync_cloud, WRITE_SLOTS)
+        self._reads = _Batcher(store.sync_cloud, READ_SLOTS)
 
-    # The state ---------------------------------------------------------------------
+    # The parts ---------------------------------------------------------------------
 
-    def dump(self) -> bytes:
-        """The clock and every backend's state, pickled."""
-        state = {
-            "clock": dict(vars(self.core.clock)),
-            "services": {
-                name: {k: v for k, v in vars(backend).items() if not isinstance(v, _CALLABLES)}
-                for name, backend in self.core.services.items()
-            },
-        }
-        buffer = io.BytesIO()
-        _Pickler(buffer, self._refs).dump(state)
+    def _tracked(self, coll: str) -> _Tracked:
+        backend, attr = self._colls[coll]
+        value = getattr(backend, attr)
+        if type(value) is not _Tracked:  # replaced by the handler (a reset): track the new one
+            old = self._members[coll]
+            value = _Tracked(value)
+            value.whole = True
+            value.touched.update(old)
+            setattr(backend, attr, value)
+        return value
+
+    def _part(self, coll: str, member: Any) -> _Part:
+        part = self._members[coll].get(member)
+        if part is None:
+            key = f"{coll}:{member!r}"
+            part = self._members[coll][member] = self._parts[key] = _Part(
+                key, coll, member, 0, None
+            )
+        return part
+
+    def _pickle(self, value: object) -> bytes:
+        buffer = self._buffer  # one pickler, reused: a request pickles several parts
+        buffer.seek(0)
+        buffer.truncate()
+        self._pickler.clear_memo()
+        self._pickler.dump(value)
         return buffer.getvalue()
 
-    def load(self, data: bytes) -> None:
-        """Replace memory's state by ``data``'s, in the existing objects."""
+    def _dump_fixed(self, key: str) -> bytes:
+        if key == _CLOCK:
+            return self._pickle(dict(vars(self.core.clock)))
+        backend, colls = self._rest[key]
+        refs = self._refs  # wiring (the clock, a generator): this process's, never stored
+        return self._pickle(
+            {
+                k: v
+                for k, v in vars(backend).items()
+                if k not in colls and id(v) not in refs and not isinstance(v, _CALLABLES)
+            }
+        )
+
+    def _dump_member(self, coll: str, member: Any) -> bytes | None:
+        values = self._tracked(coll)
+        if not dict.__contains__(values, member):
+            return None
+        return self._pickle((member, dict.__getitem__(values, member)))
+
+    def _dump(self, part: _Part) -> bytes | None:
+        return (
+            self._dump_fixed(part.key)
+            if not part.coll
+            else self._dump_member(part.coll, part.member)
+        )
+
+    def _load(self, part: _Part | None, key: str, data: bytes | None) -> _Part | None:
+        """Put ``data`` (None: absent) into memory as ``key``'s state; return its part."""
         try:
-            state = restricted_loads(data, self._objects)
+            loaded = None if data is None else restricted_loads(data, self._objects)
         except Exception as exc:
             raise RuntimeError(
-                "cannot load the shared cloud state (written by another Simulacra version?):"
-                f" {exc}; docs/scaling.md says how to reset it"
+                f"cannot load the shared cloud state's part {key} (written by another"
+                f" Simulacra version?): {exc}; docs/scaling.md says how to reset it"
             ) from exc
-        vars(self.core.clock).update(state["clock"])
-        for name, values in state["services"].items():
-            backend = self.core.services.get(name)
-            if backend is not None:  # a service this version no longer has is dropped
-                vars(backend).update(values)
+        if part is None and loaded is None:
+            return None  # absent, and this process never held it: nothing to forget
+        if key in self._initial:
+            state = (
+                restricted_loads(self._initial[key], self._objects) if loaded is None else loaded
+            )
+            owner = self.core.clock if key == _CLOCK else self._rest[key][0]
+            vars(owner).update(state)
+            return self._parts[key]
+        if part is None:
+            coll = key.split(":", 1)[0]
+            if coll not in self._colls or loaded is None:
+                return None  # a collection this version no longer has
+            part = self._part(coll, loaded[0])
+        values = self._tracked(part.coll)
+        if loaded is None:
+            dict.pop(values, part.member, None)
+        else:
+            dict.__setitem__(values, part.member, loaded[1])
+        return part
+
+    def _refresh(self, stale: list[tuple[str, int, bytes | None]]) -> None:
+        """Load the parts found moved (but those this process is committing: wait for them)."""
+        for key, version, data in stale:
+            part = self._parts.get(key)
+            if key in self._pending or (part is not None and part.version == version):
+                continue
+            try:
+                part = self._load(part, key, data)
+            except Exception:
+                if part is not None:
+                    part.version = _ABSENT
+                raise
+            if part is not None:
+                # Pickled again rather than ``data``: sets pickle in their iteration order,
+                # which follows string hashes, which differ between processes.
+                part.saved, part.version = self._dump(part), version
+                if key == _CLOCK and data is None:
+                    part.saved = None  # reset: store this process's start (see __init__)
+
+    def _collect(self) -> _Touched:
+        """What the handler just run touched and changed; resets the tracking."""
+        touched = _Touched()
+        parts: list[_Part] = list(self._fixed)
+        for coll in self._colls:
+            values = self._tracked(coll)
+            members = values.touched
+            if values.whole:
+                touched.colls.append(coll)
+                members = members | set(dict.keys(values)) | set(self._members[coll])
+            parts += [self._part(coll, member) for member in members]
+            values.touched = set()
+            values.whole = False
+        for part in parts:
+            pending = self._pending.get(part.key)
+            if pending is not None:
+                touched.waits.append(pending[0])
+            data = self._dump(part)
+            if data != (pending[1] if pending is not None else part.saved):
+                touched.changes.append((part, part.version, data))
+            else:
+                touched.reads.append((part, part.version))
+        return touched
 
     # Requests ----------------------------------------------------------------------
 
     async def run(self, work: Callable[[], Awaitable[T]]) -> T:
         """``work()`` on the stored state, its changes committed before its result returns.
 
-        Unavailable (the store out of reach) is raised before or instead of the result; the
-        caller answers it (``flat_error``: a 503). ``work`` renders its own domain errors:
-        one raised here rolls its changes back.
+        ``work`` may run several times (when its parts moved meanwhile): only the last
+        run's result is returned. Unavailable (the store out of reach) is raised before or
+        instead of the result; the caller answers it (``flat_error``: a 503). ``work``
+        renders its own domain errors: one raised here puts its changes back.
         """
+        for _ in range(MAX_RUNS):
+            commit: asyncio.Future[None] | None = None
+            failed: Exception | None = None
+            async with self._lock:
+                try:
+                    result = await work()
+                except Exception as exc:
+                    # Perhaps only because memory was behind (a token loaded, not its user):
+                    # answered only once what it ran on is found current.
+                    failed = exc
+                except BaseException:
+                    self._put_back(self._collect().changes, stale=True)
+                    raise
+                touched = self._collect()
+                if touched.waits or failed is not None:
+                    self._put_back(touched.changes, stale=False)
+                    touched.unchange()
+                elif touched.changes:
+                    commit = asyncio.get_running_loop().create_future()
+                    for part, _version, data in touched.changes:
+                        self._pending[part.key] = (commit, data)
+            if touched.waits:  # built on changes not committed yet: wait for them, run again
+                await asyncio.wait(touched.waits)
+                continue
+            if await self._sync(touched, commit):
+                if failed is not None:
+                    raise failed
+                return result
+        raise Unavailable("the shared cloud state kept changing under this request; retry")
+
+    async def _sync(self, touched: _Touched, commit: asyncio.Future[None] | None) -> bool:
+        """Check (and commit) one run; True if its answer stands, else memory is refreshed."""
+        changes = touched.changes
+        group = (
+            [(p.key, p.coll, version, data) for p, version, data in changes],
+            [(p.key, version) for p, version in touched.reads],
+            touched.colls,
+        )
+        try:
+            found = await (self._writes if changes else self._reads).submit(group)
+        except BaseException:
+            async with self._lock:  # stored or not, nobody knows: reload them when touched
+                self._release(changes, commit)
+                self._put_back(changes, stale=True)
+            raise
+        if found.written is not None or not found.stale:
+            written = found.written or {}
+            for part, _version, data in changes:
+                part.saved, part.version = data, written[part.key]
+            self._release(changes, commit)
+            return True
         async with self._lock:
+            self._release(changes, commit)
+            self._put_back(changes, stale=False)
+            self._refresh(found.stale)
+        return False
+
+    def _release(
+        self, changes: list[tuple[_Part, int, bytes | None]], commit: asyncio.Future[None] | None
+    ) -> None:
+        for part, _version, _data in changes:
+            self._pending.pop(part.key, None)
+        if commit is not None:
+            commit.set_result(None)
+
+    def _put_back(self, changes: list[tuple[_Part, int, bytes | None]], stale: bool) -> None:
+        """Undo a run's changes in memory (to the committed bytes, or those being committed);
+        ``stale``: also have the parts reloaded when next touched."""
+        for part, _version, _data in changes:
+            pending = self._pending.get(part.key)
             try:
-                return await self._transaction(work)
-            except BaseException:
-                # Memory may hold changes that were not committed: reload it next time.
-                self._version = None
-                raise
-
-    async def _transaction(self, work: Callable[[], Awaitable[T]]) -> T:
-        written: tuple[int, bytes] | None = None
-        async with self.store.locked_cloud_state(self._version) as row:
-            if row.version != self._version:
-                self.load(row.data if row.data is not None else self._initial)
-                # Pickled again rather than ``row.data``: sets pickle in their iteration order,
-                # which follows string hashes, which differ between processes.
-                self._saved, self._version = self.dump(), row.version
-            result = await work()
-            data = self.dump()
-            if data != self._saved:
-                written = (await row.write(data), data)
-        if written is not None:  # committed
-            self._version, self._saved = written
-        return result
+                self._load(part, part.key, pending[1] if pending is not None else part.saved)
+            except Exception:
+                log.exception("cannot put back the shared cloud state's part %s", part.key)
+                stale = True
+            if stale:
+                part.version = _ABSENT
 
 
-async def _buffered(receive: Receive, limit: int) -> Receive:
-    """Read the request body now (up to ``limit`` + 1 bytes); replay it to the app."""
+async def _buffered(receive: Receive, limit: int) -> Callable[[], Receive]:
+    """Read the request body now (up to ``limit`` + 1 bytes); each call of the result is a
+    ``receive`` replaying it to the app from the start (a handler may run more than once)."""
     messages: list[Message] = []
     size = 0
     while True:
@@ -245,13 +627,17 @@ async def _buffered(receive: Receive, limit: int) -> Receive:
         size += len(message.get("body", b""))
         if not message.get("more_body", False) or size > limit:
             break  # the rest, if any, is left to the handler, which answers 413
-    replay = iter(messages)
 
-    async def replayed() -> Message:
-        message = next(replay, None)
-        return message if message is not None else await receive()
+    def replay() -> Receive:
+        replayed = iter(messages)
 
-    return replayed
+        async def replaying() -> Message:
+            message = next(replayed, None)
+            return message if message is not None else await receive()
+
+        return replaying
+
+    return replay
 
 
 def _events() -> dict[str, object]:
@@ -291,17 +677,21 @@ class SharedCloudMiddleware:
         if scope["type"] != "http" or not is_cloud_request(scope):
             await self.app(scope, receive, send)
             return
-        # Read the body first: neither lock is held while a slow client uploads.
-        receive = await _buffered(receive, self.max_body_bytes)
+        # Read the body first: no lock is held while a slow client uploads.
+        replay = await _buffered(receive, self.max_body_bytes)
         messages: list[Message] = []
 
         async def capture(message: Message) -> None:
             messages.append(message)
 
+        async def work() -> None:
+            messages.clear()  # an earlier run's answer, built on parts that have moved since
+            await self.app(scope, replay(), capture)
+
         try:
-            await self.shared.run(lambda: self.app(scope, receive, capture))
+            await self.shared.run(work)
         except Unavailable as exc:
-            await starlette_response(flat_error(exc))(scope, receive, send)
+            await starlette_response(flat_error(exc))(scope, replay(), send)
             return
         for message in messages:  # committed: now the client may learn of it
             await send(message)

@@ -49,9 +49,10 @@ class Store(Protocol):
 
     # stubs
     async def list_stubs(
-        self, scenario: str, offset: int = 0, limit: int | None = None
+        self, scenario: str, offset: int = 0, limit: int | None = None, after: int = 0
     ) -> list[Stub]:
-        """In insertion order; ``limit`` of them from ``offset`` (a page of a large one)."""
+        """In insertion order; ``limit`` of them from ``offset`` (a page of a large one),
+        counted among those whose ``seq`` is above ``after`` (a page read after another)."""
 
     async def stub_stats(self, scenario: str) -> StubStats: ...
     async def find_stub(self, scenario: str, matchers_hash: str) -> Stub | None: ...
@@ -63,6 +64,11 @@ class Store(Protocol):
 
     async def update_stub(self, stub: Stub) -> None:
         """Replace responses/priority/args; bump the scenario's version."""
+
+    async def write_stubs(self, scenario: str, new: list[Stub], changed: list[Stub]) -> None:
+        """Insert ``new`` (assigning ids, not seqs) and replace the responses of ``changed``
+        in one transaction, all or nothing; bump the scenario's version once. Many stubs at
+        once (a bulk import): the store keeps the loop free meanwhile."""
 
     async def delete_stubs(self, scenario: str) -> int: ...
     async def import_scenarios(self, imports: list[ScenarioImport]) -> None:

@@ -8,6 +8,7 @@ and bench/README.md, "What tracking costs").
 
 from __future__ import annotations
 
+from simulacra.background import run_in_slices
 from simulacra.store.sqlite import SQLiteStore
 from simulacra.virtual.tracker import TrackerJournal, TrackerQuery, TrackerRecord
 
@@ -23,7 +24,7 @@ class MemoryStore(SQLiteStore):
     async def tracker_records(
         self, query: TrackerQuery, skip: int, limit: int
     ) -> tuple[int, list[TrackerRecord]]:
-        return self.journal.page(query, skip, limit)
+        return await run_in_slices(self.journal.page_steps(query, skip, limit))
 
     async def tracker_record(self, record_id: int) -> TrackerRecord | None:
         return self.journal.get(record_id)

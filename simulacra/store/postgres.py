@@ -5,7 +5,8 @@ psycopg 3 (async) with a connection pool. The schema is created and migrated at
 transaction under an advisory lock, so instances starting together don't race.
 
 Every write that changes what playback compiles (scenarios, stubs, sessions,
-delay policies) sends ``NOTIFY simulacra, '<kind> <key>'`` in its transaction, so
+delay policies) sends ``NOTIFY simulacra, '<kind> <key>'`` in its transaction (the channel
+``simulacra:<schema>`` for a store in a schema of its own), so
 other instances learn of it when it commits (see ``listen``).
 
 A lost connection surfaces as ``Unavailable`` (503) instead of crashing the
@@ -17,17 +18,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from importlib import resources
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg import sql
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from simulacra.background import Slices
 from simulacra.config import split_url
 from simulacra.errors import AlreadyExists, DomainError, Unavailable
 from simulacra.store.base import ScenarioImport, StubStats
@@ -116,6 +120,7 @@ class PostgresStore:
         await self.migrate()
 
     async def close(self) -> None:
+        await self._close_cloud_connections()
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
@@ -168,10 +173,15 @@ class PostgresStore:
         async with self._conn() as conn:
             return await (await conn.execute(sql, args)).fetchone()
 
-    @staticmethod
-    async def _notify(conn: psycopg.AsyncConnection[Any], kind: str, key: str) -> None:
+    @property
+    def channel(self) -> str:
+        """The NOTIFY channel of this installation: channels are the database's, so each
+        schema has its own (another schema's scenario of the same name is not ours)."""
+        return f"{CHANNEL}:{self.schema}"[:63] if self.schema else CHANNEL
+
+    async def _notify(self, conn: psycopg.AsyncConnection[Any], kind: str, key: str) -> None:
         # Sent inside the writing transaction: delivered only if it commits.
-        await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, f"{kind} {key}"))
+        await conn.execute("SELECT pg_notify(%s, %s)", (self.channel, f"{kind} {key}"))
 
     async def listen(
         self, on_change: Callable[[str, str], Awaitable[None]], ready: Callable[[], None]
@@ -190,7 +200,7 @@ class PostgresStore:
                 async with await psycopg.AsyncConnection.connect(
                     self.url, **self._connect_kwargs()
                 ) as conn:
-                    await conn.execute(f"LISTEN {CHANNEL}")
+                    await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
                     if first:
                         ready()
                         first = False
@@ -247,10 +257,6 @@ class PostgresStore:
     # stubs -----------------------------------------------------------------
 
     _STUB_COLUMNS = "seq, id, scenario, priority, recorded, request, responses, args"
-    _STUB_INSERT = (
-        "INSERT INTO stub (id, scenario, matchers_hash, priority, recorded, space_used,"
-        " request, responses, args) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING seq"
-    )
 
     @staticmethod
     def _stub(row: tuple[Any, ...]) -> Stub:
@@ -265,6 +271,23 @@ class PostgresStore:
             id=id_,
             seq=seq,
         )
+
+    # The columns a stub is written with (``_stub_row``), by INSERT or by COPY.
+    _STUB_WRITE_COLUMNS = (
+        "id, scenario, matchers_hash, priority, recorded, space_used, request, responses, args"
+    )
+    _STUB_INSERT = (
+        f"INSERT INTO stub ({_STUB_WRITE_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        " RETURNING seq"
+    )
+    _STUB_UPDATE = (
+        "UPDATE stub SET priority = %s, space_used = %s, responses = %s, args = %s WHERE id = %s"
+    )
+
+    @staticmethod
+    def _stub_update(stub: Stub) -> tuple[Any, ...]:
+        responses = _dumps([r.to_dict() for r in stub.responses])
+        return (stub.priority, stub.space_used, responses, _dumps(stub.args), stub.id)
 
     @staticmethod
     def _stub_row(stub: Stub) -> tuple[Any, ...]:
@@ -281,12 +304,12 @@ class PostgresStore:
         )
 
     async def list_stubs(
-        self, scenario: str, offset: int = 0, limit: int | None = None
+        self, scenario: str, offset: int = 0, limit: int | None = None, after: int = 0
     ) -> list[Stub]:
         rows = await self._fetchall(
-            f"SELECT {self._STUB_COLUMNS} FROM stub WHERE scenario = %s ORDER BY seq"
-            " LIMIT %s OFFSET %s",
-            (scenario, limit, offset),  # LIMIT NULL: all of them
+            f"SELECT {self._STUB_COLUMNS} FROM stub WHERE scenario = %s AND seq > %s"
+            " ORDER BY seq LIMIT %s OFFSET %s",
+            (scenario, after, limit, offset),  # LIMIT NULL: all of them
         )
         return [self._stub(row) for row in rows]
 
@@ -323,19 +346,28 @@ class PostgresStore:
         stub.seq = row[0] if row else 0
         return stub
 
+    async def write_stubs(self, scenario: str, new: list[Stub], changed: list[Stub]) -> None:
+        # COPY: one statement streaming every row (an INSERT each took 1-3 ms of round trip),
+        # its rows formatted a slice at a time so the loop serves others meanwhile.
+        slices = Slices()
+        async with self._tx() as conn:
+            if new:
+                cursor = conn.cursor()
+                async with cursor.copy(
+                    f"COPY stub ({self._STUB_WRITE_COLUMNS}) FROM STDIN"
+                ) as copy:
+                    for stub in new:
+                        stub.id = stub.id or secrets.token_hex(12)
+                        await copy.write_row(self._stub_row(stub))
+                        await slices.pause()
+            for stub in changed:
+                await conn.execute(self._STUB_UPDATE, self._stub_update(stub))
+                await slices.pause()
+            await self._bump(conn, scenario)
+
     async def update_stub(self, stub: Stub) -> None:
         async with self._tx() as conn:
-            await conn.execute(
-                "UPDATE stub SET priority = %s, space_used = %s, responses = %s, args = %s"
-                " WHERE id = %s",
-                (
-                    stub.priority,
-                    stub.space_used,
-                    _dumps([r.to_dict() for r in stub.responses]),
-                    _dumps(stub.args),
-                    stub.id,
-                ),
-            )
+            await conn.execute(self._STUB_UPDATE, self._stub_update(stub))
             await self._bump(conn, stub.scenario)
 
     async def delete_stubs(self, scenario: str) -> int:
@@ -449,61 +481,151 @@ class PostgresStore:
         return cursor.rowcount > 0
 
     # sequence counters (stateful stubs, shared by every instance) ----------
+    #
+    # The row's n is how many positions the store has handed out. Concurrent playbacks of
+    # one counter in this process share a round trip (group commit): the first sends it,
+    # those arriving meanwhile wait for the next, which reserves as many positions as they
+    # are (n = n + k) and hands them out in arrival order. Ranges are contiguous and
+    # disjoint across instances (the row lock orders the updates), so every position is
+    # served once, in the store's order; 32 concurrent clients need a few round trips
+    # where they needed 32.
+    #
+    # The advance commits without waiting for its WAL flush (synchronous_commit off, for
+    # this statement's transaction alone): other instances see it at once, and the row lock
+    # is held for microseconds instead of a disk flush, which serialized instances. The cost:
+    # a crash of PostgreSQL itself may lose the last fraction of a second of advances, so a
+    # sequence may then replay a few positions (docs/scaling.md).
+
+    _COUNTER_ADVANCE = (
+        "WITH lax AS (SELECT set_config('synchronous_commit', 'off', true))"
+        " INSERT INTO sequence_counter (session_key, stub_id, n) SELECT %s, %s, %s FROM lax"
+        " ON CONFLICT (session_key, stub_id) DO UPDATE SET n = sequence_counter.n + EXCLUDED.n"
+        " RETURNING n"
+    )
+
+    @functools.cached_property
+    def _counter_waiters(self) -> dict[tuple[str, str], list[asyncio.Future[int]]]:
+        """(session, stub) -> the playbacks waiting for the next round trip; a key is
+        present while its round-trip task runs."""
+        return {}
+
+    @functools.cached_property
+    def _counter_tasks(self) -> set[asyncio.Task[None]]:
+        return set()  # referenced until done (the loop holds tasks weakly)
 
     async def next_response(self, session_key: str, stub_id: str) -> int:
         """Advance the counter of (session, stub) atomically; return the 0-based index of
         this playback (the caller clamps it to the last response)."""
-        row = await self._fetchone(
-            "INSERT INTO sequence_counter (session_key, stub_id, n) VALUES (%s, %s, 1)"
-            " ON CONFLICT (session_key, stub_id) DO UPDATE SET n = sequence_counter.n + 1"
-            " RETURNING n",
-            (session_key, stub_id),
-        )
-        return int(row[0]) - 1 if row else 0
+        key = (session_key, stub_id)
+        waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        waiting = self._counter_waiters.get(key)
+        if waiting is not None:
+            waiting.append(waiter)
+        else:
+            self._counter_waiters[key] = [waiter]
+            # A task of its own, not the first caller's: a client that disconnects cancels
+            # its own playback, never the round trip the others wait for.
+            task = asyncio.create_task(self._advance_counter(key))
+            self._counter_tasks.add(task)
+            task.add_done_callback(self._counter_tasks.discard)
+        return await waiter
+
+    async def _advance_counter(self, key: tuple[str, str]) -> None:
+        """Round trips for ``key`` until nobody waits: each reserves one position per live
+        waiter. A playback cancelled after its round trip was sent leaves its position
+        unserved (the range's last), as one cancelled during a lone round trip always did."""
+        waiters = self._counter_waiters
+        batch: list[asyncio.Future[int]] = []
+        try:
+            while batch := [w for w in waiters[key] if not w.done()]:
+                waiters[key] = []  # who arrives from now on waits for the next round trip
+                try:
+                    row = await self._fetchone(self._COUNTER_ADVANCE, (*key, len(batch)))
+                except Exception as exc:
+                    for waiter in batch:
+                        if not waiter.done():
+                            waiter.set_exception(exc)
+                    continue
+                position = (int(row[0]) if row else len(batch)) - len(batch)
+                for waiter in batch:
+                    if not waiter.done():  # in arrival order, without gaps
+                        waiter.set_result(position)
+                        position += 1
+        finally:
+            for waiter in [*batch, *waiters.pop(key, [])]:
+                if not waiter.done():
+                    waiter.cancel()
 
     async def reset_counters(self, session_key: str) -> None:
-        """Forget the counters of a session (it was begun again)."""
-        async with self._conn() as conn:
+        """Forget the counters of a session (it was begun again). The notification tells
+        instances that hold a sequence as played to its end to ask the store again."""
+        async with self._tx() as conn:
             await conn.execute(
                 "DELETE FROM sequence_counter WHERE session_key = %s", (session_key,)
             )
+            await self._notify(conn, "counters", session_key)
 
     # cloud-mock state (--shared-cloud) -------------------------------------
 
-    @contextlib.asynccontextmanager
-    async def locked_cloud_state(
-        self, known_version: int | None
-    ) -> AsyncIterator[LockedCloudState]:
-        """Lock the cloud-state row for one transaction; commit when the block ends.
+    async def sync_cloud(self, batch: Sequence[CloudGroup]) -> list[CloudSync]:
+        """Cloud requests' parts, checked and (where all current) written, in one statement.
 
-        The state's bytes are fetched only when the stored version is not ``known_version``
-        (the one the caller's memory holds). Other instances' cloud requests wait on the lock
-        until this transaction ends, so the state changes one request at a time.
+        Per request (``CloudGroup``): ``writes`` (key, collection, the version changed, new
+        data or None for absent), ``reads`` (key, the version read), ``colls`` (collections
+        read whole). Only the written rows are locked (function ``cloud_sync``, migration
+        0008): a batch of reads locks nothing, so it never waits behind another instance's
+        writer. The answers are in the order of ``batch``.
         """
-        # Pipelined: BEGIN, SET and SELECT go in one round trip, UPDATE and COMMIT in another
-        # (this runs for every cloud request, and round trips were most of its cost).
-        async with self._conn() as conn:
-            # Pipelines need libpq 14+ (psycopg[binary] bundles one); without, one at a time.
-            pipeline = conn.pipeline() if psycopg.AsyncPipeline.is_supported() else None
-            async with pipeline or contextlib.nullcontext(), conn.transaction():
-                yield await self._lock_cloud_state(conn, known_version)
+        writes: list[tuple[int, str, str, int]] = []
+        values: list[bytes | None] = []
+        reads: list[tuple[int, str, int]] = []
+        colls: list[tuple[int, str]] = []
+        for index, (changed, read, whole) in enumerate(batch):
+            for key, coll, version, value in changed:
+                writes.append((index, key, coll, version))
+                values.append(value)
+            reads += [(index, key, version) for key, version in read]
+            colls += [(index, coll) for coll in whole]
+        args = (orjson.dumps({"w": writes, "r": reads, "c": colls}).decode(), values)
+        rows = await self._cloud_execute(args)
+        found = [CloudSync(None, []) for _ in batch]
+        for index, key, version, data, written in rows:
+            if written:
+                answer = found[index]
+                if answer.written is None:
+                    answer = found[index] = CloudSync({}, [])
+                answer.written[key] = int(version)
+            else:
+                found[index].stale.append(
+                    (key, int(version), None if data is None else bytes(data))
+                )
+        return found
 
-    @staticmethod
-    async def _lock_cloud_state(
-        conn: psycopg.AsyncConnection[Any], known_version: int | None
-    ) -> LockedCloudState:
-        # A process stuck while holding the lock must not stall every instance for good.
-        await conn.execute("SET LOCAL lock_timeout = '10s'")
-        cursor = await conn.execute(
-            "SELECT version, CASE WHEN version = %s THEN NULL ELSE data END"
-            " FROM cloud_state WHERE id = 1 FOR UPDATE",
-            (known_version,),
-        )
-        row = await cursor.fetchone()
-        if row is None:
-            raise RuntimeError("the cloud_state row is missing (migration 0002 creates it)")
-        data = None if row[1] is None else bytes(row[1])
-        return LockedCloudState(conn, int(row[0]), data)
+    async def _cloud_execute(self, args: tuple[str, list[bytes | None]]) -> list[tuple[Any, ...]]:
+        """``cloud_sync`` on a connection of the shared cloud's own, not the pool's: the pool
+        checks a connection with a round trip each time it lends one, which would double
+        this statement's cost on every cloud request. A connection that fails is dropped
+        (the next statement opens another), and the failure is ``Unavailable``."""
+        idle: list[psycopg.AsyncConnection[Any]] = self.__dict__.setdefault("_cloud_idle", [])
+        try:
+            conn = idle.pop() if idle else None
+            if conn is None or conn.closed:
+                conn = await psycopg.AsyncConnection.connect(self.url, **self._connect_kwargs())
+            try:
+                rows = await (await conn.execute(_CLOUD_SYNC, args)).fetchall()
+            except BaseException:
+                await conn.close()
+                raise
+        except psycopg.OperationalError as exc:
+            self.failures += 1
+            log.warning("store unavailable: %s", exc)
+            raise Unavailable("the store (PostgreSQL) is unavailable; retry shortly") from exc
+        idle.append(conn)
+        return rows
+
+    async def _close_cloud_connections(self) -> None:
+        for conn in self.__dict__.pop("_cloud_idle", []):
+            await conn.close()
 
     async def clear(self) -> None:
         async with self._tx() as conn:
@@ -557,25 +679,24 @@ class PostgresStore:
         return _record(row) if row else None
 
 
-class LockedCloudState:
-    """The cloud-state row, locked by the current transaction (``locked_cloud_state``)."""
+_CLOUD_SYNC = "SELECT * FROM cloud_sync(%s::jsonb, %s::bytea[])"
 
-    def __init__(
-        self, conn: psycopg.AsyncConnection[Any], version: int, data: bytes | None
-    ) -> None:
-        self._conn = conn
-        self.version = version
-        # None: unchanged since the caller's ``known_version``, or empty (never written, or
-        # reset): the state every process starts with.
-        self.data = data
 
-    async def write(self, data: bytes) -> int:
-        """Store ``data`` as the next version (committed with the transaction); return it."""
-        self.version += 1
-        await self._conn.execute(
-            "UPDATE cloud_state SET version = %s, data = %s WHERE id = 1", (self.version, data)
-        )
-        return self.version
+class CloudGroup(NamedTuple):
+    """One cloud request's parts for ``sync_cloud``."""
+
+    writes: Sequence[tuple[str, str, int, bytes | None]]
+    reads: Sequence[tuple[str, int]]
+    colls: Sequence[str]
+
+
+class CloudSync(NamedTuple):
+    """What ``sync_cloud`` found for one request: the new versions of the parts written
+    (None: nothing was written), or the parts whose stored version was not the one given
+    (key, version, data; data None: absent)."""
+
+    written: dict[str, int] | None
+    stale: list[tuple[str, int, bytes | None]]
 
 
 def _record(row: tuple[Any, ...]) -> TrackerRecord:

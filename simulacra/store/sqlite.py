@@ -12,11 +12,15 @@ import logging
 import os
 import secrets
 import sqlite3
+import threading
 import urllib.parse
-from typing import Any
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import orjson
 
+from simulacra.background import Steps, run_in_slices
 from simulacra.errors import AlreadyExists, DomainError
 from simulacra.store.base import ScenarioImport, StubStats
 from simulacra.virtual.delays import DelayPolicy, parse_policy
@@ -96,12 +100,19 @@ def _dumps(value: Any) -> str:
 
 
 log = logging.getLogger("simulacra.store")
+T = TypeVar("T")
 
 
 class SQLiteStore:
     def __init__(self, path: str) -> None:
         self.path = path
         self._db: sqlite3.Connection | None = None
+        self._bulk: asyncio.Future[None] | None = None  # set while write_stubs holds the db
+        # Tracker queries (a filtered count of 100,000 rows: tens of ms) run on this thread
+        # with a connection of their own: SQLite lets go of the interpreter while it scans,
+        # so the loop goes on meanwhile. Only for a file: ":memory:" is one connection's.
+        self._reader: ThreadPoolExecutor | None = None
+        self._reader_db = threading.local()
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -123,6 +134,9 @@ class SQLiteStore:
         self._db = db
 
     async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.shutdown(wait=True)
+            self._reader = None
         if self._db is not None:
             self._db.close()
             self._db = None
@@ -130,7 +144,8 @@ class SQLiteStore:
     async def ping(self) -> None:
         """Health: the open connection answers, and the file can still be opened and read
         (deleted or replaced under the server, its writes would not survive a restart)."""
-        self.db.execute("SELECT 1").fetchone()
+        if self._bulk is None:  # else the connection is busy writing: it answers
+            self.db.execute("SELECT 1").fetchone()
         if self.path != ":memory:":
             await asyncio.to_thread(_read_schema, self.path)
 
@@ -138,7 +153,8 @@ class SQLiteStore:
 
     async def create_scenario(self, scenario: Scenario) -> None:
         try:
-            self.db.execute(
+            db = await self._ready()
+            db.execute(
                 "INSERT INTO scenario (name, created, version) VALUES (?, ?, ?)",
                 (scenario.name, scenario.created, scenario.version),
             )
@@ -146,21 +162,24 @@ class SQLiteStore:
             raise AlreadyExists(f"Scenario {scenario.name} already exists") from None
 
     async def get_scenario(self, name: str) -> Scenario | None:
-        row = self.db.execute(
+        db = await self._ready()
+        row = db.execute(
             "SELECT name, created, version FROM scenario WHERE name = ?", (name,)
         ).fetchone()
         return Scenario(*row) if row else None
 
     async def list_scenarios(self) -> list[Scenario]:
-        rows = self.db.execute("SELECT name, created, version FROM scenario ORDER BY name")
+        db = await self._ready()
+        rows = db.execute("SELECT name, created, version FROM scenario ORDER BY name")
         return [Scenario(*row) for row in rows]
 
     async def delete_scenario(self, name: str) -> bool:
-        with self._transaction() as db:
+        def delete(db: sqlite3.Connection) -> bool:
             db.execute("DELETE FROM session WHERE scenario = ?", (name,))
             db.execute("DELETE FROM stub WHERE scenario = ?", (name,))
-            cursor = db.execute("DELETE FROM scenario WHERE name = ?", (name,))
-        return cursor.rowcount > 0
+            return db.execute("DELETE FROM scenario WHERE name = ?", (name,)).rowcount > 0
+
+        return await self._bulk_transaction(delete)
 
     # stubs -----------------------------------------------------------------
 
@@ -181,17 +200,19 @@ class SQLiteStore:
         )
 
     async def list_stubs(
-        self, scenario: str, offset: int = 0, limit: int | None = None
+        self, scenario: str, offset: int = 0, limit: int | None = None, after: int = 0
     ) -> list[Stub]:
-        rows = self.db.execute(
-            f"SELECT {self._STUB_COLUMNS} FROM stub WHERE scenario = ? ORDER BY seq"
+        db = await self._ready()
+        rows = db.execute(
+            f"SELECT {self._STUB_COLUMNS} FROM stub WHERE scenario = ? AND seq > ? ORDER BY seq"
             " LIMIT ? OFFSET ?",
-            (scenario, -1 if limit is None else limit, offset),
+            (scenario, after, -1 if limit is None else limit, offset),
         )
         return [self._stub(row) for row in rows]
 
     async def stub_stats(self, scenario: str) -> StubStats:
-        count, space, last = self.db.execute(
+        db = await self._ready()
+        count, space, last = db.execute(
             "SELECT COUNT(*), COALESCE(SUM(space_used), 0), MAX(recorded) FROM stub"
             " WHERE scenario = ?",
             (scenario,),
@@ -199,7 +220,8 @@ class SQLiteStore:
         return StubStats(count, space, last)
 
     async def find_stub(self, scenario: str, matchers_hash: str) -> Stub | None:
-        row = self.db.execute(
+        db = await self._ready()
+        row = db.execute(
             f"SELECT {self._STUB_COLUMNS} FROM stub WHERE scenario = ? AND matchers_hash = ?"
             " ORDER BY seq LIMIT 1",
             (scenario, matchers_hash),
@@ -207,7 +229,8 @@ class SQLiteStore:
         return self._stub(row) if row else None
 
     async def get_stub(self, scenario: str, stub_id: str) -> Stub | None:
-        row = self.db.execute(
+        db = await self._ready()
+        row = db.execute(
             f"SELECT {self._STUB_COLUMNS} FROM stub WHERE scenario = ? AND id = ?",
             (scenario, stub_id),
         ).fetchone()
@@ -215,50 +238,52 @@ class SQLiteStore:
 
     async def insert_stub(self, stub: Stub) -> Stub:
         stub.id = stub.id or secrets.token_hex(12)
-        with self._transaction() as db:
-            cursor = db.execute(
-                "INSERT INTO stub (id, scenario, matchers_hash, priority, recorded, space_used,"
-                " request, responses, args) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    stub.id,
-                    stub.scenario,
-                    stub.matchers_hash,
-                    stub.priority,
-                    stub.recorded,
-                    stub.space_used,
-                    _dumps(stub.request),
-                    _dumps([r.to_dict() for r in stub.responses]),
-                    _dumps(stub.args),
-                ),
-            )
+        with await self._transaction() as db:
+            cursor = db.execute(_STUB_INSERT, _stub_row(stub))
             self._bump(db, stub.scenario)
         stub.seq = cursor.lastrowid or 0
         return stub
 
+    async def write_stubs(self, scenario: str, new: list[Stub], changed: list[Stub]) -> None:
+        inserts, updates = await run_in_slices(_rows(new, changed))
+
+        def write(db: sqlite3.Connection) -> None:
+            db.executemany(_STUB_INSERT, inserts)
+            db.executemany(_STUB_UPDATE, updates)
+            self._bump(db, scenario)
+
+        await self._bulk_transaction(write)
+
+    async def _bulk_transaction(self, write: Callable[[sqlite3.Connection], T]) -> T:
+        """``write(db)`` in one transaction, on a thread: inserting or deleting 100,000
+        stubs takes a second of SQLite, which lets go of the interpreter meanwhile. The
+        loop's own statements wait for it (``_ready``), so none runs inside it."""
+        db = await self._ready()
+        self._bulk = asyncio.get_running_loop().create_future()
+        try:
+            return await asyncio.to_thread(_in_transaction, db, write)
+        finally:
+            self._bulk.set_result(None)
+            self._bulk = None
+
     async def update_stub(self, stub: Stub) -> None:
-        with self._transaction() as db:
-            db.execute(
-                "UPDATE stub SET priority = ?, space_used = ?, responses = ?, args = ?"
-                " WHERE id = ?",
-                (
-                    stub.priority,
-                    stub.space_used,
-                    _dumps([r.to_dict() for r in stub.responses]),
-                    _dumps(stub.args),
-                    stub.id,
-                ),
-            )
+        with await self._transaction() as db:
+            db.execute(_STUB_UPDATE, _stub_update(stub))
             self._bump(db, stub.scenario)
 
     async def delete_stubs(self, scenario: str) -> int:
-        with self._transaction() as db:
-            cursor = db.execute("DELETE FROM stub WHERE scenario = ?", (scenario,))
+        def delete(db: sqlite3.Connection) -> int:
+            count = db.execute("DELETE FROM stub WHERE scenario = ?", (scenario,)).rowcount
             self._bump(db, scenario)
-        return cursor.rowcount
+            return count
+
+        return await self._bulk_transaction(delete)
 
     async def import_scenarios(self, imports: list[ScenarioImport]) -> None:
-        with self._transaction() as db:  # all archives of an upload, or none
-            for item in imports:
+        rows = [(await run_in_slices(_rows(item.stubs, [])))[0] for item in imports]
+
+        def write(db: sqlite3.Connection) -> None:  # all archives of an upload, or none
+            for item, inserts in zip(imports, rows, strict=True):
                 scenario = item.scenario
                 try:
                     db.execute(
@@ -267,26 +292,11 @@ class SQLiteStore:
                     )
                 except sqlite3.IntegrityError:
                     raise AlreadyExists(f"Scenario {scenario.name} already exists") from None
-                for stub in item.stubs:
-                    stub.id = stub.id or secrets.token_hex(12)
-                    cursor = db.execute(
-                        "INSERT INTO stub (id, scenario, matchers_hash, priority, recorded,"
-                        " space_used, request, responses, args) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (
-                            stub.id,
-                            stub.scenario,
-                            stub.matchers_hash,
-                            stub.priority,
-                            stub.recorded,
-                            stub.space_used,
-                            _dumps(stub.request),
-                            _dumps([r.to_dict() for r in stub.responses]),
-                            _dumps(stub.args),
-                        ),
-                    )
-                    stub.seq = cursor.lastrowid or 0
+                db.executemany(_STUB_INSERT, inserts)
                 if item.session is not None:
                     db.execute(self._SESSION_SAVE, item.session.row())
+
+        await self._bulk_transaction(write)
 
     @staticmethod
     def _bump(db: sqlite3.Connection, scenario: str) -> None:
@@ -304,31 +314,34 @@ class SQLiteStore:
     _SESSION_SAVE = _SESSION_UPSERT + ", port = excluded.port, upstream = excluded.upstream"
 
     async def list_sessions(self) -> list[Session]:
-        rows = self.db.execute(f"SELECT {SESSION_COLUMNS} FROM session ORDER BY name")
+        db = await self._ready()
+        rows = db.execute(f"SELECT {SESSION_COLUMNS} FROM session ORDER BY name")
         return [Session.from_row(row) for row in rows]
 
     async def get_session(self, host: str, name: str) -> Session | None:
-        row = self.db.execute(
+        db = await self._ready()
+        row = db.execute(
             f"SELECT {SESSION_COLUMNS} FROM session WHERE host = ? AND name = ?",
             (host, name),
         ).fetchone()
         return Session.from_row(row) if row else None
 
     async def save_session(self, session: Session) -> None:
-        with self._transaction() as db:
+        with await self._transaction() as db:
             db.execute(self._SESSION_SAVE, session.row())
 
     async def save_sessions(self, sessions: list[Session]) -> None:
         if not sessions:
             return
-        with self._transaction() as db:
+        with await self._transaction() as db:
             db.executemany(self._SESSION_UPSERT, [s.row() for s in sessions])
 
     # delay policies --------------------------------------------------------
 
     async def list_delay_policies(self) -> list[DelayPolicy]:
         policies = []
-        for host, name, document in self.db.execute(
+        db = await self._ready()
+        for host, name, document in db.execute(
             "SELECT host, name, document FROM delay_policy ORDER BY host, name"
         ):
             try:
@@ -338,7 +351,7 @@ class SQLiteStore:
         return policies
 
     async def save_delay_policy(self, policy: DelayPolicy) -> bool:
-        with self._transaction() as db:
+        with await self._transaction() as db:
             exists = db.execute(
                 "SELECT 1 FROM delay_policy WHERE host = ? AND name = ?", policy.key
             ).fetchone()
@@ -349,26 +362,26 @@ class SQLiteStore:
         return exists is None
 
     async def delete_delay_policy(self, host: str, name: str) -> bool:
-        cursor = self.db.execute(
-            "DELETE FROM delay_policy WHERE host = ? AND name = ?", (host, name)
-        )
+        db = await self._ready()
+        cursor = db.execute("DELETE FROM delay_policy WHERE host = ? AND name = ?", (host, name))
         return cursor.rowcount > 0
 
     async def clear(self) -> None:
-        with self._transaction() as db:
+        def delete(db: sqlite3.Connection) -> None:
             for table in ("session", "stub", "scenario", "delay_policy", "tracker"):
                 db.execute(f"DELETE FROM {table}")  # fixed names, never a client's
 
+        await self._bulk_transaction(delete)
+
     # tracker ---------------------------------------------------------------
 
-    _TRACKER_COLUMNS = ", ".join(TrackerRecord._fields)
     _TRACKER_INSERT = (
         f"INSERT INTO tracker ({', '.join(TrackerRecord._fields[1:])})"
         f" VALUES ({', '.join('?' * (len(TrackerRecord._fields) - 1))})"
     )
 
     async def add_tracker_records(self, records: list[TrackerRecord], cap: int) -> None:
-        with self._transaction() as db:
+        with await self._transaction() as db:
             if records:
                 # Without the id (SQLite assigns it) and with the detail as a bytearray: the
                 # sqlite3 module binds str, int, float and bytearray directly but looks up an
@@ -384,24 +397,109 @@ class SQLiteStore:
     async def tracker_records(
         self, query: TrackerQuery, skip: int, limit: int
     ) -> tuple[int, list[TrackerRecord]]:
-        where, args = _tracker_where(query)
-        (total,) = self.db.execute(f"SELECT COUNT(*) FROM tracker{where}", args).fetchone()
-        rows = self.db.execute(
-            f"SELECT {self._TRACKER_COLUMNS} FROM tracker{where} ORDER BY id DESC LIMIT ? OFFSET ?",
-            [*args, limit, skip],
-        )
-        return total, [TrackerRecord(*row) for row in rows]
+        return await self._read(_tracker_page, query, skip, limit)
 
     async def tracker_record(self, record_id: int) -> TrackerRecord | None:
-        row = self.db.execute(
-            f"SELECT {self._TRACKER_COLUMNS} FROM tracker WHERE id = ?", (record_id,)
-        ).fetchone()
-        return TrackerRecord(*row) if row else None
+        return await self._read(_tracker_record, record_id)
+
+    async def _read(self, read: Callable[..., T], *args: Any) -> T:
+        """``read(db, *args)`` on the reader thread's own connection (a file store), or
+        inline on the loop's (":memory:")."""
+        if self.path == ":memory:":
+            return read(await self._ready(), *args)
+        if self._reader is None:
+            self._reader = ThreadPoolExecutor(1, thread_name_prefix="simulacra-sqlite-reader")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._reader, self._on_reader, read, args)
+
+    def _on_reader(self, read: Callable[..., T], args: tuple[Any, ...]) -> T:
+        db = getattr(self._reader_db, "db", None)
+        if db is None:
+            db = self._reader_db.db = sqlite3.connect(self.path, isolation_level=None)
+            db.execute("PRAGMA busy_timeout=5000")
+        return read(db, *args)
 
     # helpers ---------------------------------------------------------------
 
-    def _transaction(self) -> _Transaction:
-        return _Transaction(self.db)
+    async def _ready(self) -> sqlite3.Connection:
+        """The connection, once no bulk write holds it (``write_stubs`` runs one on a
+        thread; meanwhile the loop's statements wait here, not on the connection)."""
+        while self._bulk is not None:
+            await asyncio.shield(self._bulk)
+        return self.db
+
+    async def _transaction(self) -> _Transaction:
+        return _Transaction(await self._ready())
+
+
+_STUB_INSERT = (
+    "INSERT INTO stub (id, scenario, matchers_hash, priority, recorded, space_used, request,"
+    " responses, args) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_STUB_UPDATE = "UPDATE stub SET priority = ?, space_used = ?, responses = ?, args = ? WHERE id = ?"
+
+
+def _stub_row(stub: Stub) -> tuple[Any, ...]:
+    return (
+        stub.id,
+        stub.scenario,
+        stub.matchers_hash,
+        stub.priority,
+        stub.recorded,
+        stub.space_used,
+        _dumps(stub.request),
+        _dumps([r.to_dict() for r in stub.responses]),
+        _dumps(stub.args),
+    )
+
+
+def _stub_update(stub: Stub) -> tuple[Any, ...]:
+    responses = _dumps([r.to_dict() for r in stub.responses])
+    return (stub.priority, stub.space_used, responses, _dumps(stub.args), stub.id)
+
+
+def _rows(
+    new: list[Stub], changed: list[Stub]
+) -> Steps[tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]]:
+    """``write_stubs``' rows, built a few hundred at a time (ids assigned to new stubs)."""
+    inserts, updates = [], []
+    for i, stub in enumerate(new):
+        stub.id = stub.id or secrets.token_hex(12)
+        inserts.append(_stub_row(stub))
+        if i % 200 == 199:
+            yield
+    for i, stub in enumerate(changed):
+        updates.append(_stub_update(stub))
+        if i % 200 == 199:
+            yield
+    return inserts, updates
+
+
+def _in_transaction(db: sqlite3.Connection, write: Callable[[sqlite3.Connection], T]) -> T:
+    with _Transaction(db):
+        return write(db)
+
+
+_TRACKER_COLUMNS = ", ".join(TrackerRecord._fields)
+
+
+def _tracker_page(
+    db: sqlite3.Connection, query: TrackerQuery, skip: int, limit: int
+) -> tuple[int, list[TrackerRecord]]:
+    where, args = _tracker_where(query)
+    (total,) = db.execute(f"SELECT COUNT(*) FROM tracker{where}", args).fetchone()
+    rows = db.execute(
+        f"SELECT {_TRACKER_COLUMNS} FROM tracker{where} ORDER BY id DESC LIMIT ? OFFSET ?",
+        [*args, limit, skip],
+    )
+    return total, [TrackerRecord(*row) for row in rows]
+
+
+def _tracker_record(db: sqlite3.Connection, record_id: int) -> TrackerRecord | None:
+    row = db.execute(
+        f"SELECT {_TRACKER_COLUMNS} FROM tracker WHERE id = ?", (record_id,)
+    ).fetchone()
+    return TrackerRecord(*row) if row else None
 
 
 def _tracker_where(query: TrackerQuery) -> tuple[str, list[Any]]:

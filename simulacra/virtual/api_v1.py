@@ -243,7 +243,7 @@ def stub_view(stub: Stub) -> dict[str, object]:
 async def get_stublist(request: Request) -> Response:
     """List a scenario's stubs."""
     name = scenario_arg(request)
-    stubs = await service(request).list_stubs(name)
+    stubs = await service(request).all_stubs(name)
     return envelope({"scenario": name, "stubs": [stub_view(s) for s in stubs]})
 
 

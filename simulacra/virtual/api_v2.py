@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import asdict
 from functools import wraps
 from typing import Any
 
 import orjson
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from simulacra import __version__
@@ -34,6 +35,7 @@ from simulacra.errors import (
     shown,
 )
 from simulacra.models import (
+    NDJSON,
     UNSET,
     ForceArgs,
     Message,
@@ -45,15 +47,26 @@ from simulacra.models import (
     StubDocument,
     StubHeaders,
     StubListed,
+    StubPage,
+    StubsImported,
     StubStored,
+    convert,
     plain,
 )
 from simulacra.openapi import Reply
-from simulacra.virtual.model import MODES, qualify
+from simulacra.virtual.model import MODES, Stub, qualify
 from simulacra.virtual.recording import Upstream
-from simulacra.virtual.service import VirtualService
+from simulacra.virtual.service import STUB_PAGE, VirtualService
 from simulacra.virtual.tracker import BODY_CAPTURE_BYTES, is_tracked, join_headers
-from simulacra.web import json_response, operation, request_host, starlette_response, truthy
+from simulacra.web import (
+    json_items,
+    json_response,
+    operation,
+    read_body,
+    request_host,
+    starlette_response,
+    truthy,
+)
 
 log = logging.getLogger("simulacra")
 
@@ -131,10 +144,12 @@ def track(request: Request, response: Response | None, t0: float) -> None:
     if response is None:
         status, header_block, body = 500, b"", b"internal error"
     else:
+        # A streamed answer (a listing of every stub) is tracked without its body.
+        streamed = isinstance(response, StreamingResponse)
         status, header_block, body = (
             response.status_code,
             join_headers(response.raw_headers),
-            bytes(response.body),
+            b"" if streamed else bytes(response.body),
         )
     tracker.note(
         RequestValue.from_scope(request.scope),
@@ -369,23 +384,84 @@ def request_host_of_path(request: Request) -> str:
     return path_scenario(request).rpartition(":")[0]
 
 
+# Converted here: one element at a time, as it is parsed (web.json_items).
 @endpoint()
-@operation(replies={200: Reply(list[StubListed], enveloped=True)})
-async def list_stubs(request: Request) -> Response:
-    """List a scenario's stubs."""
-    stubs = await service(request).list_stubs(path_scenario(request))
-    data = [
-        {
-            "id": stub.id,
-            "stub": stub.document(),
-            "matchers_hash": stub.matchers_hash,
-            "space_used": stub.space_used,
-            "recorded": stub.recorded,
-            "scenario": stub.scenario,
-        }
-        for stub in stubs
-    ]
-    return envelope(data)
+@operation(
+    body=list[StubDocument],
+    headers=StubHeaders,
+    converts=False,
+    replies={201: Reply(StubsImported, "Imported", enveloped=True)},
+)
+async def import_stubs(request: Request) -> Response:
+    """Add many stubs at once (a JSON array, or NDJSON: one per line), all or nothing."""
+    headers = convert(dict(request.headers), StubHeaders, "headers", strict=False)
+    svc = service(request)
+    scenario = await svc.get_scenario(path_scenario(request))  # 404 before a body is read
+    body = await read_body(request, request.app.state.settings.max_import_bytes)
+    ndjson = request.headers.get("content-type", "").startswith(NDJSON)
+    documents = (
+        plain(convert(item, StubDocument, f"stub {i}"))
+        for i, item in enumerate(json_items(body, ndjson))
+    )
+    counts = await svc.import_stubs(
+        scenario.name,
+        documents,
+        host=scenario.host,
+        session_name=(headers.session or headers.stubo_request_session) or None,
+        priority=headers.priority or None,
+        stateful=True if headers.stateful is UNSET else truthy(headers.stateful),
+        args=dict(request.query_params),
+        delay_policy=headers.delay_policy or None,
+        recorded=headers.stub_created_date or None,
+    )
+    return envelope(asdict(counts), 201)
+
+
+@endpoint()
+@operation(query=StubPage, replies={200: Reply(list[StubListed], enveloped=True)})
+async def list_stubs(request: Request, query: StubPage) -> Response:
+    """List a scenario's stubs: a page of them (offset, limit), or all of them, streamed."""
+    svc = service(request)
+    name = path_scenario(request)
+    if query.offset is not UNSET or query.limit is not UNSET:
+        offset = 0 if query.offset is UNSET else query.offset
+        limit = STUB_PAGE_MAX if query.limit is UNSET else query.limit
+        return envelope([stub_listed(s) for s in await svc.list_stubs(name, offset, limit)])
+    await svc.get_scenario(name)  # 404 before the stream starts
+    pages = svc.stub_pages(name)
+    first: list[Stub] = await anext(pages, [])
+    if len(first) < STUB_PAGE:  # all of them: answered as one body (and tracked with it)
+        await pages.aclose()
+        return envelope([stub_listed(s) for s in first])
+    return StreamingResponse(
+        _streamed_stubs(first, pages), headers=VERSION_HEADER, media_type="application/json"
+    )
+
+
+STUB_PAGE_MAX = 10_000
+
+
+async def _streamed_stubs(
+    first: list[Stub], rest: AsyncIterator[list[Stub]]
+) -> AsyncIterator[bytes]:
+    """The envelope of every stub, a page at a time: 100,000 stubs are 37 MB of JSON, never
+    held whole, and each page is serialized between two of the loop's turns."""
+    yield b'{"version":' + orjson.dumps(__version__) + b',"data":['
+    yield b",".join(orjson.dumps(stub_listed(s)) for s in first)
+    async for page in rest:
+        yield b"," + b",".join(orjson.dumps(stub_listed(s)) for s in page)
+    yield b"]}"
+
+
+def stub_listed(stub: Stub) -> dict[str, Any]:
+    return {
+        "id": stub.id,
+        "stub": stub.document(),
+        "matchers_hash": stub.matchers_hash,
+        "space_used": stub.space_used,
+        "recorded": stub.recorded,
+        "scenario": stub.scenario,
+    }
 
 
 @endpoint()
@@ -407,4 +483,5 @@ ROUTES = [
     Route("/api/v2/scenarios/objects/{name}/stubs", put_stub, methods=["PUT"]),
     Route("/api/v2/scenarios/objects/{name}/stubs", list_stubs, methods=["GET"]),
     Route("/api/v2/scenarios/objects/{name}/stubs", delete_stubs, methods=["DELETE"]),
+    Route("/api/v2/scenarios/objects/{name}/stubs/import", import_stubs, methods=["POST"]),
 ]

@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from simulacra.background import run_in_slices
 from simulacra.errors import Invalid, shown
 from simulacra.models import ExportQuery, HarImport, HarImported
 from simulacra.openapi import Reply
@@ -38,9 +39,9 @@ from simulacra.virtual.api_v2 import (
 from simulacra.virtual.archive import (
     ArchiveLimits,
     NotAnArchive,
+    archive_steps,
     read_archive,
     short_name,
-    write_archive,
 )
 from simulacra.virtual.har import SHAPE, Har, read_har
 from simulacra.virtual.model import check_name, qualify
@@ -235,14 +236,14 @@ async def export(request: Request, query: ExportQuery) -> Response:
     name = path_scenario(request)
     svc = service(request)
     scenario = await svc.get_scenario(name)
-    stubs = await svc.list_stubs(scenario.name)
+    stubs = await svc.all_stubs(scenario.name)
     yaml_scenario, session = _export_names(
         request,
         scenario.name,
         query.scenario or None,
         query.session or None,
     )
-    data = write_archive(yaml_scenario, session, stubs)
+    data = await run_in_slices(archive_steps(yaml_scenario, session, stubs))
     filename = f"{yaml_scenario.rpartition(':')[2]}.zip"
     headers = {**VERSION_HEADER, "content-disposition": _attachment(filename)}
     return Response(data, 200, headers, media_type="application/zip")
@@ -328,16 +329,13 @@ async def record_har(svc: VirtualService, scenario: str, body: bytes) -> dict[st
     else:
         har, documents = _read_har_body(body)
     labels = [f"entries[{i}]" for i in har.indices]  # a refusal names the HAR's entry
-    results = await svc.record_documents(scenario, documents, labels)
-    count = {
-        status: sum(1 for r in results if r.status == status) for status in ("created", "updated")
-    }
+    counts = await svc.record_documents(scenario, documents, labels)
     return {
         "scenario": scenario,
         "scenarioRef": scenario_ref(scenario),
         "entries": har.entries,
         "skipped": har.skipped,
-        "stubs": count,
+        "stubs": {"created": counts.created, "updated": counts.updated},
     }
 
 

@@ -27,12 +27,25 @@ tried for one request share ``REQUEST_WORK_US``: past it, the request is refused
 from __future__ import annotations
 
 import ast
+import contextlib
+import functools
+import heapq
 import math
 import re
 import sys
 import threading
-from collections.abc import Callable, Coroutine, Iterable, Iterator, Sized
-from dataclasses import dataclass
+import time
+from array import array
+from collections.abc import (
+    Callable,
+    Collection,
+    Coroutine,
+    Generator,
+    Iterable,
+    Iterator,
+    Sized,
+)
+from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any
 from urllib.parse import parse_qs
@@ -41,9 +54,18 @@ import ahocorasick
 import jsonpath
 import orjson
 from jsonpath.exceptions import JSONPathRecursionError
-from jsonpath.filter import RegexLiteral, StringLiteral
+from jsonpath.filter import (
+    FilterExpression,
+    InfixExpression,
+    RegexLiteral,
+    RelativeFilterQuery,
+    RootFilterQuery,
+    StringLiteral,
+)
 from jsonpath.function_extensions import ExpressionType, FilterFunction
-from jsonpath.path import CompoundJSONPath
+from jsonpath.path import CompoundJSONPath, JSONPath
+from jsonpath.segments import JSONPathChildSegment
+from jsonpath.selectors import Filter, NameSelector
 from jsonpath.token import TOKEN_RE_FLAGS
 from lxml import etree
 
@@ -115,8 +137,11 @@ def strip_whitespace(text: str) -> str:
     """Mirage compares ``contains`` patterns with every whitespace character removed."""
     if text.isascii():
         # split() makes a string per word: 200 ms for 9 MB of short lines; this, 30 ms.
-        return text.encode("ascii").translate(None, _ASCII_WHITESPACE).decode("ascii")
-    return "".join(text.split())
+        stripped = text.encode("ascii").translate(None, _ASCII_WHITESPACE).decode("ascii")
+    else:
+        stripped = "".join(text.split())
+    # Unchanged: the same string, so that a stub's pattern is not held twice.
+    return text if len(stripped) == len(text) else stripped
 
 
 class PlaybackRequest:
@@ -298,8 +323,10 @@ class Matcher:
 
     ``name`` is the matcher's name in the stub JSON (``method``, ``headers.X-Trace``,
     ``bodyPatterns.!contains``), set by ``compile_request``; near misses report it.
+    Matchers never change once compiled, so stubs may share them (``compile_request``).
     """
 
+    __slots__ = ()  # subclasses without __slots__ have a __dict__; one per stub declares them
     name = ""
 
     def matches(self, request: PlaybackRequest) -> bool:
@@ -307,7 +334,7 @@ class Matcher:
 
 
 def _named(matcher: Matcher, name: str) -> Matcher:
-    matcher.name = name
+    matcher.name = name  # type: ignore[misc]  # each subclass has a __dict__ or a name slot
     return matcher
 
 
@@ -423,7 +450,10 @@ def headers(value: object) -> AllOf:
 
 
 class Contains(Matcher):
+    __slots__ = ("name", "pattern")  # one per stub: 100,000 stubs hold 100,000
+
     def __init__(self, value: object) -> None:
+        self.name = ""
         self.pattern = strip_whitespace(_string(value, "bodyPatterns.contains item"))
 
     def matches(self, request: PlaybackRequest) -> bool:
@@ -701,6 +731,7 @@ class JsonPath(Matcher):
                 f"{where} is refused: an intersection (&) compares every result of one path"
                 " with every result of the other (quadratic); use a filter"
             )
+        self.literal = _json_literal(self.path)
 
     def matches(self, request: PlaybackRequest) -> bool:
         body = request.body
@@ -717,6 +748,104 @@ class JsonPath(Matcher):
             return _JSONPATH.first(self.path, data, request.work)
         except jsonpath.JSONPathError:
             return False
+
+
+# A filter on a node with more children than this is not looked up: its stubs are tried.
+LITERAL_CHILDREN = 4096
+
+
+def _member(value: object, names: tuple[str, ...]) -> object:
+    """What a path of names only (``.a.b``) selects in parsed JSON, or ``_MISSING``."""
+    for name in names:
+        if not isinstance(value, dict):
+            return _MISSING
+        value = value.get(name, _MISSING)
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class JsonLiteral:
+    """Where the strings are that ``$.a[?(@.b.c == 'x')]`` (``parent`` ("a",), ``member``
+    ("b", "c")) or ``$.a[?($.b == 'x')]`` (``parent`` None: from the root) compares with
+    its literal: the stub can only match a body in which one of them is that literal."""
+
+    parent: tuple[str, ...] | None
+    member: tuple[str, ...]
+
+    def values(self, request: PlaybackRequest) -> Collection[str] | None:
+        """The strings compared in this body (none when JSONPath would not read it);
+        None when there are too many to look up."""
+        if len(request.body) > MAX_PARSED_BODY:
+            return ()  # never evaluated (``JsonPath.matches``)
+        data = request.json
+        if data is NOT_JSON:
+            return ()
+        if self.parent is None:
+            value = _member(data, self.member)
+            return (value,) if type(value) is str else ()
+        node = _member(data, self.parent)
+        children: Collection[object]
+        if isinstance(node, dict):
+            children = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            return ()  # a filter selects nothing from a scalar
+        if len(children) > LITERAL_CHILDREN:
+            return None
+        member = self.member
+        found = set()
+        for child in children:
+            value = _member(child, member)
+            if type(value) is str:
+                found.add(value)
+        return found
+
+
+def _names(path: object) -> tuple[str, ...] | None:
+    """The names of a path made only of ``.name`` steps, else None."""
+    if not isinstance(path, JSONPath) or path.pseudo_root:
+        return None
+    names = []
+    for segment in path.segments:
+        if type(segment) is not JSONPathChildSegment or len(segment.selectors) != 1:
+            return None
+        selector = segment.selectors[0]
+        if type(selector) is not NameSelector:
+            return None
+        names.append(selector.name)
+    return tuple(names)
+
+
+def _json_literal(path: object) -> tuple[JsonLiteral, str] | None:
+    """``$.a.b[?(@.c == 'x')]``, ``$[?($.a.b == 'x')]`` (either side): the literal the
+    expression compares and where; None for any other expression. python-jsonpath's ``==``
+    between a string literal and one node is true exactly when the node is that string."""
+    if not isinstance(path, JSONPath) or path.pseudo_root or not path.segments:
+        return None
+    *steps, last = path.segments
+    parent = _names(JSONPath(env=path.env, segments=tuple(steps)))
+    if parent is None or type(last) is not JSONPathChildSegment or len(last.selectors) != 1:
+        return None
+    selector = last.selectors[0]
+    if type(selector) is not Filter or type(selector.expression) is not FilterExpression:
+        return None
+    test = selector.expression.expression
+    if type(test) is not InfixExpression or test.operator != "==":
+        return None
+    query, literal = test.left, test.right
+    if type(query) is StringLiteral:
+        query, literal = literal, query
+    if type(literal) is not StringLiteral or type(query) not in (
+        RelativeFilterQuery,
+        RootFilterQuery,
+    ):
+        return None
+    member = _names(query.path)  # type: ignore[attr-defined]
+    if member is None:
+        return None
+    where = JsonLiteral(parent if type(query) is RelativeFilterQuery else None, member)
+    return where, literal.value
 
 
 def _check_length(expr: str, where: str) -> None:
@@ -795,6 +924,7 @@ class XPath(Matcher):
             _evaluate(MatchingWork(), lambda: bool(self.xpath(etree.Element("probe"))))
         except (etree.XPathError, TypeError, ValueError) as exc:
             raise Invalid(f"{where} is not valid XPath: {exc}") from None
+        self.literal = _xpath_literal(expr, namespaces or {})
 
     def matches(self, request: PlaybackRequest) -> bool:
         body = request.body
@@ -816,6 +946,71 @@ class XPath(Matcher):
             return False
 
 
+_XML_NAME = r"(?:(?P<prefix>[A-Za-z_][\w.-]*):)?(?P<local>[A-Za-z_][\w.-]*)"
+_XML_PATH = rf"(?:/{{1,2}}[A-Za-z_][\w.:-]*)*/{{1,2}}{_XML_NAME}"  # /a//b:c: names only
+_XML_STRING = r"'(?P<s1>[^']*)'|\"(?P<s2>[^\"]*)\""
+# `//id[text()='x']`, `/a/id[.='x']`, `//id = 'x'`, `//id/text() = 'x'`, `'x' = //id`
+_XPATH_EQUALITY = [
+    re.compile(rf"\s*{_XML_PATH}\s*\[\s*(?P<what>text\(\)|\.)\s*=\s*(?:{_XML_STRING})\s*\]\s*"),
+    re.compile(rf"\s*{_XML_PATH}\s*(?P<what>/\s*text\(\))?\s*=\s*(?:{_XML_STRING})\s*"),
+    re.compile(rf"\s*(?:{_XML_STRING})\s*=\s*{_XML_PATH}\s*(?P<what>/\s*text\(\))?\s*"),
+]
+
+
+@dataclass(frozen=True, slots=True)
+class XmlLiteral:
+    """Where the strings are that ``//id[text()='x']`` (the text nodes of every ``id``
+    element) or ``/a/id[.='x']`` (their string values) compares with its literal: the stub
+    can only match a body in which one of them is that literal."""
+
+    namespace: str | None
+    local: str
+    text_nodes: bool
+    select: etree.XPath = field(compare=False, hash=False, repr=False)
+
+    @classmethod
+    @functools.lru_cache(maxsize=1024)  # stubs comparing the same element share one
+    def of(cls, namespace: str | None, local: str, text_nodes: bool) -> XmlLiteral:
+        name = f"n:{local}" if namespace is not None else local
+        found = f"//{name}/text()" if text_nodes else f"//{name}"
+        select = etree.XPath(found, namespaces={"n": namespace} if namespace else None)
+        return cls(namespace, local, text_nodes, select)
+
+    def values(self, request: PlaybackRequest) -> Collection[str] | None:
+        """The strings compared in this body (none when XPath would not read it)."""
+        body = request.body
+        # As ``XPath.matches``: every stub's expression takes at least one pass.
+        if _XML_START.match(body) is None or len(body) > MAX_PARSED_BODY:
+            return ()
+        if request.markup > XPATH_WORK:
+            return ()
+        root = request.xml
+        if root is None or root is TOO_DEEP:
+            return ()
+        request.work.spend(request.markup * _PASS_TAG_US)  # one pass, as a stub's would be
+        found = self.select(root)
+        if self.text_nodes:
+            return set(found)
+        return {str(_STRING_VALUE(element)) for element in found}
+
+
+def _xpath_literal(expr: str, namespaces: dict[str, str]) -> tuple[XmlLiteral, str] | None:
+    """An equality of the last element of a path of names with a string (the forms of
+    ``_XPATH_EQUALITY``): the literal and where it is compared; None for any other XPath."""
+    for form in _XPATH_EQUALITY:
+        found = form.fullmatch(expr)
+        if found is None:
+            continue
+        prefix = found["prefix"]
+        namespace = namespaces.get(prefix) if prefix else None
+        if prefix and namespace is None:
+            return None
+        literal = found["s1"] if found["s1"] is not None else found["s2"]
+        text_nodes = (found["what"] or ".").replace(" ", "").endswith("text()")
+        return XmlLiteral.of(namespace, found["local"], text_nodes), literal
+    return None
+
+
 # name in the stub JSON -> factory; body matchers take one list item each.
 REQUEST_MATCHERS: dict[str, Callable[[object], Matcher]] = {
     "method": Method,
@@ -832,13 +1027,17 @@ BODY_MATCHERS: dict[str, Callable[..., Matcher]] = {
 }
 
 
-@dataclass(frozen=True)
+Literal = tuple["JsonLiteral | XmlLiteral", str]
+
+
+@dataclass(frozen=True, slots=True)
 class CompiledRequest:
     matchers: tuple[Matcher, ...]
     # Index hints: positive conditions that every matching request must satisfy.
     anchor: str | None  # the longest whitespace-stripped ``contains`` pattern (or a window)
     exact_path: str | None
     method: str | None = None
+    literal: Literal | None = None  # a JSONPath or XPath equality with a string: where, what
 
     def matches(self, request: PlaybackRequest) -> bool:
         try:
@@ -870,41 +1069,68 @@ def _as_list(value: object) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
-def compile_request(request: dict[str, Any]) -> CompiledRequest:
-    """Compile a stub's ``request`` object; raise Invalid for unknown or malformed matchers."""
+# A request matcher's compiled form: its matchers, and the exact path and method it sets.
+_Part = tuple[tuple[Matcher, ...], str | None, str | None]
+SharedParts = dict[tuple[str, bytes], _Part]
+
+
+def compile_request(request: dict[str, Any], shared: SharedParts | None = None) -> CompiledRequest:
+    """Compile a stub's ``request`` object; raise Invalid for unknown or malformed matchers.
+
+    ``shared``: request matchers already compiled for other stubs (by key and value), used
+    as they are: matchers never change, and 100,000 stubs mostly share a method and path.
+    """
     matchers: list[Matcher] = []
     anchors: list[str] = []
     exact_path = method = None
+    literal = None
     for key, value in request.items():
         name, negated = _split_negation(key)
         if name == "bodyPatterns" and not negated:
-            body_matchers, body_anchors = _compile_body(value)
+            body_matchers, body_anchors, literal = _compile_body(value)
             matchers.extend(body_matchers)
             anchors.extend(body_anchors)
             continue
-        factory = REQUEST_MATCHERS.get(name)
-        if factory is None:
-            known = ", ".join(["bodyPatterns", *REQUEST_MATCHERS])
-            raise Invalid(
-                f"unknown request matcher {shown(key)}; known: {known} (prefix '!' to negate)"
-            )
-        matcher = factory(value)
-        if negated:
-            matchers.append(_named(Not(matcher), key))
-            continue
-        if isinstance(matcher, AllOf):
-            matchers.extend(matcher.parts)  # named by their factory
-            continue
-        if isinstance(matcher, UrlPath):
-            exact_path = matcher.path
-        elif isinstance(matcher, Method):
-            method = matcher.method
-        matchers.append(_named(matcher, key))
+        cache_key = None
+        if shared is not None:
+            # Not JSON (no stored stub's value): compiled for this stub alone.
+            with contextlib.suppress(TypeError):
+                cache_key = (key, orjson.dumps(value, option=_SORTED))
+        part = shared.get(cache_key) if shared is not None and cache_key else None
+        if part is None:
+            part = _compile_part(key, name, negated, value)
+            if shared is not None and cache_key:
+                shared[cache_key] = part
+        matchers.extend(part[0])
+        if part[1] is not None:
+            exact_path = part[1]
+        if part[2] is not None:
+            method = part[2]
     anchor = max(anchors, key=len) if anchors else None
-    return CompiledRequest(tuple(matchers), anchor or None, exact_path, method)
+    return CompiledRequest(tuple(matchers), anchor or None, exact_path, method, literal)
 
 
-def _compile_body(value: object) -> tuple[list[Matcher], list[str]]:
+def _compile_part(key: str, name: str, negated: bool, value: object) -> _Part:
+    factory = REQUEST_MATCHERS.get(name)
+    if factory is None:
+        known = ", ".join(["bodyPatterns", *REQUEST_MATCHERS])
+        raise Invalid(
+            f"unknown request matcher {shown(key)}; known: {known} (prefix '!' to negate)"
+        )
+    matcher = factory(value)
+    if negated:
+        return (_named(Not(matcher), key),), None, None
+    if isinstance(matcher, AllOf):
+        return matcher.parts, None, None  # named by their factory
+    _named(matcher, key)
+    if isinstance(matcher, UrlPath):
+        return (matcher,), matcher.path, None
+    if isinstance(matcher, Method):
+        return (matcher,), None, matcher.method
+    return (matcher,), None, None
+
+
+def _compile_body(value: object) -> tuple[list[Matcher], list[str], Literal | None]:
     if not isinstance(value, dict):
         raise Invalid("request.bodyPatterns must be an object (or a list of objects)")
     namespaces = value.get("namespaces")
@@ -914,6 +1140,7 @@ def _compile_body(value: object) -> tuple[list[Matcher], list[str]]:
         raise Invalid("bodyPatterns.namespaces must map prefixes to namespace URIs")
     matchers: list[Matcher] = []
     anchors: list[str] = []
+    literal = None
     for key, items in value.items():
         if key == "namespaces":
             continue
@@ -929,10 +1156,12 @@ def _compile_body(value: object) -> tuple[list[Matcher], list[str]]:
                 matcher = Not(matcher)
             elif name == "contains":
                 anchors.append(matcher.pattern)  # type: ignore[attr-defined]
+            elif literal is None and isinstance(matcher, JsonPath | XPath):
+                literal = matcher.literal
             # One item is named by its list; several by their index in it.
-            label = f"bodyPatterns.{key}" + (f"[{i}]" if len(listed) > 1 else "")
+            label = sys.intern(f"bodyPatterns.{key}" + (f"[{i}]" if len(listed) > 1 else ""))
             matchers.append(_named(matcher, label))
-    return matchers, anchors
+    return matchers, anchors, literal
 
 
 @dataclass(frozen=True)
@@ -951,6 +1180,34 @@ class NearMiss:
 NEAR_MISS_BUDGET = 300
 
 
+def _share_strings(stub: Stub, strings: dict[str, str], empty: dict[str, Any]) -> None:
+    """One object for the values that stubs share (a store reads each stub's own copy of
+    its scenario's name, its method, its path, its empty args and headers: ~60 bytes each,
+    100,000 times). Nothing changes a stored stub's args or headers in place."""
+    if not stub.args:
+        stub.args = empty
+    for response in stub.responses:
+        if not response.headers:
+            response.headers = empty
+    stub.scenario = strings.setdefault(stub.scenario, stub.scenario)
+    stub.recorded = strings.setdefault(stub.recorded, stub.recorded)
+    request = stub.request
+    for key, value in request.items():
+        if type(value) is str:
+            request[key] = strings.setdefault(value, value)  # an equal value: no size change
+
+
+def _add_rank(table: dict[str, int | list[int]], key: str, rank: int) -> None:
+    """One rank as itself, several as a list: most keys belong to one stub."""
+    held = table.get(key)
+    if held is None:
+        table[key] = rank
+    elif isinstance(held, int):
+        table[key] = [held, rank]
+    else:
+        held.append(rank)
+
+
 def priority_key(stub: Stub) -> tuple[int, int, int]:
     """Lower priority wins; stubs without one come after all with one; ties keep order."""
     if stub.priority is None:
@@ -966,7 +1223,7 @@ ANCHOR_CHARS = 64
 _SCAN_SLICE = 64 * 1024  # ~5 ms of scanning, at worst
 
 
-def _sliced(automaton: Any, body: str) -> Iterator[tuple[int, str]]:
+def _sliced(automaton: Any, body: str) -> Iterator[tuple[int, int]]:
     """The anchors in ``body``, scanned a slice at a time, the slices overlapping by an
     anchor's length: on the matching thread, the loop's thread runs between them. Slices are
     copied: iter(body, start, end) converts all of body each time (an end past it: SIGSEGV)."""
@@ -978,12 +1235,13 @@ class _AnchorWindows:
     """Picks each long pattern's window that the fewest patterns share: recorded Mirage
     patterns are whole bodies that differ only in a few values, somewhere."""
 
-    def __init__(self, patterns: Iterable[str | None]) -> None:
+    def __init__(self) -> None:
         self.counts: dict[str, int] = {}
-        for pattern in patterns:
-            if pattern and len(pattern) > ANCHOR_CHARS:
-                for window in set(self.windows(pattern)):
-                    self.counts[window] = self.counts.get(window, 0) + 1
+
+    def add(self, pattern: str | None) -> None:
+        if pattern and len(pattern) > ANCHOR_CHARS:
+            for window in set(self.windows(pattern)):
+                self.counts[window] = self.counts.get(window, 0) + 1
 
     @staticmethod
     def windows(pattern: str) -> list[str]:
@@ -998,38 +1256,225 @@ class _AnchorWindows:
         return min(self.windows(pattern), key=self.counts.__getitem__)
 
 
-class StubIndex:
-    """All stubs of one scenario, compiled, in priority order, indexed for lookup."""
+# StubIndex.build does about this much work per step, between which the caller lets the
+# event loop run (100,000 stubs: ~1 s of work in all).
+BUILD_SLICE_S = 0.002
+# pyahocorasick's make_automaton is one C call that keeps the GIL (20-70 ms for 100,000
+# anchors of 14-33 characters, 200 ns a node for long random ones): a sliced build splits
+# the anchors into automata sized from the time the last one took, each built in about this
+# long. A body is then scanned once per automaton (~1.3 µs each for a 600-byte body; at 4 ms
+# an automaton, 100,000 anchors of 33 characters made 16, 22 µs a request against 3 µs for
+# one). 25 ms keeps that to a few automata, a few µs a request, and such a step comes a few
+# times per 100,000 stubs: well under what may hold the loop (100 ms), rare enough for p99.
+_SHARD_MAKE_S = 0.025
+_FIRST_SHARD_CHARS = 32 * 1024  # at 200 ns a character (the worst seen): 6 ms
+# Stubs compared by JSONPath or XPath equality are looked up by the value at most this
+# many places in the body (each a walk of the parsed body); the rest are tried as before.
+MAX_LITERAL_PLACES = 32
+_SORT_CHUNK = 2048
 
-    def __init__(self, stubs: Iterable[Stub]) -> None:
-        self.stubs: list[Stub] = sorted(stubs, key=priority_key)
-        self._compiled = [compile_request(s.request) for s in self.stubs]
-        self._by_anchor: dict[str, list[int]] = {}
+
+class _Clock:
+    """Says when a build step has had its time (never, without a limit)."""
+
+    __slots__ = ("limit", "until")
+
+    def __init__(self, limit: float | None) -> None:
+        self.limit = limit
+        self.until = math.inf
+        self.restart()
+
+    def restart(self) -> None:
+        if self.limit is not None:
+            self.until = time.perf_counter() + self.limit
+
+    def due(self) -> bool:
+        return time.perf_counter() >= self.until
+
+
+class _Anchors:
+    """Anchors into Aho-Corasick automata: one (``sliced`` False), or as many as keep each
+    make_automaton near ``_SHARD_MAKE_S``, each sized from the time the last one took. An
+    automaton's value for an anchor is its stub's rank * 2, or the index in ``groups`` of
+    the ranks of the stubs that share it * 2 + 1."""
+
+    def __init__(self, sliced: bool) -> None:
+        self.sliced = sliced
+        self.automata: list[Any] = []
+        self.groups: list[list[int]] = []
+        self.automaton = ahocorasick.Automaton(ahocorasick.STORE_INTS)
+        self.chars = 0
+        self.limit = _FIRST_SHARD_CHARS
+
+    def add(self, anchor: str, rank: int) -> bool:
+        """Add one; True when the automaton is full (``make`` it)."""
+        automaton = self.automaton
+        held = automaton.get(anchor, None)
+        if held is None:
+            automaton.add_word(anchor, rank << 1)
+            self.chars += len(anchor)
+        elif held & 1:
+            self.groups[held >> 1].append(rank)
+        else:
+            automaton.add_word(anchor, (len(self.groups) << 1) | 1)
+            self.groups.append([held >> 1, rank])
+        return self.sliced and self.chars >= self.limit
+
+    def make(self) -> None:
+        if not self.chars:
+            return
+        started = time.perf_counter()
+        self.automaton.make_automaton()
+        took = time.perf_counter() - started
+        self.automata.append(self.automaton)
+        # The next one sized from this one's time (at most 4 times as large).
+        self.limit = max(1024, int(self.chars * min(4.0, _SHARD_MAKE_S / max(took, 1e-6))))
+        self.automaton = ahocorasick.Automaton(ahocorasick.STORE_INTS)
+        self.chars = 0
+
+
+class StubIndex:
+    """All stubs of one scenario, compiled, in priority order, indexed for lookup.
+
+    Each stub is found through one of its positive conditions, the first of: its
+    ``contains`` anchor (an Aho-Corasick scan of the body); the literal a JSONPath or
+    XPath equality compares (the body parsed once, the value looked up); its exact
+    ``urlPath``; else it is tried for every request. Candidates are then fully checked in
+    priority order, so the index never changes which stub wins.
+    """
+
+    def __init__(self, stubs: Iterable[Stub] = ()) -> None:
+        for _ in self._fill(stubs, None):
+            pass
+
+    @classmethod
+    def build(
+        cls, stubs: Iterable[Stub], slice_s: float = BUILD_SLICE_S
+    ) -> Generator[None, None, StubIndex]:
+        """Build an index in steps of about ``slice_s`` of work each (``next()`` runs one),
+        so that the caller can let the event loop run between them; the index is the
+        generator's return value (``StopIteration.value``)."""
+        index = cls.__new__(cls)
+        yield from index._fill(stubs, slice_s)
+        return index
+
+    def _fill(self, stubs: Iterable[Stub], slice_s: float | None) -> Generator[None, None, None]:
+        clock = _Clock(slice_s)
+        self.stubs: list[Stub] = []
+        yield from self._priority_order(list(stubs), clock)
+        # A stub found by its anchor is compiled again when first a candidate: the index
+        # keeps only its anchor (100,000 stubs: ~180 bytes each); the others stay compiled.
+        self._compiled: list[CompiledRequest | None] = []
+        self._shared: SharedParts = {}
+        strings: dict[str, str] = {}
+        empty: dict[str, Any] = {}
+        windows = _AnchorWindows()
+        long_anchors: list[tuple[int, str]] = []  # placed once all windows are counted
+        anchors = _Anchors(slice_s is not None)
+        # Ranks are held as array('i') where only near misses read them: no int objects.
         self._by_path: dict[str, list[int]] = {}
         self._always: list[int] = []
-        # For near misses: all ranks by exact path, and by method.
-        self._near_path: dict[str, list[int]] = {}
-        self._near_method: dict[str, list[int]] = {}
-        windows = _AnchorWindows(c.anchor for c in self._compiled)
-        for rank, compiled in enumerate(self._compiled):
+        self._near_path: dict[str, array[int]] = {}
+        self._near_method: dict[str, array[int]] = {}
+        # Literal index: per place in the body, the literal compared there -> rank(s).
+        self._literals: list[tuple[JsonLiteral | XmlLiteral, dict[str, int | list[int]]]] = []
+        places: dict[JsonLiteral | XmlLiteral, dict[str, int | list[int]]] = {}
+        for rank, stub in enumerate(self.stubs):
+            _share_strings(stub, strings, empty)
+            compiled = compile_request(stub.request, self._shared)
             path = compiled.exact_path
-            if compiled.anchor:
-                self._by_anchor.setdefault(windows.rarest(compiled.anchor), []).append(rank)
-            elif path is not None:
-                self._by_path.setdefault(path, []).append(rank)
+            literal = compiled.literal
+            anchor = compiled.anchor
+            if anchor:
+                self._compiled.append(None)
+                if len(anchor) > ANCHOR_CHARS:
+                    windows.add(anchor)
+                    long_anchors.append((rank, anchor))
+                elif anchors.add(anchor, rank):
+                    yield  # an automaton is full: made in a step of its own
+                    anchors.make()
+                    yield
+                    clock.restart()
             else:
-                self._always.append(rank)
+                self._compiled.append(compiled)
+                if literal is not None and (
+                    literal[0] in places or len(places) < MAX_LITERAL_PLACES
+                ):
+                    where, value = literal
+                    table = places.get(where)
+                    if table is None:
+                        table = places[where] = {}
+                        self._literals.append((where, table))
+                    _add_rank(table, value, rank)
+                elif path is not None:
+                    self._by_path.setdefault(path, []).append(rank)
+                else:
+                    self._always.append(rank)
             if path is not None:
-                self._near_path.setdefault(path, []).append(rank)
+                self._near_path.setdefault(path, array("i")).append(rank)
             if compiled.method is not None:
-                self._near_method.setdefault(compiled.method, []).append(rank)
-        self._automaton = None
-        if self._by_anchor:
-            automaton = ahocorasick.Automaton()
-            for pattern in self._by_anchor:
-                automaton.add_word(pattern, pattern)
-            automaton.make_automaton()
-            self._automaton = automaton
+                self._near_method.setdefault(compiled.method, array("i")).append(rank)
+            if clock.due():
+                yield
+                clock.restart()
+        del strings, places
+        for rank, anchor in long_anchors:
+            if anchors.add(windows.rarest(anchor), rank):
+                yield
+                anchors.make()
+                yield
+                clock.restart()
+            elif clock.due():
+                yield
+                clock.restart()
+        del windows, long_anchors
+        yield
+        anchors.make()
+        self._automata = anchors.automata
+        self._anchor_groups = anchors.groups
+
+    def _compile(self, rank: int) -> CompiledRequest:
+        """A stub found by its anchor, compiled again (as when the index was built)."""
+        compiled = compile_request(self.stubs[rank].request, self._shared)
+        self._compiled[rank] = compiled
+        return compiled
+
+    def _priority_order(self, stubs: list[Stub], clock: _Clock) -> Generator[None, None, None]:
+        """``self.stubs``: ``stubs`` in priority order (sorted in chunks, then merged: one
+        sort of 100,000 keys is one call of tens of ms)."""
+        # The usual case, no priorities and stubs in insertion order: nothing to sort (nor
+        # 100,000 keys to hold meanwhile).
+        previous = None
+        for stub in stubs:
+            key = priority_key(stub)
+            if previous is not None and key < previous:
+                break
+            previous = key
+            if clock.due():
+                yield
+                clock.restart()
+        else:
+            self.stubs = stubs
+            return
+        keys = []
+        for stub in stubs:
+            keys.append(priority_key(stub))
+            if clock.due():
+                yield
+                clock.restart()
+        chunks = []
+        for start in range(0, len(keys), _SORT_CHUNK):
+            chunk = range(start, min(start + _SORT_CHUNK, len(keys)))
+            chunks.append(sorted(chunk, key=keys.__getitem__))
+            if clock.due():
+                yield
+                clock.restart()
+        ordered = self.stubs
+        for position in heapq.merge(*chunks, key=keys.__getitem__):
+            ordered.append(stubs[position])
+            if clock.due():
+                yield
+                clock.restart()
 
     def __len__(self) -> int:
         return len(self.stubs)
@@ -1040,22 +1485,44 @@ class StubIndex:
         path_hits = self._by_path.get(request.path)
         if path_hits:
             ranks.extend(path_hits)
+        if self._literals:
+            self._add_literal_hits(request, ranks)
         self._add_anchor_hits(request, ranks)
         ranks.sort()
         return ranks
 
+    def _add_literal_hits(self, request: PlaybackRequest, ranks: list[int]) -> None:
+        """Append the ranks of stubs whose JSONPath or XPath literal is in the body, where
+        their expression compares it (the body parsed once, for all of them)."""
+        for where, table in self._literals:
+            values = where.values(request)
+            found: Iterable[int | list[int]]
+            if values is None:  # too many to look up: all of them are tried
+                found = table.values()
+            else:
+                found = [hit for hit in map(table.get, values) if hit is not None]
+            for hit in found:
+                if type(hit) is int:
+                    ranks.append(hit)
+                else:
+                    ranks.extend(hit)  # type: ignore[arg-type]
+
     def _add_anchor_hits(self, request: PlaybackRequest, ranks: list[int]) -> None:
         """Append the ranks of stubs whose ``contains`` anchor occurs in the body."""
-        automaton = self._automaton
-        body = request.normalized_body
-        if automaton is None or not body:
+        automata = self._automata
+        body = request.normalized_body if automata else ""
+        if not body:
             return
-        seen: set[str] = set()
-        hits = automaton.iter(body) if len(body) <= _SCAN_SLICE else _sliced(automaton, body)
-        for _end, pattern in hits:
-            if pattern not in seen:
-                seen.add(pattern)
-                ranks.extend(self._by_anchor[pattern])
+        seen: set[int] = set()
+        for automaton in automata:
+            hits = automaton.iter(body) if len(body) <= _SCAN_SLICE else _sliced(automaton, body)
+            for _end, value in hits:
+                if value not in seen:
+                    seen.add(value)
+                    if value & 1:
+                        ranks.extend(self._anchor_groups[value >> 1])
+                    else:
+                        ranks.append(value >> 1)
 
     def match(self, request: PlaybackRequest, work_us: int = REQUEST_WORK_US) -> Stub | None:
         """The best stub matching ``request``; Invalid if trying them costs more than
@@ -1064,7 +1531,7 @@ class StubIndex:
         request._work = None if work_us == REQUEST_WORK_US else MatchingWork(work_us)
         try:
             for rank in self.candidates(request):
-                if compiled[rank].matches(request):
+                if (compiled[rank] or self._compile(rank)).matches(request):
                     return self.stubs[rank]
         except TooMuchWork:
             raise Invalid(
@@ -1098,7 +1565,7 @@ class StubIndex:
         request._work = None if work_us == REQUEST_WORK_US else MatchingWork(work_us)
         for rank in self._near_candidates(request, budget):
             try:
-                failed = compiled[rank].failures(request)
+                failed = (compiled[rank] or self._compile(rank)).failures(request)
             except TooMuchWork:
                 break  # near misses are a hint: those found so far
             scored.append((len(failed), rank, failed))

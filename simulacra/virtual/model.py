@@ -93,7 +93,9 @@ MAX_BODY_DEPTH = 254  # the deepest JSON body orjson writes (a deeper one was a 
 HEADER_NAME_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
-@dataclass
+# Slots: a scenario may hold 100,000 stubs, and their responses (issue 18: memory per stub).
+# Playback keeps weak references to responses (dataplane/playback.py).
+@dataclass(slots=True, weakref_slot=True)
 class Response:
     status: int = 200
     body: str = ""
@@ -169,7 +171,7 @@ class Response:
         )
 
 
-@dataclass
+@dataclass(slots=True)
 class Stub:
     scenario: str
     request: dict[str, Any]

@@ -10,17 +10,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from simulacra.background import Slices, Steps, run_in_slices
 from simulacra.errors import (
     AlreadyExists,
     Conflict,
+    DomainError,
     Invalid,
     NoMatch,
     NotFound,
@@ -28,7 +31,7 @@ from simulacra.errors import (
     Unavailable,
 )
 from simulacra.store.base import ScenarioImport, Store
-from simulacra.virtual.archive import ArchiveContent, build_stubs
+from simulacra.virtual.archive import ArchiveContent, short_name
 from simulacra.virtual.delays import DelayPolicy, sample_ms, split_name
 from simulacra.virtual.matching import (
     LARGE_BODY,
@@ -53,6 +56,8 @@ from simulacra.virtual.model import (
 from simulacra.virtual.playback import SequenceCounters
 from simulacra.virtual.templates import is_template, render_response
 
+log = logging.getLogger("simulacra")
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -73,6 +78,8 @@ class PutResult:
 
 
 NO_MATCH = "E017:No matching response found"
+# Stubs read from the store at a time, for an index or a listing (a few ms of the loop).
+STUB_PAGE = 200
 # Requests with a large body are matched here, one at a time: one thread, so that however
 # many arrive, the loop shares the interpreter with at most one of them.
 _MATCHING = ThreadPoolExecutor(max_workers=1, thread_name_prefix="simulacra-matching")
@@ -84,6 +91,11 @@ class VirtualService:
         self.now = now
         self._sessions: dict[tuple[str, str], Session] = {}  # (host, name) -> session
         self._indexes: dict[str, StubIndex] = {}  # scenario -> compiled stubs
+        # An index being built (in slices: 100,000 stubs take seconds), awaited by every
+        # request that needs it meanwhile; and each scenario's count of changes, by which a
+        # build knows whether what it read is still current when it ends.
+        self._building: dict[str, asyncio.Future[StubIndex]] = {}
+        self._changes: dict[str, int] = {}
         self._counters = SequenceCounters()
         self._adding: dict[str, asyncio.Lock] = {}  # scenario -> held while a stub is added
         self._dirty: set[tuple[str, str]] = set()  # sessions with unsaved last_used
@@ -101,16 +113,28 @@ class VirtualService:
         self._sessions = {(s.host, s.name): s for s in await self.store.list_sessions()}
         self._policies = {p.key: p for p in await self.store.list_delay_policies()}
 
+    async def warm(self) -> None:
+        """Compile the index of every scenario a session plays (a start runs this in the
+        background, so the first playback after a restart finds it built; one arriving
+        sooner waits for it, and other requests are served meanwhile)."""
+        playing = {s.scenario for s in self._sessions.values() if s.status == PLAYBACK}
+        for scenario in sorted(playing):
+            try:
+                await self._index(scenario)
+            except (DomainError, Unavailable) as exc:  # its first playback tries again
+                log.warning("index of %s not built at start: %s", scenario, exc)
+
     async def on_change(self, kind: str, key: str) -> None:
         """Shared state changed (told by the store's LISTEN task, possibly for this instance's
         own write): drop or reload the cached copies. Never called on the hot path.
 
-        ``kind`` is ``scenario`` (key: its name), ``session``/``sessions``, ``policy``, or
-        ``*`` (resync everything, e.g. after the listener reconnected)."""
+        ``kind`` is ``scenario`` (key: its name), ``session``/``sessions``, ``policy``,
+        ``counters`` (a session's sequences restarted), or ``*`` (resync everything, e.g.
+        after the listener reconnected)."""
         if kind == "*":
             await self._rebuild_indexes()
         elif kind == "scenario":
-            self._indexes.pop(key, None)
+            self._changed(key)
         if kind == "session":  # key: "host name"
             host, _, name = key.partition(" ")
             await self._sync_session(host, name)
@@ -118,6 +142,13 @@ class VirtualService:
             await self._reload_sessions()
         if kind in ("policy", "*"):
             self._policies = {p.key: p for p in await self.store.list_delay_policies()}
+        # Sequences this instance saw played to their end ask the store again after a reset
+        # anywhere (key: "host name"); after a resync, a reset may have been missed.
+        if kind == "counters":
+            host, _, name = key.partition(" ")
+            self._counters.reset((host, name))
+        elif kind == "*":
+            self._counters.reset_all()
 
     async def _rebuild_indexes(self) -> None:
         """Every compiled index read again from the store, each swapped in once read.
@@ -126,12 +157,10 @@ class VirtualService:
         store may go away again; a dropped index would make the next playback wait for the
         store (a 503 while it is down), where the index held still answers. A store failure
         here leaves the rest as they are, and the listener resyncs again once it reconnects.
-        An index a local write replaced or dropped meanwhile is left to that write.
         """
-        for scenario, held in list(self._indexes.items()):
-            fresh = StubIndex(await self.store.list_stubs(scenario))
-            if self._indexes.get(scenario) is held:
-                self._indexes[scenario] = fresh
+        for scenario in list(self._indexes):
+            self._refresh(scenario)
+            await self._index(scenario, current=True)
 
     async def _reload_sessions(self) -> None:
         stored = {(s.host, s.name): s for s in await self.store.list_sessions()}
@@ -192,7 +221,8 @@ class VirtualService:
         (the store's ``clear``, in one transaction), and every cached copy of them."""
         await self.store.clear()
         self._sessions = {}
-        self._indexes = {}
+        for scenario in list(self._indexes) + list(self._building):
+            self._changed(scenario, drop=True)
         self._policies = {}
         self._counters = SequenceCounters()
         self._dirty = set()
@@ -272,7 +302,7 @@ class VirtualService:
             key = (session.host, session.name)
             self._counters.reset(key)
             del self._sessions[key]
-        self._indexes.pop(name, None)
+        self._changed(name, drop=True)
 
     async def import_scenarios(
         self, host: str, archives: list[ArchiveContent]
@@ -297,7 +327,7 @@ class VirtualService:
                 raise AlreadyExists(f"{archive.source}: Scenario {name} already exists")
             names.add(name)
             scenario = Scenario(name=name, created=self.now().isoformat())
-            stubs = build_stubs(archive, name, today)
+            stubs = await run_in_slices(archive_stubs(archive, name, today))
             result: dict[str, Any] = {
                 "scenario": archive.scenario,
                 "session": session_name,
@@ -323,7 +353,7 @@ class VirtualService:
             results.append(result)
         await self.store.import_scenarios(imports)
         for item in imports:
-            self._indexes.pop(item.scenario.name, None)
+            self._changed(item.scenario.name, drop=True)
             if item.session is not None:
                 key = (item.session.host, item.session.name)
                 self._sessions[key] = item.session
@@ -368,8 +398,9 @@ class VirtualService:
                     f"Session {session_name} already exists in {existing.status} mode;"
                     " end it before beginning it again"
                 )
-        stats = await self.store.stub_stats(scenario.name)
-        if mode == RECORD and stats.count and not append:
+        # One row tells whether it has stubs (their count sums an index of 100,000: 12 ms).
+        has_stubs = bool(await self.store.list_stubs(scenario.name, limit=1))
+        if mode == RECORD and has_stubs and not append:
             raise Invalid(
                 f"Scenario ({scenario.name}) has existing stubs, delete them before recording"
                 " or create another scenario!"  # Mirage's words, verbatim: clients match them
@@ -387,11 +418,11 @@ class VirtualService:
                     f"Scenario {scenario.name} is being recorded in session {recording[0]};"
                     " end it before playback"
                 )
-            if not stats.count:
+            if not has_stubs:
                 raise PreconditionFailed(
                     f"Scenario {scenario.name} has no stubs: record or add stubs before playback"
                 )
-            await self._index(scenario.name)  # compile now, not on the first request
+            await self._index(scenario.name, current=True)  # now, not on the first request
         session = Session(
             host, session_name, scenario.name, str(mode), self._date(), None, port, upstream
         )
@@ -519,52 +550,103 @@ class VirtualService:
     async def _add_stub(self, stub: Stub, stateful: bool = True) -> PutResult:
         """Store a new stub, or append its responses to the stub with the same matchers.
         One at a time per scenario: two equal requests recorded at once make one stub."""
-        lock = self._adding.setdefault(stub.scenario, asyncio.Lock())
-        async with lock:
+        async with self._adding.setdefault(stub.scenario, asyncio.Lock()):
             existing = await self.store.find_stub(stub.scenario, stub.matchers_hash)
-            self._indexes.pop(stub.scenario, None)
+            status = merge_stub(existing, stub, stateful)
             if existing is None:
-                return PutResult("created", await self.store.insert_stub(stub))
-            if not stateful and [(r.body, r.fault, r.dribble) for r in existing.responses] == [
-                (r.body, r.fault, r.dribble) for r in stub.responses
-            ]:
-                return PutResult("ignored", existing)
-            existing.responses.extend(stub.responses)
-            await self.store.update_stub(existing)
-            return PutResult("updated", existing)
+                await self.store.insert_stub(stub)
+            elif status == "updated":
+                await self.store.update_stub(existing)
+            if status != "ignored":
+                self._changed(stub.scenario)
+            return PutResult(status, existing or stub)
+
+    async def _add_stubs(self, scenario: str, stubs: list[Stub], stateful: bool) -> ImportCounts:
+        """``_add_stub`` for many, in one write: all or nothing."""
+        async with self._adding.setdefault(scenario, asyncio.Lock()):
+            held: dict[str, Stub] = {}  # matchers_hash -> the first stub with those matchers
+            if await self.store.list_stubs(scenario, limit=1):
+                async for page in self.stub_pages(scenario):
+                    for stub in page:
+                        held.setdefault(stub.matchers_hash, stub)
+            counts, new, changed = await run_in_slices(_merge_stubs(held, stubs, stateful))
+            await self.store.write_stubs(scenario, new, changed)
+            self._changed(scenario)
+        if self._plays(scenario):
+            await self._index(scenario, current=True)  # plays them once this answers
+        return counts
+
+    async def import_stubs(
+        self,
+        scenario_name: str,
+        documents: Iterable[object],
+        *,
+        host: str,
+        session_name: str | None = None,
+        priority: object = None,
+        stateful: bool = True,
+        args: dict[str, str] | None = None,
+        delay_policy: str | None = None,
+        recorded: str | None = None,
+    ) -> ImportCounts:
+        """Many stubs at once, each taken as ``put_stub`` takes one, all or nothing: into
+        the scenario a session records (``session_name``), or straight into the scenario
+        whatever its sessions do (a playing one plays them once this returns)."""
+        scenario = await self.get_scenario(scenario_name)
+        if session_name is not None:
+            await self._sync_session(host, session_name)
+            session = self.session(host, session_name)
+            if session.scenario != scenario.name:
+                raise Invalid(
+                    f"Session {session_name} records scenario {session.scenario},"
+                    f" not {scenario.name}"
+                )
+            if session.status != RECORD:
+                raise Conflict(f"Session {session_name} is in {session.status} mode, not record")
+        options = {
+            "scenario": scenario.name,
+            "priority": priority,
+            "args": args,
+            "delay_policy": delay_policy,
+            "recorded": recorded or self._date(),
+        }
+        stubs = await run_in_slices(_build_stubs(documents, options, _stub_label))
+        if not stubs:
+            raise Invalid("no stubs to import: send a JSON array of stubs, or one per line")
+        return await self._add_stubs(scenario.name, stubs, stateful)
 
     async def record_documents(
         self,
         scenario_name: str,
         documents: list[dict[str, Any]],
         labels: list[str] | None = None,
-    ) -> list[PutResult]:
+    ) -> ImportCounts:
         """Store recorded stub documents (``recording.stub_document``: a proxied call, a HAR
         entry) in the scenario; a request seen again extends its stub's sequence, in order.
         Every stub is checked as a PUT checks it before any is stored; a refusal names
         ``labels[i]``, else the document's method and path."""
         scenario = await self.get_scenario(scenario_name)
-        recorded = self._date()
+        options = {"scenario": scenario.name, "recorded": self._date()}
 
-        def build() -> list[Stub]:
-            stubs = []
-            for i, document in enumerate(documents):
-                try:
-                    stub = stub_from_document(document, scenario=scenario.name, recorded=recorded)
-                except Invalid as exc:
-                    where = labels[i] if labels is not None else _recorded_label(i, document)
-                    raise Invalid(f"{where}: {exc.message}") from None
-                stubs.append(stub)
-            return stubs
+        def label(i: int, document: object) -> str:
+            return labels[i] if labels is not None else _recorded_label(i, document)
 
-        # A proxied call is one document; a HAR may hold thousands (0.35 s for 9,000).
-        stubs = build() if len(documents) <= 16 else await asyncio.to_thread(build)
-        return [await self._add_stub(stub) for stub in stubs]
+        stubs = await run_in_slices(_build_stubs(documents, options, label))
+        if not stubs:
+            return ImportCounts()
+        if len(stubs) == 1:  # a proxied call: one row, as a PUT writes it
+            result = await self._add_stub(stubs[0])
+            return ImportCounts(**{result.status: 1})
+        return await self._add_stubs(scenario.name, stubs, stateful=True)
 
-    async def list_stubs(
-        self, scenario_name: str, offset: int = 0, limit: int | None = None
-    ) -> list[Stub]:
-        """A scenario's stubs in insertion order (``limit`` of them from ``offset``)."""
+    async def all_stubs(self, scenario_name: str) -> list[Stub]:
+        """Every stub of a scenario in insertion order, read a page at a time."""
+        await self.get_scenario(scenario_name)
+        return [stub async for page in self.stub_pages(scenario_name) for stub in page]
+
+    async def list_stubs(self, scenario_name: str, offset: int, limit: int) -> list[Stub]:
+        """A page of a scenario's stubs in insertion order: ``limit`` of them from
+        ``offset`` (all of them: ``stub_pages``)."""
         await self.get_scenario(scenario_name)
         return await self.store.list_stubs(scenario_name, offset, limit)
 
@@ -577,7 +659,7 @@ class VirtualService:
                 " end them before deleting stubs, or use force"
             )
         count = await self.store.delete_stubs(scenario_name)
-        self._indexes.pop(scenario_name, None)
+        self._changed(scenario_name, drop=True)
         return count
 
     # delay policies --------------------------------------------------------
@@ -619,12 +701,80 @@ class VirtualService:
 
     # playback --------------------------------------------------------------
 
-    async def _index(self, scenario: str) -> StubIndex:
+    async def _index(self, scenario: str, current: bool = False) -> StubIndex:
+        """The scenario's compiled index: the one held, else built once however many
+        requests wait for it. ``current``: with every change made so far (a build under
+        way, the one held is not, is waited for)."""
         index = self._indexes.get(scenario)
-        if index is None:
-            index = StubIndex(await self.store.list_stubs(scenario))
-            self._indexes[scenario] = index
-        return index
+        building = self._building.get(scenario)
+        if index is not None and (building is None or not current):
+            return index
+        if building is None:
+            building = self._start_build(scenario)
+        return await asyncio.shield(building)  # a waiter cancelled leaves the build going
+
+    def _start_build(self, scenario: str) -> asyncio.Future[StubIndex]:
+        building = asyncio.ensure_future(self._build(scenario))
+        self._building[scenario] = building
+        building.add_done_callback(functools.partial(self._built, scenario))
+        return building
+
+    async def _build(self, scenario: str) -> StubIndex:
+        while True:  # a change came while compiling: compile again, so what is kept is current
+            changes = self._changes.get(scenario, 0)
+            index = await self._compile(scenario)
+            if self._changes.get(scenario, 0) == changes:
+                self._indexes[scenario] = index
+                return index
+
+    def _built(self, scenario: str, building: asyncio.Future[StubIndex]) -> None:
+        if self._building.get(scenario) is building:
+            del self._building[scenario]
+        if not building.cancelled():
+            building.exception()  # retrieved: a failed build is its waiters' error
+
+    async def _compile(self, scenario: str) -> StubIndex:
+        """Read the scenario's stubs and compile them, a slice at a time (background.py)."""
+        stubs = [stub async for page in self.stub_pages(scenario) for stub in page]
+        return await run_in_slices(StubIndex.build(stubs))
+
+    def _changed(self, scenario: str, *, drop: bool = False) -> None:
+        """The scenario's stubs changed (call it once the store has them): a build under
+        way compiles again, and the index held answers until its successor is built
+        (compiling 100,000 stubs takes seconds). ``drop``, or when no session plays it, the
+        index is forgotten at once (the stubs or the scenario are gone; or nothing needs it
+        until a session begins, which builds it)."""
+        if drop or not self._plays(scenario):
+            self._changes[scenario] = self._changes.get(scenario, 0) + 1
+            self._indexes.pop(scenario, None)
+        else:
+            self._refresh(scenario)
+
+    def _refresh(self, scenario: str) -> None:
+        """Compile the scenario's index again, the one held answering meanwhile."""
+        self._changes[scenario] = self._changes.get(scenario, 0) + 1
+        if scenario in self._indexes and scenario not in self._building:
+            self._start_build(scenario)
+
+    def _plays(self, scenario: str) -> bool:
+        return any(s.status == PLAYBACK for s in self.sessions_of(scenario))
+
+    async def stub_pages(
+        self, scenario: str, size: int = STUB_PAGE
+    ) -> AsyncGenerator[list[Stub], None]:
+        """The scenario's stubs in insertion order, ``size`` at a time, pausing between
+        pages (background.py): reading 100,000 takes a second of the loop's time."""
+        slices = Slices()
+        after = 0
+        while True:
+            page = await self.store.list_stubs(scenario, limit=size, after=after)
+            if not page:
+                return
+            yield page
+            if len(page) < size:
+                return
+            after = page[-1].seq
+            await slices.pause()
 
     def playback_now(
         self, session: Session, request: PlaybackRequest
@@ -642,8 +792,9 @@ class VirtualService:
         if index is None or len(request.body) > LARGE_BODY:
             return None
         stub = index.match(request)
-        if stub is not None and self._shared and len(stub.responses) > 1:
-            return None
+        key = (session.host, session.name)
+        if stub is not None and self._shared and not self._counters.settled(key, stub):
+            return None  # a sequence's position comes from the store
         return self._answer(session, request, stub, None)
 
     async def playback(
@@ -669,10 +820,14 @@ class VirtualService:
         else:
             stub = index.match(request)
         served = None
-        if stub is not None and self._shared and len(stub.responses) > 1:
+        key = (session.host, session.name)
+        if stub is not None and self._shared and not self._counters.settled(key, stub):
+            counters = self._counters  # the one asked: reset() replaces it
+            resets = counters.resets
             served = await self.store.next_response(  # type: ignore[attr-defined]
                 f"{session.host} {session.name}", stub.id
             )
+            counters.served(key, stub, served, resets)
         return self._answer(session, request, stub, served, misses)
 
     @staticmethod
@@ -720,8 +875,94 @@ class VirtualService:
         return stub.id, response
 
 
-def _recorded_label(i: int, document: dict[str, Any]) -> str:
-    request = document.get("request", {})
+def merge_stub(existing: Stub | None, stub: Stub, stateful: bool) -> str:
+    """What storing ``stub`` does beside ``existing``, the stored stub with the same
+    matchers: "created" (there is none), "ignored" (not stateful, and the same responses),
+    or "updated" (``existing`` gets ``stub``'s responses appended: its sequence grows)."""
+    if existing is None:
+        return "created"
+    if not stateful and [(r.body, r.fault, r.dribble) for r in existing.responses] == [
+        (r.body, r.fault, r.dribble) for r in stub.responses
+    ]:
+        return "ignored"
+    existing.responses.extend(stub.responses)
+    return "updated"
+
+
+@dataclass
+class ImportCounts:
+    """What storing many stubs did (``merge_stub``'s outcomes, counted)."""
+
+    created: int = 0
+    updated: int = 0
+    ignored: int = 0
+
+
+def _merge_stubs(
+    held: dict[str, Stub], stubs: list[Stub], stateful: bool
+) -> Steps[tuple[ImportCounts, list[Stub], list[Stub]]]:
+    """``merge_stub`` for each of ``stubs`` in order, against ``held`` (matchers_hash ->
+    stored stub; the new ones join it): the counts, the stubs to insert and those changed."""
+    counts = ImportCounts()
+    new: list[Stub] = []
+    changed: dict[int, Stub] = {}  # id() -> a stored stub whose responses grew
+    fresh: set[int] = set()  # id() of the new ones (they are inserted as they end up)
+    for i, stub in enumerate(stubs):
+        existing = held.get(stub.matchers_hash)
+        status = merge_stub(existing, stub, stateful)
+        if existing is None:
+            held[stub.matchers_hash] = stub
+            new.append(stub)
+            fresh.add(id(stub))
+            counts.created += 1
+        elif status == "updated":
+            if id(existing) not in fresh:
+                changed[id(existing)] = existing
+            counts.updated += 1
+        else:
+            counts.ignored += 1
+        if i % 500 == 499:
+            yield
+    return counts, new, list(changed.values())
+
+
+def _build_stubs(
+    documents: Iterable[object], options: dict[str, Any], label: Callable[[int, object], str]
+) -> Steps[list[Stub]]:
+    """Each document as ``stub_from_document`` takes it with ``options``; a refusal names
+    ``label(i, document)``."""
+    stubs = []
+    for i, document in enumerate(documents):
+        try:
+            stubs.append(stub_from_document(document, **options))
+        except Invalid as exc:
+            raise Invalid(f"{label(i, document)}: {exc.message}") from None
+        if i % 50 == 49:
+            yield
+    return stubs
+
+
+def archive_stubs(archive: ArchiveContent, scenario: str, recorded: str) -> Steps[list[Stub]]:
+    """An archive's stub documents, each checked as a PUT checks it; stubs with equal
+    matchers become one whose responses play in file order (as PUTs append them)."""
+    entries = [entry for entry, _ in archive.stubs]
+
+    def label(i: int, document: object) -> str:
+        return f"{archive.source}: {short_name(entries[i])}"
+
+    options = {"scenario": scenario, "recorded": recorded}
+    stubs = yield from _build_stubs((d for _, d in archive.stubs), options, label)
+    _, merged, _ = yield from _merge_stubs({}, stubs, stateful=True)
+    return merged
+
+
+def _stub_label(i: int, document: object) -> str:
+    return f"stub {i}"
+
+
+def _recorded_label(i: int, document: object) -> str:
+    request = document.get("request", {}) if isinstance(document, dict) else {}
+    request = request if isinstance(request, dict) else {}
     return f"exchange {i} ({request.get('method')} {str(request.get('urlPath'))[:200]})"
 
 

@@ -24,6 +24,7 @@ from urllib.parse import parse_qsl, urlencode
 
 import orjson
 
+from simulacra.background import Steps, drain
 from simulacra.dataplane.request import Request
 from simulacra.errors import Invalid, shown
 from simulacra.virtual.model import normalize_host
@@ -698,24 +699,43 @@ class TrackerJournal:
     def page(self, query: TrackerQuery, skip: int, limit: int) -> tuple[int, list[TrackerRecord]]:
         """(how many match, the ``limit`` matches after ``skip``), newest first."""
         first, held = self.first_id, len(self._records)
-        low, high, query = query.id_window()
-        # The ids asked for as positions: records[start:stop] (ids are contiguous).
+        low, high, rest = query.id_window()
+        if not rest.selects_all:
+            return drain(self.page_steps(query, skip, limit))
+        # The ids asked for as positions: records[start:stop] (ids are contiguous); counted
+        # and sliced without a scan.
         start = min(max(low - first, 0), held)
         stop = max(min(high - first + 1, held), start)
         from_end = held - stop  # records newer than the window
-        if query.selects_all:  # count and slice without a scan
-            # Past the end, nothing: islice refuses a stop beyond sys.maxsize (skip < 2**63).
-            end = min(skip + limit, stop - start)
-            window = islice(reversed(self._records), from_end + min(skip, end), from_end + end)
-            newest = first + stop - 1
-            return stop - start, [
-                _with_id(record, newest - skip - i) for i, record in enumerate(window)
-            ]
+        # Past the end, nothing: islice refuses a stop beyond sys.maxsize (skip < 2**63).
+        end = min(skip + limit, stop - start)
+        window = islice(reversed(self._records), from_end + min(skip, end), from_end + end)
+        newest = first + stop - 1
+        return stop - start, [
+            _with_id(record, newest - skip - i) for i, record in enumerate(window)
+        ]
+
+    def page_steps(
+        self, query: TrackerQuery, skip: int, limit: int
+    ) -> Steps[tuple[int, list[TrackerRecord]]]:
+        """``page``, as steps of a few thousand records each (background.py): filtering
+        100,000 records takes 15-70 ms. It reads the records held at its first step."""
+        low, high, rest = query.id_window()
+        if rest.selects_all:
+            return self.page(query, skip, limit)  # no scan: counted and sliced at once
+        first, held = self.first_id, len(self._records)
+        start = min(max(low - first, 0), held)
+        stop = max(min(high - first + 1, held), start)
+        query = rest
         if start == 0 and stop == held:
             rows = list(self._records)
         else:  # walked from the nearer end: a tail's window of new records costs its size
-            rows = list(islice(reversed(self._records), from_end, held - start))[::-1]
-        picked = _matching(query, rows)
+            rows = list(islice(reversed(self._records), held - stop, held - start))[::-1]
+        picked: list[int] = []
+        for end in range(len(rows), 0, -_SCAN_STEP):  # newest first, a step at a time
+            begin = max(end - _SCAN_STEP, 0)
+            picked += [begin + i for i in _matching(query, rows[begin:end])]
+            yield
         first += start
         return len(picked), [_with_id(rows[i], first + i) for i in picked[skip : skip + limit]]
 
@@ -733,6 +753,8 @@ def _with_id(record: tuple[Any, ...], record_id: int) -> TrackerRecord:
     return _new_record((record_id, *record[1:]))
 
 
+# Records filtered per step of ``TrackerJournal.page_steps`` (~1-3 ms).
+_SCAN_STEP = 8192
 _COMPARE = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 _INDEX = {name: i for i, name in enumerate(TrackerRecord._fields)}
 

@@ -950,6 +950,9 @@ def _page(items: list[Any], limit: str | None, marker: str | None) -> list[Any]:
 class ComputeBackend:
     """Every tenant's compute state, in memory; ``reset()`` forgets it all."""
 
+    # --shared-cloud stores each tenant's state as a row of its own (simulacra/cloud/shared.py).
+    SHARED_PARTS = ("tenants",)
+
     def __init__(self, clock: Clock, rng: random.Random | None = None) -> None:
         self.clock = clock
         self.rng = rng or random.Random()

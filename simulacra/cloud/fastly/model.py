@@ -321,6 +321,9 @@ class Customer:
 class FastlyBackend:
     """Every customer's Fastly state, in memory; ``reset()`` forgets it all."""
 
+    # --shared-cloud stores each customer's state as a row of its own (simulacra/cloud/shared.py).
+    SHARED_PARTS = ("customers",)
+
     def __init__(self, clock: Clock, rng: random.Random | None = None) -> None:
         self.clock = clock
         self.rng = rng or random.Random()

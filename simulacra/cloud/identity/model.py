@@ -214,6 +214,9 @@ def _string(document: dict[str, Any], key: str) -> str:
 class Identity:
     """The identity backend: ``core.services["identity"]``."""
 
+    # --shared-cloud stores each member of these as a row of its own (simulacra/cloud/shared.py).
+    SHARED_PARTS = ("_users", "_user_ids", "_tenants", "_tokens")
+
     def __init__(self, clock: Clock, default_region: str = "DFW") -> None:
         self.clock = clock
         self.default_region = default_region

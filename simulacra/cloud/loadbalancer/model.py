@@ -16,7 +16,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import ipaddress
-import itertools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -451,15 +450,26 @@ class AddressPool:
 
     def __init__(self, network: str, what: str) -> None:
         self.network = ipaddress.ip_network(network)
+        self._text = network
         self.what = what
-        self._next = itertools.count(1)
+        self._taken = 0  # addresses handed out: the next is the network's address + 1
         self._limit = self.network.num_addresses - 1
         self._base = int(self.network.network_address)
         # IPv6: the text of the current 65,536-address block up to its last hextet.
         self._block: tuple[int, str] | None = None
 
+    # Pickled by --shared-cloud at every cloud request (simulacra/cloud/shared.py): the
+    # network as its text, the rest derived again on load (an ip_network pickles slowly).
+    def __getstate__(self) -> dict[str, Any]:
+        return {"network": self._text, "what": self.what, "taken": self._taken}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["network"], state["what"])  # type: ignore[misc]
+        self._taken = state["taken"]
+
     def take(self) -> str:
-        index = next(self._next)
+        self._taken += 1
+        index = self._taken
         if index >= self._limit:
             raise ClbError(f"no free {self.what} address left; restart or reset the mock", 500)
         return self.text(self._base + index)
@@ -835,6 +845,9 @@ class LoadBalancerBackend:
     unique (Mimic drew them at random and could collide).
     """
 
+    # --shared-cloud stores each tenant's region as a row of its own (simulacra/cloud/shared.py).
+    SHARED_PARTS = ("regions",)
+
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
         self.regions: dict[tuple[str, str], RegionLoadBalancers] = {}
@@ -842,22 +855,27 @@ class LoadBalancerBackend:
 
     def reset(self) -> None:
         self.regions.clear()
-        self._lb_ids = itertools.count(10_001)
-        self._node_ids = itertools.count(100_001)
-        self._vip_ids = itertools.count(1_001)
+        # The last id handed out of each kind (ints rather than counters: --shared-cloud
+        # pickles them at every cloud request, and an int pickles fastest).
+        self._lb_id = 10_000
+        self._node_id = 100_000
+        self._vip_id = 1_000
         # Ranges reserved for benchmarks and examples: they can never reach a real host.
         self.public_v4 = AddressPool("198.18.0.0/15", "public IPv4")
         self.public_v6 = AddressPool("2001:db8:1b::/64", "public IPv6")
         self.servicenet = AddressPool("10.190.0.0/16", "ServiceNet IPv4")
 
     def new_lb_id(self) -> int:
-        return next(self._lb_ids)
+        self._lb_id += 1
+        return self._lb_id
 
     def new_node_id(self) -> int:
-        return next(self._node_ids)
+        self._node_id += 1
+        return self._node_id
 
     def new_vip_id(self) -> int:
-        return next(self._vip_ids)
+        self._vip_id += 1
+        return self._vip_id
 
     # Reads for the console: they never create a tenant's region, as ``region`` does.
 

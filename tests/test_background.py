@@ -1,0 +1,160 @@
+"""Long work in slices (simulacra/background.py) and the service's index builds on it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+
+from simulacra.background import SLICE_S, Slices, drain, run_in_slices
+from simulacra.store.sqlite import SQLiteStore
+from simulacra.virtual.model import stub_from_document
+from simulacra.virtual.service import VirtualService
+
+
+def busy(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def steps(n: int, each_s: float, done: list[int]) -> Iterator[None]:
+    for i in range(n):
+        busy(each_s)
+        done.append(i)
+        yield
+    return "finished"  # type: ignore[return-value]
+
+
+def test_run_in_slices_runs_every_step_and_returns_the_value() -> None:
+    done: list[int] = []
+    assert asyncio.run(run_in_slices(steps(5, 0, done))) == "finished"  # type: ignore[arg-type]
+    assert done == [0, 1, 2, 3, 4]
+    assert drain(steps(3, 0, [])) == "finished"  # type: ignore[arg-type]
+
+
+def test_others_run_between_slices_of_a_long_job_and_not_within_a_short_one() -> None:
+    async def go(each_s: float) -> list[tuple[str, int]]:
+        seen: list[tuple[str, int]] = []
+        done: list[int] = []
+
+        async def other() -> None:
+            while len(done) < 4:
+                seen.append(("other", len(done)))
+                await asyncio.sleep(0)
+
+        competitor = asyncio.create_task(other())
+        await asyncio.sleep(0)  # it runs once before the job starts
+        await run_in_slices(steps(4, each_s, done))  # type: ignore[arg-type]
+        await competitor
+        return seen
+
+    # Each step longer than a slice: the job yields after each, and the other task runs
+    # with 1, 2 and 3 steps done.
+    long_seen = asyncio.run(go(SLICE_S * 1.5))
+    assert {n for _, n in long_seen} >= {0, 1, 2, 3}
+    # Steps far shorter than a slice: the whole job runs in one slice, never yielding.
+    short_seen = asyncio.run(go(0))
+    assert {n for _, n in short_seen} <= {0, 4}
+
+
+def test_a_pause_within_a_slice_returns_without_yielding() -> None:
+    async def go() -> bool:
+        ran = False
+
+        async def other() -> None:
+            nonlocal ran
+            ran = True
+
+        slices = Slices()
+        task = asyncio.create_task(other())
+        await slices.pause()  # just begun: within the slice
+        within = not ran
+        await task
+        return within
+
+    assert asyncio.run(go())
+
+
+# the service's index builds ------------------------------------------------------------
+
+
+def stub_doc(i: int) -> dict[str, object]:
+    return {
+        "request": {"bodyPatterns": {"contains": [f"<id>{i}</id>"]}},
+        "response": {"status": 200, "body": f"answer {i}"},
+    }
+
+
+async def service_with(n: int) -> VirtualService:
+    store = SQLiteStore(":memory:")
+    await store.open()
+    svc = VirtualService(store)
+    await svc.create_scenario("h:s")
+    stubs = [stub_from_document(stub_doc(i), scenario="h:s", recorded="d") for i in range(n)]
+    await store.write_stubs("h:s", stubs, [])
+    return svc
+
+
+def test_one_build_serves_every_request_waiting_for_the_index() -> None:
+    async def go() -> None:
+        svc = await service_with(1000)
+        first, second = await asyncio.gather(svc._index("h:s"), svc._index("h:s"))
+        assert first is second and len(first) == 1000
+        assert await svc._index("h:s") is first  # kept
+
+    asyncio.run(go())
+
+
+def test_a_change_during_a_build_is_in_the_index_it_finishes() -> None:
+    async def go() -> None:
+        svc = await service_with(2000)
+        read = svc.store.list_stubs
+        first_page_read = asyncio.Event()
+
+        async def list_stubs(*args: object, **kwargs: object) -> list[object]:
+            page = await read(*args, **kwargs)  # type: ignore[arg-type]
+            first_page_read.set()
+            await asyncio.sleep(0)  # a store that makes the build wait, as PostgreSQL does
+            return page
+
+        svc.store.list_stubs = list_stubs  # type: ignore[method-assign]
+        building = asyncio.ensure_future(svc._index("h:s"))
+        await first_page_read.wait()  # the build has begun reading
+        added = stub_from_document(stub_doc(5000), scenario="h:s", recorded="d")
+        await svc._add_stub(added)  # a change meanwhile
+        built = await building  # compiled again, once it saw the change
+        assert len(built) == 2001 and await svc._index("h:s") is built
+
+    asyncio.run(go())
+
+
+def test_stub_pages_read_every_stub_once_in_order() -> None:
+    async def go() -> None:
+        svc = await service_with(1001)
+        pages = [page async for page in svc.stub_pages("h:s", size=100)]
+        assert [len(p) for p in pages] == [100] * 10 + [1]
+        bodies = [s.responses[0].body for p in pages for s in p]
+        assert bodies == [f"answer {i}" for i in range(1001)]
+
+    asyncio.run(go())
+
+
+def test_the_held_index_answers_until_its_successor_is_built() -> None:
+    async def go() -> None:
+        svc = await service_with(500)
+        await svc.begin_session("h:s", "p", "playback")  # a session plays it
+        held = await svc._index("h:s")
+        added = stub_from_document(stub_doc(5000), scenario="h:s", recorded="d")
+        await svc._add_stub(added)
+        assert await svc._index("h:s") is held  # still answering: its successor is building
+        current = await svc._index("h:s", current=True)
+        assert current is not held and len(current) == 501
+        assert await svc._index("h:s") is current
+        await svc.delete_stubs("h:s", force=True)  # dropped at once: never played again
+        assert len(await svc._index("h:s")) == 0
+        await svc.end_session("h:s", "p")
+        await svc._add_stub(stub_from_document(stub_doc(1), scenario="h:s", recorded="d"))
+        assert "h:s" not in svc._indexes  # nothing plays it: forgotten, not rebuilt
+
+    asyncio.run(go())

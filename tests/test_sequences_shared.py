@@ -1,0 +1,282 @@
+"""Stateful sequences on a shared PostgreSQL store (issue 18 item 4).
+
+Two real instances on one schema (tests/pg.py). The store hands out each position of a
+sequence once; concurrent playbacks of one counter in a process share a round trip; an
+instance that saw a sequence played to its end answers its last response without the store
+until the session is begun again anywhere. Changes reach the other instance by NOTIFY, so a
+check there waits until it holds (never on a duration).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+import requests
+from psycopg import sql
+
+from simulacra.config import split_url
+from simulacra.store.memory import MemoryStore
+from simulacra.store.postgres import PostgresStore
+from simulacra.virtual.model import Response, Stub
+from simulacra.virtual.playback import SequenceCounters
+from simulacra.virtual.service import VirtualService
+from tests.mirage_helpers import action_url, stubs_url
+from tests.server import RunningServer
+from tests.test_shared_store import eventually, play, setup_scenario
+
+BEGIN = {"begin": None, "session": "play", "mode": "playback"}
+END = {"end": None, "session": "play"}
+SESSION = {"session": "play"}
+
+
+def sequence(*bodies: str) -> dict[str, Any]:
+    return {
+        "request": {"method": "POST", "bodyPatterns": {"contains": ["<seq/>"]}},
+        "response": {"status": 200, "body": list(bodies)},
+    }
+
+
+@pytest.fixture
+def instances(pg_url: str) -> Iterator[list[RunningServer]]:
+    servers = [RunningServer(store=pg_url).start(), RunningServer(store=pg_url).start()]
+    yield servers
+    for server in servers:
+        assert server.stop() == 0
+
+
+def status_on(url: str, scenario: str, session: str = "play") -> str | None:
+    """The session's status as the instance at ``url`` holds it (its cache)."""
+    detail = requests.get(f"{url}/api/v2/scenarios/objects/{scenario}").json()
+    return next((s["status"] for s in detail["sessions"] if s["name"] == session), None)
+
+
+def playing(a: RunningServer, b: RunningServer, scenario: str, document: dict[str, Any]) -> None:
+    """``scenario`` with the stub ``document``, session "play" begun on A, known to B."""
+    setup_scenario(a.url, scenario)
+    put = requests.put(stubs_url(a.url, scenario), json=document, headers={"session": "rec"})
+    assert put.status_code == 201, put.text
+    assert requests.post(action_url(a.url, scenario), json={"end": None, "session": "rec"}).ok
+    assert requests.post(action_url(a.url, scenario), json=BEGIN).status_code == 200
+    eventually(lambda: status_on(b.url, scenario) == "playback", "B knows it plays")
+
+
+def stored_n(pg_url: str) -> list[int]:
+    """Every counter row's n: how many positions the store has handed out."""
+    url, schema = split_url(pg_url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute(f'SELECT n FROM "{schema}".sequence_counter').fetchall()
+    return [int(n) for (n,) in rows]
+
+
+def test_instances_answering_in_turn_play_the_sequence_once(instances, pg_url):
+    a, b = instances
+    playing(a, b, "turns", sequence("1", "2", "3"))
+    answers = [play(server.url, "turns", "play").text for server in (a, b) * 4]
+    assert answers == ["1", "2", "3", "3", "3", "3", "3", "3"]
+    # A was given position 0 and 2 (the last), B 1 and 3: each then knows the sequence is
+    # over, and the six playbacks after those four never asked the store.
+    assert stored_n(pg_url) == [4]
+
+
+def test_a_sequence_past_its_end_is_not_asked_again(instances, pg_url):
+    a, b = instances
+    playing(a, b, "settled", sequence("1", "2", "3"))
+    assert [play(a.url, "settled", "play").text for _ in range(3)] == ["1", "2", "3"]
+    assert stored_n(pg_url) == [3]
+    assert play(b.url, "settled", "play").text == "3"  # B learns it from the store
+    assert stored_n(pg_url) == [4]
+    for _ in range(10):
+        assert play(a.url, "settled", "play").text == "3"
+        assert play(b.url, "settled", "play").text == "3"
+    assert stored_n(pg_url) == [4]
+
+
+def test_concurrent_clients_on_both_instances_get_each_position_once(instances, pg_url):
+    """Many clients at once, on both instances: every position is served exactly once,
+    and each client's answers come in the order it asked (its requests are sequential)."""
+    a, b = instances
+    length, clients, each = 400, 8, 40  # 320 playbacks: all within the sequence
+    playing(a, b, "crowd", sequence(*(str(i) for i in range(length))))
+    answers: dict[int, list[int]] = {}
+    failures: list[str] = []
+
+    def client(k: int) -> None:
+        server = (a, b)[k % 2]
+        got = answers.setdefault(k, [])
+        with requests.Session() as http:
+            for _ in range(each):
+                r = http.post(stubs_url(server.url, "crowd"), data="<seq/>", headers=SESSION)
+                if r.status_code != 200:
+                    failures.append(f"{r.status_code} {r.text[:200]}")
+                    return
+                got.append(int(r.text))
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures, failures[:3]
+    served = sorted(p for got in answers.values() for p in got)
+    assert served == list(range(clients * each))  # each position once, none skipped
+    for got in answers.values():
+        assert got == sorted(got)
+    assert stored_n(pg_url) == [clients * each]
+
+
+def test_beginning_again_on_the_other_instance_restarts_the_sequence(instances, pg_url):
+    a, b = instances
+    playing(a, b, "again", sequence("1", "2", "3"))
+    assert [play(a.url, "again", "play").text for _ in range(4)] == ["1", "2", "3", "3"]
+    # Ended and begun again on B: A, which held the sequence as over, asks the store again.
+    assert requests.post(action_url(b.url, "again"), json=END).ok
+    eventually(lambda: status_on(a.url, "again") == "dormant", "A knows it ended")
+    assert requests.post(action_url(b.url, "again"), json=BEGIN).status_code == 200
+    eventually(lambda: status_on(a.url, "again") == "playback", "A knows it plays again")
+    assert [play(s.url, "again", "play").text for s in (a, a, b, a)] == ["1", "2", "3", "3"]
+    assert stored_n(pg_url) == [4]
+
+
+def test_beginning_again_back_to_back_restarts_the_sequence(instances, pg_url):
+    """End and begin again at once on B: whether or not A saw the session dormant between
+    the two, A asks the store again once it has heard of them."""
+    a, b = instances
+    playing(a, b, "quick", sequence("1", "2"))
+    assert [play(a.url, "quick", "play").text for _ in range(3)] == ["1", "2", "2"]
+    assert stored_n(pg_url) == [2]
+    assert requests.post(action_url(b.url, "quick"), json=END).ok
+    assert requests.post(action_url(b.url, "quick"), json=BEGIN).status_code == 200
+    # Until A has heard, it answers "2" without the store, which holds no row then.
+    eventually(lambda: play(a.url, "quick", "play").ok and stored_n(pg_url), "A asks again")
+    assert stored_n(pg_url) == [1]
+
+
+def test_a_reset_notifies_every_instance(pg_url):
+    """The reset's own notification, sent when the counters are gone: an end and a begin
+    read back to back look like no change of the stored session, so the session's
+    notification alone would not tell an instance that its sequences restarted."""
+    key = f"127.0.0.1 s{uuid.uuid4().hex[:12]}"
+    url, _ = split_url(pg_url)
+
+    async def main() -> list[str]:
+        store = PostgresStore(pg_url)
+        await store.open()
+        try:
+            async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+                await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(store.channel)))
+                await store.reset_counters(key)
+                async for note in conn.notifies(timeout=10.0):
+                    if key in note.payload:
+                        return [note.payload]
+            return []
+        finally:
+            await store.close()
+
+    assert asyncio.run(main()) == [f"counters {key}"]
+
+
+def test_concurrent_calls_in_one_process_share_a_round_trip(pg_url):
+    """32 playbacks of one counter started together: one round trip reserves 32 positions,
+    handed out in the order the calls arrived."""
+
+    async def main() -> tuple[list[int], int, list[int]]:
+        store = PostgresStore(pg_url)
+        await store.open()
+        trips = 0
+        fetchone = store._fetchone
+
+        async def counted(sql: str, args: Any = ()) -> tuple[Any, ...] | None:
+            nonlocal trips
+            trips += 1
+            return await fetchone(sql, args)
+
+        store._fetchone = counted  # type: ignore[method-assign]
+        try:
+            first = await asyncio.gather(*(store.next_response("h s", "stub") for _ in range(32)))
+            one_trip = trips
+            # One at a time, each call is its own round trip, and the count goes on.
+            more = [await store.next_response("h s", "stub") for _ in range(3)]
+            return list(first), one_trip, more
+        finally:
+            await store.close()
+
+    positions, trips, more = asyncio.run(main())
+    assert positions == list(range(32))
+    assert trips == 1
+    assert more == [32, 33, 34]
+
+
+def test_a_playback_cancelled_before_its_round_trip_takes_no_position(pg_url):
+    """A waiting playback whose client went away is left out of the round trip: the others
+    get contiguous positions, in arrival order, and the next one follows on."""
+
+    async def main() -> tuple[list[int], int]:
+        store = PostgresStore(pg_url)
+        await store.open()
+        try:
+            calls = [asyncio.create_task(store.next_response("h s", "stub")) for _ in range(5)]
+            await asyncio.sleep(0)  # all five wait; the round trip has not started
+            calls[1].cancel()
+            done = await asyncio.gather(*calls, return_exceptions=True)
+            positions = [p for p in done if isinstance(p, int)]
+            return positions, await store.next_response("h s", "stub")
+        finally:
+            await store.close()
+
+    positions, following = asyncio.run(main())
+    assert positions == [0, 1, 2, 3]
+    assert following == 4
+
+
+def test_a_reset_heard_makes_a_settled_sequence_ask_again():
+    """``on_change`` of a reset elsewhere (or of a resync, which may have missed one) forgets
+    the sequences this instance held as played to their end."""
+
+    async def main() -> None:
+        store = MemoryStore()
+        await store.open()
+        try:
+            service = VirtualService(store)
+            stub = two_responses()
+            counters = service._counters
+            for kind, key in (("counters", "h play"), ("*", "")):
+                counters.served(("h", "play"), stub, 1, counters.resets)
+                assert counters.settled(("h", "play"), stub)
+                await service.on_change(kind, key)
+                assert not counters.settled(("h", "play"), stub), kind
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+
+
+def two_responses() -> Stub:
+    return Stub(
+        scenario="h:s",
+        request={"method": "GET"},
+        id="s1",
+        responses=[Response(body="1"), Response(body="2")],
+    )
+
+
+def test_an_answer_asked_before_a_reset_settles_nothing():
+    """A store's position for a question asked before the session was reset is about the
+    dropped counters: it must not make the new sequence answer its last response."""
+    stub = two_responses()
+    key = ("h", "play")
+    counters = SequenceCounters()
+    asked = counters.resets
+    counters.reset(key)  # the session begun again while the question was in flight
+    counters.served(key, stub, 5, asked)
+    assert not counters.settled(key, stub)
+    counters.served(key, stub, 1, counters.resets)  # the last position, asked after it
+    assert counters.settled(key, stub)
+    assert counters.next_response(key, stub).body == "2"
+    counters.reset_all()
+    assert not counters.settled(key, stub)

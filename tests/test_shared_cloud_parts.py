@@ -1,0 +1,149 @@
+"""``--shared-cloud`` keeps the state in rows, one per part (a tenant's compute, a user, a
+token...), and locks only the rows a request changes.
+
+Two real instances on one PostgreSQL schema (tests/pg.py), driven by requests. Another
+connection holds a part's row lock, as a slow writer on a third instance would: what must
+not wait for it is checked to answer while it is held, and what must wait is checked to
+still be waiting, then to land once it is released.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import psycopg
+import pytest
+import requests
+
+from simulacra.store.postgres import split_url
+from tests.server import RunningServer
+from tests.test_shared_cloud import authenticate, nova_url, query, stored_versions, tenant_part
+
+SERVER = {"server": {"name": "s", "imageRef": "img", "flavorRef": "2"}}
+
+
+@pytest.fixture
+def pair(pg_url: str) -> Iterator[tuple[RunningServer, RunningServer]]:
+    a = RunningServer(store=pg_url, extra_args=["--shared-cloud"]).start()
+    b = RunningServer(store=pg_url, extra_args=["--shared-cloud"]).start()
+    yield a, b
+    assert a.stop() == 0
+    assert b.stop() == 0
+
+
+def create(url: str, tenant: str, name: str = "s") -> str:
+    body = {"server": {**SERVER["server"], "name": name}}
+    response = requests.post(nova_url(url, tenant) + "/servers", json=body, timeout=60)
+    assert response.status_code == 202, response.text
+    return str(response.json()["server"]["id"])
+
+
+def listed(url: str, tenant: str) -> set[str]:
+    response = requests.get(nova_url(url, tenant) + "/servers", timeout=30)
+    assert response.status_code == 200, response.text
+    return {s["id"] for s in response.json()["servers"]}
+
+
+class RowLock:
+    """A transaction of its own holding one part's row lock until ``release``."""
+
+    def __init__(self, pg_url: str, key: str) -> None:
+        url, schema = split_url(pg_url)
+        self.conn = psycopg.connect(url, options=f"-csearch_path={schema}")
+        row = self.conn.execute(
+            "SELECT version FROM cloud_part WHERE key = %s FOR UPDATE", (key,)
+        ).fetchone()
+        assert row is not None, f"no part {key}"
+
+    def release(self) -> None:
+        self.conn.rollback()
+        self.conn.close()
+
+
+def in_thread(work: Any) -> tuple[threading.Thread, list[Any]]:
+    out: list[Any] = []
+    thread = threading.Thread(target=lambda: out.append(work()), daemon=True)
+    thread.start()
+    return thread, out
+
+
+def test_a_writer_holding_one_tenant_stops_neither_other_tenants_nor_readers(pair, pg_url):
+    a, b = pair
+    held = create(a.url, "910001")
+    token = authenticate(a.url, "reader", "910002")["token"]["id"]
+    lock = RowLock(pg_url, tenant_part("910001"))
+    try:
+        # A create in the locked tenant waits for the lock...
+        waiting, created = in_thread(lambda: create(a.url, "910001", "late"))
+        # ...while creates in other tenants land, on both instances,
+        others = {create(a.url, "910003"), create(b.url, "910004"), create(b.url, "910003")}
+        # reads of the locked tenant answer from its committed state (on the other
+        # instance: the waiting create's own instance holds its answers until it commits),
+        assert listed(b.url, "910001") == {held}
+        # and logins and token checks go on.
+        assert authenticate(b.url, "reader", "910002")["token"]["id"] == token
+        checked = requests.get(f"{a.url}/identity/v2.0/tokens/{token}", timeout=30)
+        assert checked.status_code == 200, checked.text
+        assert waiting.is_alive() and not created
+    finally:
+        lock.release()
+    waiting.join(timeout=30)
+    assert created, "the create behind the lock never answered"
+    for url in (a.url, b.url):
+        assert listed(url, "910001") == {held, created[0]}
+        assert listed(url, "910003") | listed(url, "910004") == others
+
+
+def test_concurrent_creates_in_one_tenant_and_across_tenants_lose_nothing(pair):
+    a, b = pair
+    urls = [a.url, b.url]
+    tenants = ["920001", "920002", "920003"]
+
+    def make(i: int) -> tuple[str, str]:
+        tenant = tenants[i % 2] if i % 5 else tenants[2]
+        return tenant, create(urls[i % 2], tenant, f"c{i}")
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        made = list(pool.map(make, range(90)))
+    for tenant in tenants:
+        expected = {server for owner, server in made if owner == tenant}
+        assert expected
+        for url in urls:
+            assert listed(url, tenant) == expected
+
+
+def test_a_request_writes_only_the_parts_it_changes(pair, pg_url):
+    a, b = pair
+    # A cloud with many servers in many tenants...
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda i: create((a.url, b.url)[i % 2], f"93{i % 40:04d}"), range(800)))
+    token = authenticate(a.url, "one", "930999")["token"]["id"]
+    versions = stored_versions(pg_url)
+    sizes = dict(query(pg_url, "SELECT key, length(data) FROM cloud_part WHERE data IS NOT NULL"))
+    # ...is not written whole by a request: a login and a read write nothing,
+    assert authenticate(b.url, "one", "930999")["token"]["id"] == token
+    assert len(listed(b.url, "930007")) == 20
+    assert stored_versions(pg_url) == versions
+    # and a create writes its tenant's part, once: a 41st of the state, not all of it.
+    create(b.url, "930007")
+    after = stored_versions(pg_url)
+    assert {key for key in after if after[key] != versions.get(key)} == {tenant_part("930007")}
+    assert sizes[tenant_part("930007")] * 20 < sum(sizes.values())
+
+
+def test_reset_on_one_instance_empties_the_cloud_for_both(pair):
+    a, b = pair
+    create(a.url, "940001")
+    create(b.url, "940002")
+    assert requests.post(b.url + "/mimic/v1.1/tick", json={"amount": 50}).status_code == 200
+    assert requests.post(a.url + "/api/v2/reset/cloud").status_code == 200
+    for url in (a.url, b.url):
+        assert listed(url, "940001") == set() and listed(url, "940002") == set()
+        now = requests.post(url + "/mimic/v1.1/tick", json={"amount": 0}).json()["now"]
+        assert now.startswith("1970-01-01T00:00:00")
+    # The cloud works afresh after it, on both.
+    server = create(b.url, "940001")
+    assert listed(a.url, "940001") == {server}
