@@ -28,7 +28,7 @@ T = TypeVar("T")
 Steps = Generator[None, None, T]
 
 SLICE_S = 0.002
-SHARE = 0.15
+SHARE = 0.10
 # Less than this between two slices is an idle loop (one pass of an idle loop takes ~20 us).
 IDLE_S = 0.0003
 

@@ -8,10 +8,10 @@ answered on one thread, with no handoff between threads.
 What it does: HTTP/1.1 and 1.0 over TCP; keep-alive and pipelining (answers in request
 order); request bodies streamed to the app with back-pressure; ``Expect: 100-continue``;
 responses framed by Content-Length, or chunked when the app streams; the ASGI lifespan
-protocol; idle keep-alive connections closed after ``KEEP_ALIVE_S``; a graceful stop on
-SIGTERM or SIGINT; several worker processes forked onto one listening socket, a dead one
-replaced. Not: TLS, HTTP/2, WebSocket (an upgrade is answered as a plain request, then the
-connection closes).
+protocol; every queued connection accepted at each wakeup (``Listener``); idle keep-alive
+connections closed after ``KEEP_ALIVE_S``; a graceful stop on SIGTERM or SIGINT; several
+worker processes forked onto one listening socket, a dead one replaced. Not: TLS, HTTP/2,
+WebSocket (an upgrade is answered as a plain request, then the connection closes).
 
 No client may hurt another: a head is bounded as it arrives (``MAX_HEAD_BYTES``,
 ``MAX_HEADERS``), slow heads and bodies are timed out (``HEAD_TIMEOUT_S``, ``BODY_WINDOW_S``,
@@ -97,6 +97,10 @@ SEND_TIMEOUT_S = 60.0
 WHOLE_BODY_MAX = 64 * 1024  # a body up to this size is read whole before the app is called
 BODY_HIGH_WATER = 256 * 1024  # body bytes buffered for the app before reading pauses
 MAX_PIPELINED = 16  # requests parsed ahead of the one being answered before reading pauses
+# Connections the kernel holds, handshake done, until the server accepts them (the kernel
+# caps it at net.core.somaxconn); the server accepts up to this many at each wakeup.
+LISTEN_BACKLOG = 2048
+ACCEPT_RETRY_S = 1.0  # accepting failed (out of descriptors): paused this long
 STOP_GRACE_S = 10.0  # on stop, how long requests in progress get to finish
 # On stop, how long a worker process gets before SIGKILL: its grace, and time to stop the app.
 SHUTDOWN_TIMEOUT_S = 10.0  # then the app's own shutdown (flushes, store close) gets this long
@@ -880,10 +884,7 @@ class HttpConnection(asyncio.Protocol):
             self.run(exchange.answer_later(answer))
 
     def run(self, work: Coroutine[Any, Any, None]) -> None:
-        task = self.loop.create_task(work)
-        tasks = self.server.tasks  # a strong reference while it runs
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
+        self.server.run(work)
 
     def exchange_done(self, exchange: Exchange) -> None:
         """The response is out: logged, counted; close, or answer the next request."""
@@ -1182,6 +1183,68 @@ class Lifespan:
         await self.task
 
 
+class Listener:
+    """A listening socket whose pending connections are all accepted at each wakeup.
+
+    Not the loop's ``create_server``: uvloop's libuv (1.45 and later) accepts one connection
+    per loop iteration, and an iteration that serves 1,000 busy connections takes ~60 ms,
+    so a burst of new connections waited in the kernel's queue for seconds, their first
+    requests already sent (at 1,000 connections, requests answered after 9 s;
+    bench/connections.py). asyncio's own server accepts up to its backlog per wakeup, as
+    this does, on either loop.
+    """
+
+    def __init__(self, server: Server, sock: socket.socket) -> None:
+        self.server = server
+        self.loop = server.loop
+        self.sock = sock
+        self.retry: asyncio.TimerHandle | None = None  # accepting paused after an error
+        self.closed = False
+        self.protocol = lambda: HttpConnection(server)
+        sock.listen(LISTEN_BACKLOG)
+        self.loop.add_reader(sock, self.accept_all)
+
+    def accept_all(self) -> None:
+        """Accept every queued connection (at most LISTEN_BACKLOG): the socket's reader."""
+        for _ in range(LISTEN_BACKLOG):
+            try:
+                conn, _ = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return  # all taken
+            except ConnectionAbortedError:
+                continue  # the client left before its turn
+            except OSError as exc:
+                # Out of descriptors or memory: the kernel keeps the rest queued. Retry in
+                # a second rather than spin on the error at every wakeup.
+                log.error("cannot accept connections (%s): retrying in %g s", exc, ACCEPT_RETRY_S)
+                self.loop.remove_reader(self.sock)
+                self.retry = self.loop.call_later(ACCEPT_RETRY_S, self._resume)
+                return
+            conn.setblocking(False)
+            self.server.run(self._connect(conn))
+
+    def _resume(self) -> None:
+        self.retry = None
+        if not self.closed:
+            self.loop.add_reader(self.sock, self.accept_all)
+
+    async def _connect(self, conn: socket.socket) -> None:
+        try:
+            await self.loop.connect_accepted_socket(self.protocol, conn)
+        except OSError:
+            conn.close()  # reset before it was served: nothing to answer
+
+    def close(self) -> None:
+        """Stop accepting and close the socket (connections already accepted stay)."""
+        if self.closed:
+            return
+        self.closed = True
+        if self.retry is not None:
+            self.retry.cancel()
+        self.loop.remove_reader(self.sock)
+        self.sock.close()
+
+
 class Server:
     """Serves an ASGI app on a listening socket until ``stop`` is set."""
 
@@ -1200,7 +1263,8 @@ class Server:
         # Where the app counts its answers for /metrics (simulacra/metrics.py), if it does.
         self.metrics: Metrics | None = getattr(app, "metrics", None)
         self.limit: int = self.dataplane.limit if self.dataplane is not None else 0
-        self.tasks: set[asyncio.Task[None]] = set()  # every exchange's, until it ends
+        # Every exchange's and accepted connection's, until it ends; cancelled on stop.
+        self.tasks: set[asyncio.Task[None]] = set()
         # The lowest status the access log writes, decided once: per request the server
         # only compares (no logger call when the line would be dropped).
         self.log_from = (
@@ -1210,6 +1274,12 @@ class Server:
             if access_log.isEnabledFor(logging.WARNING)
             else NOT_LOGGED
         )
+
+    def run(self, work: Coroutine[Any, Any, None]) -> None:
+        task = self.loop.create_task(work)
+        tasks = self.tasks  # a strong reference while it runs
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
 
     def _tick(self) -> None:
         """Once a second: the Date header; connections idle too long, or too slow, closed
@@ -1231,9 +1301,7 @@ class Server:
         """
         sock = bind(host, port)
         try:
-            listener = await self.loop.create_server(
-                lambda: HttpConnection(self), sock=sock, backlog=2048
-            )
+            listener = Listener(self, sock)
         except BaseException:
             sock.close()
             raise
@@ -1254,9 +1322,7 @@ class Server:
         lifespan = Lifespan(self.app, self.state)
         await lifespan.startup()
         ticker = asyncio.create_task(self._ticker())
-        listener = await self.loop.create_server(
-            lambda: HttpConnection(self), sock=sock, backlog=2048
-        )
+        listener = Listener(self, sock)
         try:
             await stop.wait()
         finally:

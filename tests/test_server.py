@@ -11,7 +11,7 @@ import socket
 import threading
 import time
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -110,12 +110,29 @@ class DataPlane:
 app.dataplane = DataPlane()  # type: ignore[attr-defined]
 
 
+def _loop_factories() -> list[Any]:
+    """Plain asyncio, and uvloop (what ``simulacra serve`` runs on) where it is installed."""
+    factories = [pytest.param(asyncio.new_event_loop, id="asyncio")]
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
+        return factories
+    return [*factories, pytest.param(uvloop.new_event_loop, id="uvloop")]
+
+
+LOOPS = _loop_factories()
+
+
 class Running:
-    def __init__(self, served: Any = app) -> None:
+    def __init__(
+        self,
+        served: Any = app,
+        new_loop: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop,
+    ) -> None:
         self.app = served
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.loop = asyncio.new_event_loop()
+        self.loop = new_loop()
         self.stop = asyncio.Event()
         self.server: http_server.Server | None = None  # once it runs: its connections
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -366,3 +383,115 @@ def test_stop_lets_a_request_in_progress_finish() -> None:
     assert result[0].headers["connection"] == "close"
     with pytest.raises(requests.ConnectionError):
         requests.get(server.url + "/", timeout=2)
+
+
+async def read_answer(sock: socket.socket, ending: bytes) -> bytes:
+    loop = asyncio.get_running_loop()
+    received = b""
+    while not received.endswith(ending):
+        chunk = await loop.sock_recv(sock, 4096)
+        if not chunk:
+            break
+        received += chunk
+    return received
+
+
+def serve_unstarted(new_loop: Callable[[], asyncio.AbstractEventLoop], test: Any) -> None:
+    """Run ``test(server, listener)`` on a loop of ``new_loop``: a Server listening on a
+    free port (no lifespan, no ticker), everything closed after."""
+
+    async def main() -> None:
+        server = http_server.Server(app)
+        sock = http_server.bind("127.0.0.1", 0)
+        listener = http_server.Listener(server, sock)
+        try:
+            await test(server, listener)
+        finally:
+            listener.close()
+            for conn in list(server.connections):
+                conn.abort()
+            for task in list(server.tasks):
+                task.cancel()
+            await asyncio.gather(*server.tasks, return_exceptions=True)
+
+    loop = new_loop()
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
+
+
+@pytest.mark.parametrize("new_loop", LOOPS)
+def test_one_wakeup_accepts_every_queued_connection(
+    new_loop: Callable[[], asyncio.AbstractEventLoop],
+) -> None:
+    """uvloop's libuv accepts one connection per loop iteration: under load a burst of
+    connections waited in the kernel's queue for seconds (issue 18). The listener takes
+    them all at once."""
+
+    async def test(server: http_server.Server, listener: http_server.Listener) -> None:
+        port = listener.sock.getsockname()[1]
+        # Connected by the kernel, not yet accepted: the loop does not run until the await.
+        clients = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(50)]
+        try:
+            listener.accept_all()  # one wakeup
+            with pytest.raises(BlockingIOError):
+                listener.sock.accept()  # none left queued
+            for i, client in enumerate(clients):
+                client.sendall(b"GET /c%d HTTP/1.1\r\nHost: x\r\n\r\n" % i)
+                client.setblocking(False)
+            answers = await asyncio.wait_for(
+                asyncio.gather(
+                    *(read_answer(c, b"GET /c%d 0 " % i) for i, c in enumerate(clients))
+                ),
+                30,
+            )
+            assert all(a.startswith(b"HTTP/1.1 200 OK\r\n") for a in answers)
+            assert all(a.endswith(b"GET /c%d 0 " % i) for i, a in enumerate(answers))
+            assert len(server.connections) == 50
+        finally:
+            for client in clients:
+                client.close()
+
+    serve_unstarted(new_loop, test)
+
+
+class _OutOfDescriptors:
+    """A listening socket whose accept fails as when the process has no descriptor left."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def accept(self) -> tuple[socket.socket, Any]:
+        raise OSError(24, "Too many open files")
+
+
+@pytest.mark.parametrize("new_loop", LOOPS)
+def test_accepting_pauses_when_out_of_descriptors(
+    new_loop: Callable[[], asyncio.AbstractEventLoop], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A failing accept is not retried at every wakeup (the socket stays readable, so the
+    loop would spin): accepting pauses for ACCEPT_RETRY_S, and then resumes."""
+
+    async def test(server: http_server.Server, listener: http_server.Listener) -> None:
+        real = listener.sock
+        port = real.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+            listener.sock = _OutOfDescriptors(real)  # type: ignore[assignment]
+            listener.accept_all()
+            assert listener.retry is not None
+            assert "cannot accept connections" in caplog.text
+            listener.sock = real
+            assert not server.connections
+            listener.retry.cancel()
+            listener.retry = None
+            listener._resume()  # what the timer does
+            client.sendall(b"GET /back HTTP/1.1\r\nHost: x\r\n\r\n")
+            client.setblocking(False)
+            answer = await asyncio.wait_for(read_answer(client, b"GET /back 0 "), 30)
+            assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+
+    serve_unstarted(new_loop, test)

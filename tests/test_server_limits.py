@@ -1,6 +1,7 @@
 """What a client can make the built-in server hold (simulacra/server.py): a request head is
-bounded while it arrives, answers a client does not read are not piled up, and a closed
-connection is freed at once, not by the collector.
+bounded while it arrives, answers a client does not read are not piled up, a closed
+connection is freed at once, not by the collector, and 1,000 connections opened at once
+are each answered.
 
 The memory tests measure a real ``simulacra serve`` (its GC tuning on, as in production)
 through /proc/<pid>/status, and stop sending as soon as the server's memory grows past the
@@ -9,7 +10,10 @@ bound (the old server buffered all it was sent).
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import re
+import resource
 import socket
 import time
 import weakref
@@ -21,7 +25,7 @@ import pytest
 from simulacra import server as http_server
 from tests.probes import wait_for
 from tests.server import RunningServer
-from tests.test_server import LIFESPAN, Running
+from tests.test_server import LIFESPAN, LOOPS, Running
 
 BATCH = 1024 * 1024
 SENT_MAX = 48 * BATCH  # what a test sends at most
@@ -180,3 +184,55 @@ def test_a_closed_connection_is_freed_without_the_collector(running: Running) ->
         wait_for(lambda: all(ref() is None for ref in refs), "the connections freed", 3.0)
     finally:
         gc.enable()
+
+
+CONNECTIONS = 1000
+
+
+@pytest.fixture
+def descriptors() -> Iterator[None]:
+    """Room for both ends of CONNECTIONS connections in this process (soft limit raised
+    up to the hard one for the test)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 2 * CONNECTIONS + 256
+    if soft < wanted:
+        if hard != resource.RLIM_INFINITY and hard < wanted:
+            pytest.skip(f"needs {wanted} file descriptors, the hard limit is {hard}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    yield
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@pytest.mark.parametrize("new_loop", LOOPS)
+def test_a_thousand_connections_at_once_are_each_answered(
+    descriptors: None, new_loop: Callable[[], asyncio.AbstractEventLoop]
+) -> None:
+    """As wrk starts: 1,000 connections opened at once, each sending its request before the
+    server has accepted it; each is answered, and again on the same connection."""
+    LIFESPAN.clear()
+    served = Running(new_loop=new_loop)
+
+    async def one(i: int) -> list[bytes]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+        bodies = []
+        try:
+            for n in range(2):
+                writer.write(b"GET /c%d-%d HTTP/1.1\r\nHost: x\r\n\r\n" % (i, n))
+                head = await reader.readuntil(b"\r\n\r\n")
+                assert head.startswith(b"HTTP/1.1 200 OK\r\n"), head
+                length = re.search(rb"content-length: (\d+)", head)
+                assert length is not None, head
+                bodies.append(await reader.readexactly(int(length[1])))
+        finally:
+            writer.close()
+        return bodies
+
+    async def clients() -> list[list[bytes]]:
+        # A guard against a hang, not a time limit on the answers.
+        return await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(CONNECTIONS))), 120)
+
+    try:
+        answers = asyncio.run(clients())
+    finally:
+        served.shutdown()
+    assert answers == [[b"GET /c%d-%d 0 " % (i, n) for n in range(2)] for i in range(CONNECTIONS)]
