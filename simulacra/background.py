@@ -27,7 +27,7 @@ T = TypeVar("T")
 
 Steps = Generator[None, None, T]
 
-SLICE_S = 0.002
+SLICE_S = 0.001
 SHARE = 0.10
 # Less than this between two slices is an idle loop (one pass of an idle loop takes ~20 us).
 IDLE_S = 0.0003

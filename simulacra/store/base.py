@@ -8,11 +8,58 @@ would cost more than the statement.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
+
+import orjson
 
 from simulacra.virtual.delays import DelayPolicy
-from simulacra.virtual.model import Scenario, Session, Stub
+from simulacra.virtual.model import Response, Scenario, Session, Stub
 from simulacra.virtual.tracker import TrackerQuery, TrackerRecord
+
+# A stub as the SQL stores keep it: what ``stub_row`` writes (in this order), what
+# ``stub_of_row`` reads (``STUB_READ_COLUMNS``), and what ``stub_update_row`` replaces.
+STUB_WRITE_COLUMNS = (
+    "id, scenario, matchers_hash, priority, recorded, space_used, request, responses, args"
+)
+STUB_READ_COLUMNS = "seq, id, scenario, priority, recorded, request, responses, args"
+
+
+def dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def stub_row(stub: Stub) -> tuple[Any, ...]:
+    return (
+        stub.id,
+        stub.scenario,
+        stub.matchers_hash,
+        stub.priority,
+        stub.recorded,
+        stub.space_used,
+        dumps(stub.request),
+        dumps([r.to_dict() for r in stub.responses]),
+        dumps(stub.args),
+    )
+
+
+def stub_update_row(stub: Stub) -> tuple[Any, ...]:
+    """(priority, space_used, responses, args, id): what a stub whose sequence grew changes."""
+    responses = dumps([r.to_dict() for r in stub.responses])
+    return (stub.priority, stub.space_used, responses, dumps(stub.args), stub.id)
+
+
+def stub_of_row(row: tuple[Any, ...]) -> Stub:
+    seq, id_, scenario, priority, recorded, request, responses, args = row
+    return Stub(
+        scenario=scenario,
+        request=orjson.loads(request),
+        responses=[Response.from_dict(r) for r in orjson.loads(responses)],
+        priority=priority,
+        args=orjson.loads(args),
+        recorded=recorded,
+        id=id_,
+        seq=seq,
+    )
 
 
 @dataclass(frozen=True)

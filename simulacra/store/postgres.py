@@ -34,9 +34,18 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from simulacra.background import Slices
 from simulacra.config import split_url
 from simulacra.errors import AlreadyExists, DomainError, Unavailable
-from simulacra.store.base import ScenarioImport, StubStats
+from simulacra.store.base import (
+    STUB_READ_COLUMNS,
+    STUB_WRITE_COLUMNS,
+    ScenarioImport,
+    StubStats,
+    dumps,
+    stub_of_row,
+    stub_row,
+    stub_update_row,
+)
 from simulacra.virtual.delays import DelayPolicy, parse_policy
-from simulacra.virtual.model import SESSION_COLUMNS, Response, Scenario, Session, Stub
+from simulacra.virtual.model import SESSION_COLUMNS, Scenario, Session, Stub
 from simulacra.virtual.tracker import TrackerQuery, TrackerRecord
 
 log = logging.getLogger("simulacra.store")
@@ -50,10 +59,6 @@ MIGRATION_LOCK = 0x51_4D_55_4C  # "SMUL"
 # A connection attempt gives up after this (libpq waits for ever by default): a database
 # that does not answer fails the start, or a pooled request, with the reason.
 CONNECT_TIMEOUT_S = 5
-
-
-def _dumps(value: Any) -> str:
-    return orjson.dumps(value).decode()
 
 
 def migrations() -> list[tuple[int, str]]:
@@ -256,62 +261,23 @@ class PostgresStore:
 
     # stubs -----------------------------------------------------------------
 
-    _STUB_COLUMNS = "seq, id, scenario, priority, recorded, request, responses, args"
-
-    @staticmethod
-    def _stub(row: tuple[Any, ...]) -> Stub:
-        seq, id_, scenario, priority, recorded, request, responses, args = row
-        return Stub(
-            scenario=scenario,
-            request=orjson.loads(request),
-            responses=[Response.from_dict(r) for r in orjson.loads(responses)],
-            priority=priority,
-            args=orjson.loads(args),
-            recorded=recorded,
-            id=id_,
-            seq=seq,
-        )
-
-    # The columns a stub is written with (``_stub_row``), by INSERT or by COPY.
-    _STUB_WRITE_COLUMNS = (
-        "id, scenario, matchers_hash, priority, recorded, space_used, request, responses, args"
-    )
     _STUB_INSERT = (
-        f"INSERT INTO stub ({_STUB_WRITE_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        f"INSERT INTO stub ({STUB_WRITE_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
         " RETURNING seq"
     )
     _STUB_UPDATE = (
         "UPDATE stub SET priority = %s, space_used = %s, responses = %s, args = %s WHERE id = %s"
     )
 
-    @staticmethod
-    def _stub_update(stub: Stub) -> tuple[Any, ...]:
-        responses = _dumps([r.to_dict() for r in stub.responses])
-        return (stub.priority, stub.space_used, responses, _dumps(stub.args), stub.id)
-
-    @staticmethod
-    def _stub_row(stub: Stub) -> tuple[Any, ...]:
-        return (
-            stub.id,
-            stub.scenario,
-            stub.matchers_hash,
-            stub.priority,
-            stub.recorded,
-            stub.space_used,
-            _dumps(stub.request),
-            _dumps([r.to_dict() for r in stub.responses]),
-            _dumps(stub.args),
-        )
-
     async def list_stubs(
         self, scenario: str, offset: int = 0, limit: int | None = None, after: int = 0
     ) -> list[Stub]:
         rows = await self._fetchall(
-            f"SELECT {self._STUB_COLUMNS} FROM stub WHERE scenario = %s AND seq > %s"
+            f"SELECT {STUB_READ_COLUMNS} FROM stub WHERE scenario = %s AND seq > %s"
             " ORDER BY seq LIMIT %s OFFSET %s",
             (scenario, after, limit, offset),  # LIMIT NULL: all of them
         )
-        return [self._stub(row) for row in rows]
+        return [stub_of_row(row) for row in rows]
 
     async def stub_stats(self, scenario: str) -> StubStats:
         row = await self._fetchone(
@@ -325,23 +291,23 @@ class PostgresStore:
 
     async def find_stub(self, scenario: str, matchers_hash: str) -> Stub | None:
         row = await self._fetchone(
-            f"SELECT {self._STUB_COLUMNS} FROM stub WHERE scenario = %s AND matchers_hash = %s"
+            f"SELECT {STUB_READ_COLUMNS} FROM stub WHERE scenario = %s AND matchers_hash = %s"
             " ORDER BY seq LIMIT 1",
             (scenario, matchers_hash),
         )
-        return self._stub(row) if row else None
+        return stub_of_row(row) if row else None
 
     async def get_stub(self, scenario: str, stub_id: str) -> Stub | None:
         row = await self._fetchone(
-            f"SELECT {self._STUB_COLUMNS} FROM stub WHERE scenario = %s AND id = %s",
+            f"SELECT {STUB_READ_COLUMNS} FROM stub WHERE scenario = %s AND id = %s",
             (scenario, stub_id),
         )
-        return self._stub(row) if row else None
+        return stub_of_row(row) if row else None
 
     async def insert_stub(self, stub: Stub) -> Stub:
         stub.id = stub.id or secrets.token_hex(12)
         async with self._tx() as conn:
-            row = await (await conn.execute(self._STUB_INSERT, self._stub_row(stub))).fetchone()
+            row = await (await conn.execute(self._STUB_INSERT, stub_row(stub))).fetchone()
             await self._bump(conn, stub.scenario)
         stub.seq = row[0] if row else 0
         return stub
@@ -353,21 +319,19 @@ class PostgresStore:
         async with self._tx() as conn:
             if new:
                 cursor = conn.cursor()
-                async with cursor.copy(
-                    f"COPY stub ({self._STUB_WRITE_COLUMNS}) FROM STDIN"
-                ) as copy:
+                async with cursor.copy(f"COPY stub ({STUB_WRITE_COLUMNS}) FROM STDIN") as copy:
                     for stub in new:
                         stub.id = stub.id or secrets.token_hex(12)
-                        await copy.write_row(self._stub_row(stub))
+                        await copy.write_row(stub_row(stub))
                         await slices.pause()
             for stub in changed:
-                await conn.execute(self._STUB_UPDATE, self._stub_update(stub))
+                await conn.execute(self._STUB_UPDATE, stub_update_row(stub))
                 await slices.pause()
             await self._bump(conn, scenario)
 
     async def update_stub(self, stub: Stub) -> None:
         async with self._tx() as conn:
-            await conn.execute(self._STUB_UPDATE, self._stub_update(stub))
+            await conn.execute(self._STUB_UPDATE, stub_update_row(stub))
             await self._bump(conn, stub.scenario)
 
     async def delete_stubs(self, scenario: str) -> int:
@@ -387,7 +351,7 @@ class PostgresStore:
                     )
                     for stub in item.stubs:
                         stub.id = stub.id or secrets.token_hex(12)
-                        cursor = await conn.execute(self._STUB_INSERT, self._stub_row(stub))
+                        cursor = await conn.execute(self._STUB_INSERT, stub_row(stub))
                         row = await cursor.fetchone()
                         stub.seq = row[0] if row else 0
                     if item.session is not None:
@@ -466,7 +430,7 @@ class PostgresStore:
                 "INSERT INTO delay_policy (host, name, document) VALUES (%s, %s, %s)"
                 " ON CONFLICT (host, name) DO UPDATE SET document = EXCLUDED.document"
                 " RETURNING (xmax = 0)",
-                (*policy.key, _dumps(policy.document())),
+                (*policy.key, dumps(policy.document())),
             )
             row = await cursor.fetchone()
             await self._notify(conn, "policy", f"{policy.host} {policy.name}")

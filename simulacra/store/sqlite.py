@@ -22,9 +22,18 @@ import orjson
 
 from simulacra.background import Steps, run_in_slices
 from simulacra.errors import AlreadyExists, DomainError
-from simulacra.store.base import ScenarioImport, StubStats
+from simulacra.store.base import (
+    STUB_READ_COLUMNS,
+    STUB_WRITE_COLUMNS,
+    ScenarioImport,
+    StubStats,
+    dumps,
+    stub_of_row,
+    stub_row,
+    stub_update_row,
+)
 from simulacra.virtual.delays import DelayPolicy, parse_policy
-from simulacra.virtual.model import SESSION_COLUMNS, Response, Scenario, Session, Stub
+from simulacra.virtual.model import SESSION_COLUMNS, Scenario, Session, Stub
 from simulacra.virtual.tracker import TrackerQuery, TrackerRecord
 
 SCHEMA = """
@@ -93,10 +102,6 @@ ADDED_COLUMNS: list[tuple[str, str, str]] = [
     ("tracker", "recorded", "INTEGER NOT NULL DEFAULT 0"),
     ("tracker", "stub_id", "TEXT"),
 ]
-
-
-def _dumps(value: Any) -> str:
-    return orjson.dumps(value).decode()
 
 
 log = logging.getLogger("simulacra.store")
@@ -183,32 +188,16 @@ class SQLiteStore:
 
     # stubs -----------------------------------------------------------------
 
-    _STUB_COLUMNS = "seq, id, scenario, priority, recorded, request, responses, args"
-
-    @staticmethod
-    def _stub(row: tuple[Any, ...]) -> Stub:
-        seq, id_, scenario, priority, recorded, request, responses, args = row
-        return Stub(
-            scenario=scenario,
-            request=orjson.loads(request),
-            responses=[Response.from_dict(r) for r in orjson.loads(responses)],
-            priority=priority,
-            args=orjson.loads(args),
-            recorded=recorded,
-            id=id_,
-            seq=seq,
-        )
-
     async def list_stubs(
         self, scenario: str, offset: int = 0, limit: int | None = None, after: int = 0
     ) -> list[Stub]:
         db = await self._ready()
         rows = db.execute(
-            f"SELECT {self._STUB_COLUMNS} FROM stub WHERE scenario = ? AND seq > ? ORDER BY seq"
+            f"SELECT {STUB_READ_COLUMNS} FROM stub WHERE scenario = ? AND seq > ? ORDER BY seq"
             " LIMIT ? OFFSET ?",
             (scenario, after, -1 if limit is None else limit, offset),
         )
-        return [self._stub(row) for row in rows]
+        return [stub_of_row(row) for row in rows]
 
     async def stub_stats(self, scenario: str) -> StubStats:
         db = await self._ready()
@@ -222,24 +211,24 @@ class SQLiteStore:
     async def find_stub(self, scenario: str, matchers_hash: str) -> Stub | None:
         db = await self._ready()
         row = db.execute(
-            f"SELECT {self._STUB_COLUMNS} FROM stub WHERE scenario = ? AND matchers_hash = ?"
+            f"SELECT {STUB_READ_COLUMNS} FROM stub WHERE scenario = ? AND matchers_hash = ?"
             " ORDER BY seq LIMIT 1",
             (scenario, matchers_hash),
         ).fetchone()
-        return self._stub(row) if row else None
+        return stub_of_row(row) if row else None
 
     async def get_stub(self, scenario: str, stub_id: str) -> Stub | None:
         db = await self._ready()
         row = db.execute(
-            f"SELECT {self._STUB_COLUMNS} FROM stub WHERE scenario = ? AND id = ?",
+            f"SELECT {STUB_READ_COLUMNS} FROM stub WHERE scenario = ? AND id = ?",
             (scenario, stub_id),
         ).fetchone()
-        return self._stub(row) if row else None
+        return stub_of_row(row) if row else None
 
     async def insert_stub(self, stub: Stub) -> Stub:
         stub.id = stub.id or secrets.token_hex(12)
         with await self._transaction() as db:
-            cursor = db.execute(_STUB_INSERT, _stub_row(stub))
+            cursor = db.execute(_STUB_INSERT, stub_row(stub))
             self._bump(db, stub.scenario)
         stub.seq = cursor.lastrowid or 0
         return stub
@@ -268,7 +257,7 @@ class SQLiteStore:
 
     async def update_stub(self, stub: Stub) -> None:
         with await self._transaction() as db:
-            db.execute(_STUB_UPDATE, _stub_update(stub))
+            db.execute(_STUB_UPDATE, stub_update_row(stub))
             self._bump(db, stub.scenario)
 
     async def delete_stubs(self, scenario: str) -> int:
@@ -357,7 +346,7 @@ class SQLiteStore:
             ).fetchone()
             db.execute(
                 "INSERT OR REPLACE INTO delay_policy (host, name, document) VALUES (?, ?, ?)",
-                (*policy.key, _dumps(policy.document())),
+                (*policy.key, dumps(policy.document())),
             )
         return exists is None
 
@@ -432,30 +421,8 @@ class SQLiteStore:
         return _Transaction(await self._ready())
 
 
-_STUB_INSERT = (
-    "INSERT INTO stub (id, scenario, matchers_hash, priority, recorded, space_used, request,"
-    " responses, args) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
+_STUB_INSERT = f"INSERT INTO stub ({STUB_WRITE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _STUB_UPDATE = "UPDATE stub SET priority = ?, space_used = ?, responses = ?, args = ? WHERE id = ?"
-
-
-def _stub_row(stub: Stub) -> tuple[Any, ...]:
-    return (
-        stub.id,
-        stub.scenario,
-        stub.matchers_hash,
-        stub.priority,
-        stub.recorded,
-        stub.space_used,
-        _dumps(stub.request),
-        _dumps([r.to_dict() for r in stub.responses]),
-        _dumps(stub.args),
-    )
-
-
-def _stub_update(stub: Stub) -> tuple[Any, ...]:
-    responses = _dumps([r.to_dict() for r in stub.responses])
-    return (stub.priority, stub.space_used, responses, _dumps(stub.args), stub.id)
 
 
 def _rows(
@@ -465,11 +432,11 @@ def _rows(
     inserts, updates = [], []
     for i, stub in enumerate(new):
         stub.id = stub.id or secrets.token_hex(12)
-        inserts.append(_stub_row(stub))
+        inserts.append(stub_row(stub))
         if i % 200 == 199:
             yield
     for i, stub in enumerate(changed):
-        updates.append(_stub_update(stub))
+        updates.append(stub_update_row(stub))
         if i % 200 == 199:
             yield
     return inserts, updates

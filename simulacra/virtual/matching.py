@@ -1258,7 +1258,7 @@ class _AnchorWindows:
 
 # StubIndex.build does about this much work per step, between which the caller lets the
 # event loop run (100,000 stubs: ~1 s of work in all).
-BUILD_SLICE_S = 0.002
+BUILD_SLICE_S = 0.001
 # pyahocorasick's make_automaton is one C call that keeps the GIL (20-70 ms for 100,000
 # anchors of 14-33 characters, 200 ns a node for long random ones): a sliced build splits
 # the anchors into automata sized from the time the last one took, each built in about this

@@ -79,7 +79,7 @@ class PutResult:
 
 NO_MATCH = "E017:No matching response found"
 # Stubs read from the store at a time, for an index or a listing (a few ms of the loop).
-STUB_PAGE = 200
+STUB_PAGE = 100
 # Requests with a large body are matched here, one at a time: one thread, so that however
 # many arrive, the loop shares the interpreter with at most one of them.
 _MATCHING = ThreadPoolExecutor(max_workers=1, thread_name_prefix="simulacra-matching")
