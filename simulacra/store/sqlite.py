@@ -112,7 +112,7 @@ class SQLiteStore:
     def __init__(self, path: str) -> None:
         self.path = path
         self._db: sqlite3.Connection | None = None
-        self._bulk: asyncio.Future[None] | None = None  # set while write_stubs holds the db
+        self._bulk: asyncio.Future[None] | None = None  # while _bulk_transaction holds the db
         # Tracker queries (a filtered count of 100,000 rows: tens of ms) run on this thread
         # with a connection of their own: SQLite lets go of the interpreter while it scans,
         # so the loop goes on meanwhile. Only for a file: ":memory:" is one connection's.
