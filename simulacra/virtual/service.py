@@ -529,14 +529,7 @@ class VirtualService:
         delay_policy: str | None = None,
         recorded: str | None = None,
     ) -> PutResult:
-        await self._sync_session(host, session_name)
-        session = self.session(host, session_name)
-        if scenario_name is not None and scenario_name != session.scenario:
-            raise Invalid(
-                f"Session {session_name} records scenario {session.scenario}, not {scenario_name}"
-            )
-        if session.status != RECORD:
-            raise Conflict(f"Session {session_name} is in {session.status} mode, not record")
+        session = await self._recording(host, session_name, scenario_name)
         stub = stub_from_document(
             document,
             scenario=session.scenario,
@@ -546,6 +539,18 @@ class VirtualService:
             recorded=recorded or self._date(),
         )
         return await self._add_stub(stub, stateful)
+
+    async def _recording(self, host: str, session_name: str, scenario_name: str | None) -> Session:
+        """The session stubs are put into: recording, and ``scenario_name``'s when named."""
+        await self._sync_session(host, session_name)
+        session = self.session(host, session_name)
+        if scenario_name is not None and scenario_name != session.scenario:
+            raise Invalid(
+                f"Session {session_name} records scenario {session.scenario}, not {scenario_name}"
+            )
+        if session.status != RECORD:
+            raise Conflict(f"Session {session_name} is in {session.status} mode, not record")
+        return session
 
     async def _add_stub(self, stub: Stub, stateful: bool = True) -> PutResult:
         """Store a new stub, or append its responses to the stub with the same matchers.
@@ -594,15 +599,7 @@ class VirtualService:
         whatever its sessions do (a playing one plays them once this returns)."""
         scenario = await self.get_scenario(scenario_name)
         if session_name is not None:
-            await self._sync_session(host, session_name)
-            session = self.session(host, session_name)
-            if session.scenario != scenario.name:
-                raise Invalid(
-                    f"Session {session_name} records scenario {session.scenario},"
-                    f" not {scenario.name}"
-                )
-            if session.status != RECORD:
-                raise Conflict(f"Session {session_name} is in {session.status} mode, not record")
+            await self._recording(host, session_name, scenario.name)
         options = {
             "scenario": scenario.name,
             "priority": priority,
