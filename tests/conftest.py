@@ -7,9 +7,10 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from tests.pg import (
+from tests.pg import (  # noqa: F401 - pg_url and instances: fixtures of the shared-store tests
     drop_schema,
-    pg_url,  # noqa: F401 - a fixture for the shared-store tests
+    instances,
+    pg_url,
     require_postgres,
 )
 from tests.server import RunningServer

@@ -12,6 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.server import RunningServer
+
 PG_URL = os.environ.get("SIMULACRA_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
 
@@ -52,3 +54,12 @@ def pg_url() -> Iterator[str]:
     schema = "t_" + uuid.uuid4().hex[:16]
     yield f"{base}?schema={schema}"
     drop_schema(schema)
+
+
+@pytest.fixture
+def instances(pg_url: str) -> Iterator[list[RunningServer]]:
+    """Two servers on one PostgreSQL schema (``pg_url``'s)."""
+    servers = [RunningServer(store=pg_url).start(), RunningServer(store=pg_url).start()]
+    yield servers
+    for server in servers:
+        assert server.stop() == 0

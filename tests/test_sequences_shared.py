@@ -12,11 +12,9 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
-import pytest
 import requests
 from psycopg import sql
 
@@ -40,14 +38,6 @@ def sequence(*bodies: str) -> dict[str, Any]:
         "request": {"method": "POST", "bodyPatterns": {"contains": ["<seq/>"]}},
         "response": {"status": 200, "body": list(bodies)},
     }
-
-
-@pytest.fixture
-def instances(pg_url: str) -> Iterator[list[RunningServer]]:
-    servers = [RunningServer(store=pg_url).start(), RunningServer(store=pg_url).start()]
-    yield servers
-    for server in servers:
-        assert server.stop() == 0
 
 
 def status_on(url: str, scenario: str, session: str = "play") -> str | None:

@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -40,14 +40,6 @@ def eventually(check: Callable[[], Any], what: str, patience: float = 20.0) -> A
         if time.monotonic() > deadline:
             pytest.fail(f"never happened: {what}")
         time.sleep(0.05)
-
-
-@pytest.fixture
-def instances(pg_url: str) -> Iterator[list[RunningServer]]:
-    servers = [RunningServer(store=pg_url).start(), RunningServer(store=pg_url).start()]
-    yield servers
-    for server in servers:
-        assert server.stop() == 0
 
 
 def setup_scenario(url: str, scenario: str, session: str = "rec") -> None:
