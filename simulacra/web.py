@@ -92,6 +92,8 @@ def json_items(body: bytes, ndjson: bool) -> Iterator[object]:
                     value = orjson.loads(text[start:at])
             except ValueError as exc:  # orjson.JSONDecodeError is one too
                 raise Invalid(f"request body is not valid JSON: {exc}") from None
+            except RecursionError:  # the stdlib's decoder recurses once per level
+                raise Invalid("request body is not valid JSON: nested too deeply") from None
             yield value
             at = _SPACE.match(text, at).end()  # type: ignore[union-attr]
             if text[at : at + 1] == "]":
