@@ -10,6 +10,8 @@ import orjson
 import pytest
 import requests
 
+from simulacra import web
+from simulacra.errors import Invalid
 from tests.mirage_helpers import (
     assert_data,
     assert_error,
@@ -237,3 +239,17 @@ def test_a_put_stub_still_reaches_an_index_built_before(http, base_url, name):
     assert play(http, base_url, name, name + "p", "<id>1</id>").text == "answer 1"
     end_ok(http, base_url, name, name + "p")
     assert begin(http, base_url, name, name + "r", "record").status_code == 400  # has stubs
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64, 1 << 20])
+def test_an_array_is_parsed_the_same_across_decoded_chunks(monkeypatch, chunk):
+    """The array's text is decoded a chunk at a time: a value, a number, a multi-byte
+    character or white space cut at a chunk's end reads as it would whole."""
+    monkeypatch.setattr(web, "_DECODE_CHUNK", chunk)
+    values = [soap(i, body="café ☕ " * (i % 3)) for i in range(40)] + [12345, "x", None, [1.5]]
+    body = b" [ " + b" ,\n ".join(orjson.dumps(v) for v in values) + b" ] \n"
+    assert list(web.json_items(body, ndjson=False)) == values
+    assert list(web.json_items(b"[]", ndjson=False)) == []
+    for bad, said in [(b"[1 2]", "',' or ']' expected"), (b"[1] x", "text after the array")]:
+        with pytest.raises(Invalid, match=said):
+            list(web.json_items(bad, ndjson=False))
