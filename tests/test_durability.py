@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import signal
+from pathlib import Path
 
 import pytest
 import requests
@@ -121,3 +123,35 @@ def test_serve_checks_settings_without_loading_the_app():
     for message in ("unsupported store URL", "illegal schema name", "--regions", "names no file"):
         assert message in result.stderr
     assert "--shared-cloud keeps the cloud state" in result.stderr
+
+
+def test_memory_store_pages_out_to_a_file_nothing_outlives(tmp_path, monkeypatch):
+    """memory:// holds its rows in SQLite's private temporary database: past SQLite's page
+    cache they go to a file in the temporary directory that SQLite unlinked as it opened it,
+    so the process does not hold them all (bench.memory) and even a kill -9 leaves nothing."""
+    monkeypatch.setenv("SQLITE_TMPDIR", str(tmp_path))
+    server = RunningServer(store="memory://").start()
+    try:
+        record_and_play(server.url)
+        base = server.url + "/api/v2/scenarios"
+        assert requests.put(base, json={"scenario": "big"}).status_code == 201
+        stubs = [  # ~6 MB of rows: more than SQLite's 2 MB page cache
+            {
+                "request": {"method": "POST", "bodyPatterns": {"contains": [f"<id>{i}</id>"]}},
+                "response": {"status": 200, "body": f"{i:06d}" + "x" * 1000},
+            }
+            for i in range(6000)
+        ]
+        imported = requests.post(base + "/objects/big/stubs/import", json=stubs)
+        assert imported.status_code == 201, imported.text
+        assert server.process is not None
+        fds = Path(f"/proc/{server.process.pid}/fd")
+        held = [os.readlink(fd) for fd in fds.iterdir()]
+        assert any(link.startswith(str(tmp_path)) and link.endswith("(deleted)") for link in held)
+        assert list(tmp_path.iterdir()) == []  # never a name in the directory
+        assert play(server.url).text == "first"
+        page = requests.get(base + "/objects/big/stubs", params={"offset": 5999, "limit": 1})
+        assert page.json()["data"][0]["stub"]["response"]["body"].startswith("005999")
+    finally:
+        server.stop(signal.SIGKILL)
+    assert list(tmp_path.iterdir()) == []

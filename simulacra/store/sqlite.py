@@ -115,7 +115,8 @@ class SQLiteStore:
         self._bulk: asyncio.Future[None] | None = None  # while _bulk_transaction holds the db
         # Tracker queries (a filtered count of 100,000 rows: tens of ms) run on this thread
         # with a connection of their own: SQLite lets go of the interpreter while it scans,
-        # so the loop goes on meanwhile. Only for a file: ":memory:" is one connection's.
+        # so the loop goes on meanwhile. Only for a file: a private database (":memory:",
+        # or "", SQLite's temporary one) is one connection's.
         self._reader: ThreadPoolExecutor | None = None
         self._reader_db = threading.local()
 
@@ -125,13 +126,23 @@ class SQLiteStore:
             raise RuntimeError("store is not open")
         return self._db
 
+    @property
+    def private(self) -> bool:
+        """One connection's database, gone when it closes: ":memory:", or "" (SQLite's
+        private temporary database, which pages out to a deleted file past its cache)."""
+        return self.path in (":memory:", "")
+
     async def open(self) -> None:
-        if self.path != ":memory:":
+        if not self.private:
             parent = os.path.dirname(os.path.abspath(self.path))
             os.makedirs(parent, exist_ok=True)
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
+        if self.private:  # gone at close anyway: nothing to make durable
+            db.execute("PRAGMA journal_mode=MEMORY")
+            db.execute("PRAGMA synchronous=OFF")
+        else:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA foreign_keys=ON")
         db.execute("PRAGMA busy_timeout=5000")
         db.executescript(SCHEMA)
@@ -151,7 +162,7 @@ class SQLiteStore:
         (deleted or replaced under the server, its writes would not survive a restart)."""
         if self._bulk is None:  # else the connection is busy writing: it answers
             self.db.execute("SELECT 1").fetchone()
-        if self.path != ":memory:":
+        if not self.private:
             await asyncio.to_thread(_read_schema, self.path)
 
     # scenarios -------------------------------------------------------------
@@ -393,8 +404,8 @@ class SQLiteStore:
 
     async def _read(self, read: Callable[..., T], *args: Any) -> T:
         """``read(db, *args)`` on the reader thread's own connection (a file store), or
-        inline on the loop's (":memory:")."""
-        if self.path == ":memory:":
+        inline on the loop's (a private database)."""
+        if self.private:
             return read(await self._ready(), *args)
         if self._reader is None:
             self._reader = ThreadPoolExecutor(1, thread_name_prefix="simulacra-sqlite-reader")
