@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import itertools
+import random
 import time
 from types import NoneType
 from typing import Any
@@ -16,6 +17,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from simulacra.background import drain
 from simulacra.dataplane.request import Request
 from simulacra.errors import Invalid
 from simulacra.store.memory import MemoryStore
@@ -803,8 +805,8 @@ def test_record_header_names_are_spelled_as_tornado_did(asgi, tornado):
 
 
 class TestJournalInSteps:
-    """memory://'s journal filters in steps of a few thousand records (background.py),
-    newest step first: paging and counts must not see the step boundaries."""
+    """memory://'s journal filters a block of records per step (background.py), newest
+    block first: paging and counts must not see the block boundaries."""
 
     def test_a_filtered_page_across_steps_is_the_one_a_plain_filter_gives(self):
         records = sample_records()  # 450 varied records, repeated past several steps
@@ -831,7 +833,61 @@ class TestJournalInSteps:
             while True:
                 next(steps)
                 taken += 1
-        assert taken == 3  # 20,000 records in steps of 8,192
+        assert taken == 20  # 20,000 records in blocks of 1,024
         total, page = done.value.value
         assert total == sum(1 for i in range(20_000) if "/f1" in f"/f{i}")
         assert [r.function for r in page] == ["/f19999", "/f19998", "/f19997"]
+
+    def test_adds_evictions_and_id_windows_match_a_plain_list(self):
+        """Blocks, the evicted part of the oldest, id windows and a scan that began before
+        later adds and evictions (it reads what was held at its first step), against the
+        newest ``cap`` records of a plain list."""
+        rng = random.Random(18)
+        journal = TrackerJournal()
+        every: list[TrackerRecord] = []
+        cap = 3000
+        for round_ in range(60):
+            batch = [
+                record(function=f"/r{round_}/{i}", return_code=rng.choice((200, 404)))
+                for i in range(rng.choice((1, 7, 1023, 1024, 1500)))
+            ]
+            held_before = every[-cap:] if every else []
+            if round_ == 30:
+                cap = 1100  # a smaller cap evicts many at once
+            ids_before = len(every) - len(held_before) + 1
+            query = parse_query("sc:404")
+            scan = journal.page_steps(query, 0, 10**6)
+            result = None
+            try:
+                next(scan)  # begun before the add
+            except StopIteration as stop:  # nothing held: no step
+                result = stop.value
+            journal.add(batch, cap)
+            every += batch
+            if result is None:
+                result = drain(scan)
+            assert [(r.id, r.function) for r in result[1]] == [
+                (ids_before + i, r.function)
+                for i, r in reversed(list(enumerate(held_before)))
+                if r.return_code == 404
+            ]
+            held = every[-cap:]
+            first = len(every) - len(held) + 1
+            assert len(journal) == len(held) and journal.first_id == first
+            low = first + rng.randrange(len(held))
+            high = low + rng.randrange(2000)
+            for text in ("sc:404", ""):
+                windowed = parse_query(text).newer_than(low - 1).older_than(high + 1)
+                expected = [
+                    (first + i, r.function)
+                    for i, r in reversed(list(enumerate(held)))
+                    if low <= first + i <= high
+                    and windowed.matches(record(**{**r._asdict(), "id": first + i}))
+                ]
+                skip = rng.randrange(len(expected) + 2)
+                total, page = journal.page(windowed, skip, 50)
+                assert total == len(expected)
+                assert [(r.id, r.function) for r in page] == expected[skip : skip + 50]
+            probe = first + rng.randrange(len(held))
+            assert journal.get(probe).function == held[probe - first].function
+            assert journal.get(first - 1) is None and journal.get(first + len(held)) is None
