@@ -89,15 +89,25 @@ def test_stubs_keep_order_and_bump_version(store_url):
         assert listed[0].responses[0].headers == {"X": "1"}
         scenario = await store.get_scenario(SC)
         assert scenario is not None and scenario.version == 2
-        found = await store.find_stub(SC, first.matchers_hash)
-        assert found is not None and found.id == first.id
+        found = await store.find_stubs(SC, [first.matchers_hash, "absent", second.matchers_hash])
+        assert {h: s.id for h, s in found.items()} == {
+            first.matchers_hash: first.id,
+            second.matchers_hash: second.id,
+        }
+        assert await store.find_stubs(SC, ["absent"]) == {}
+        # Another stub with the same matchers (stored as it was before merging existed):
+        # the first one is found.
+        await store.insert_stub(stub("<a/>", ("3",)))
+        assert (await store.find_stubs(SC, [first.matchers_hash]))[first.matchers_hash].id == (
+            first.id
+        )
         first.responses = [Response(201, "changed")]
         await store.update_stub(first)
-        again = await store.find_stub(SC, first.matchers_hash)
-        assert again is not None and again.responses[0].body == "changed"
+        again = (await store.find_stubs(SC, [first.matchers_hash]))[first.matchers_hash]
+        assert again.responses[0].body == "changed"
         stats = await store.stub_stats(SC)
-        assert stats.count == 2 and stats.last_recorded == "2026-01-01"
-        assert await store.delete_stubs(SC) == 2
+        assert stats.count == 3 and stats.last_recorded == "2026-01-01"
+        assert await store.delete_stubs(SC) == 3
         assert await store.list_stubs(SC) == []
 
     run(store_url, body)

@@ -7,6 +7,7 @@ would cost more than the statement.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -102,7 +103,10 @@ class Store(Protocol):
         counted among those whose ``seq`` is above ``after`` (a page read after another)."""
 
     async def stub_stats(self, scenario: str) -> StubStats: ...
-    async def find_stub(self, scenario: str, matchers_hash: str) -> Stub | None: ...
+    async def find_stubs(self, scenario: str, matchers_hashes: Sequence[str]) -> dict[str, Stub]:
+        """matchers_hash -> the first stored stub with it, for those of ``matchers_hashes``
+        that the scenario holds (one statement: callers pass a few hundred at a time)."""
+
     async def get_stub(self, scenario: str, stub_id: str) -> Stub | None:
         """The stub with this id in this scenario (None: not there, or deleted)."""
 

@@ -289,13 +289,17 @@ class PostgresStore:
         count, space, last = row
         return StubStats(int(count), int(space), last)
 
-    async def find_stub(self, scenario: str, matchers_hash: str) -> Stub | None:
-        row = await self._fetchone(
-            f"SELECT {STUB_READ_COLUMNS} FROM stub WHERE scenario = %s AND matchers_hash = %s"
-            " ORDER BY seq LIMIT 1",
-            (scenario, matchers_hash),
+    async def find_stubs(self, scenario: str, matchers_hashes: Sequence[str]) -> dict[str, Stub]:
+        rows = await self._fetchall(
+            f"SELECT {STUB_READ_COLUMNS}, matchers_hash FROM stub WHERE scenario = %s"
+            " AND matchers_hash = ANY(%s)",
+            (scenario, list(matchers_hashes)),
         )
-        return stub_of_row(row) if row else None
+        found: dict[str, Stub] = {}
+        for *row, matchers_hash in sorted(rows):  # by seq, the first column (as SQLite's)
+            if matchers_hash not in found:
+                found[matchers_hash] = stub_of_row(tuple(row))
+        return found
 
     async def get_stub(self, scenario: str, stub_id: str) -> Stub | None:
         row = await self._fetchone(

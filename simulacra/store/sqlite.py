@@ -14,7 +14,7 @@ import secrets
 import sqlite3
 import threading
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -219,14 +219,21 @@ class SQLiteStore:
         ).fetchone()
         return StubStats(count, space, last)
 
-    async def find_stub(self, scenario: str, matchers_hash: str) -> Stub | None:
+    async def find_stubs(self, scenario: str, matchers_hashes: Sequence[str]) -> dict[str, Stub]:
         db = await self._ready()
-        row = db.execute(
-            f"SELECT {STUB_READ_COLUMNS} FROM stub WHERE scenario = ? AND matchers_hash = ?"
-            " ORDER BY seq LIMIT 1",
-            (scenario, matchers_hash),
-        ).fetchone()
-        return stub_of_row(row) if row else None
+        marks = ",".join("?" * len(matchers_hashes))
+        # Ordered here, not by ORDER BY seq: with it SQLite walks the scenario's stubs in
+        # seq order (100,000 rows: 50 ms for 200 hashes) instead of looking each one up.
+        rows = db.execute(
+            f"SELECT {STUB_READ_COLUMNS}, matchers_hash FROM stub WHERE scenario = ?"
+            f" AND matchers_hash IN ({marks})",
+            (scenario, *matchers_hashes),
+        ).fetchall()
+        found: dict[str, Stub] = {}
+        for *row, matchers_hash in sorted(rows):  # by seq, the first column
+            if matchers_hash not in found:
+                found[matchers_hash] = stub_of_row(row)
+        return found
 
     async def get_stub(self, scenario: str, stub_id: str) -> Stub | None:
         db = await self._ready()
