@@ -87,6 +87,15 @@ class TestMatchers:
         assert not matches({"bodyPatterns": ns}, req('<r xmlns="urn:x"><item id="2"/></r>'))
         assert not matches({"bodyPatterns": {"xpath": ["//a"]}}, req("<<not xml"))
 
+    def test_a_json_string_body_is_not_read_again_as_a_document(self):
+        # python-jsonpath parses a string root again as JSON text: a malformed one raised
+        # (a 500), a deep one recursed; only `$` finds the string itself.
+        for body in ['"{oops"', '"{\\"a\\": 1}"', json.dumps("[" * 100_000), '"x"']:
+            for expr, found in [("$", True), ("$.a | $", True), ("$.a", False), ("$[0]", False)]:
+                assert matches({"bodyPatterns": {"jsonpath": [expr]}}, req(body)) is found
+            assert not matches({"bodyPatterns": {"jsonpath": ["$[?(@ == 'x')]"]}}, req(body))
+            assert matches({"bodyPatterns": {"!jsonpath": ["$.a"]}}, req(body))
+
     def test_xml_entities_are_not_resolved(self):
         body = '<!DOCTYPE r [<!ENTITY e SYSTEM "file:///etc/passwd">]><r>&e;</r>'
         assert not matches({"bodyPatterns": {"xpath": ["//r[contains(., 'root')]"]}}, req(body))

@@ -11,14 +11,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from simulacra.regex import OverBudget
 from simulacra.virtual.matching import (
+    _JSONPATH,
     _SORT_CHUNK,
     LITERAL_CHILDREN,
     MAX_LITERAL_PLACES,
+    REQUEST_WORK_US,
+    JsonEquality,
     JsonLiteral,
     JsonPath,
+    MatchingWork,
     PlaybackRequest,
     StubIndex,
+    TooMuchWork,
     XmlLiteral,
     XPath,
     compile_request,
@@ -368,3 +374,218 @@ def test_playback_of_namespaced_xpath_stubs_in_soap_bodies(http, base_url, name)
     assert (answer.status_code, answer.text) == (200, "customer 63")
     other_namespace = play(http, base_url, name, session, soap("00063", "urn:other"))
     assert_error(other_namespace, 400, "No matching response found")
+
+
+# `JsonEquality.first` walks the simple filters the index looks up by hand: it must give
+# python-jsonpath's answer (True, False or OverBudget) and charge the same work, always.
+def by_both(expr: str, data: object, left_us: int = REQUEST_WORK_US) -> tuple[object, object]:
+    """(answer, work left) by JsonEquality and by python-jsonpath; an answer is True, False,
+    "over" (OverBudget) or "too much" (TooMuchWork)."""
+    path = JsonPath(expr)
+    assert path.equality is not None, expr
+    outcomes = []
+    for run in (path.equality.first, lambda d, w: _JSONPATH.first(path.path, d, w)):
+        work = MatchingWork(left_us)
+        try:
+            answer: object = run(data, work)
+        except OverBudget:
+            answer = "over"
+        except TooMuchWork:
+            answer = "too much"
+        outcomes.append((answer, work.left))
+    return outcomes[0], outcomes[1]
+
+
+def agree(expr: str, data: object, left_us: int = REQUEST_WORK_US) -> object:
+    hand, library = by_both(expr, data, left_us)
+    assert hand == library, (expr, data)
+    return hand[0]
+
+
+NAMES = ["id", "o", "1", "é", "a b", "true"]
+
+
+def name_path(names: list[str]) -> str:
+    return "".join(f"[{json.dumps(n, ensure_ascii=False)}]" for n in names)
+
+
+def equality(parent: list[str], member: list[str], root: bool, value: str, swap: bool) -> str:
+    query = ("$" if root else "@") + name_path(member)
+    literal = json.dumps(value, ensure_ascii=False)
+    test = f"{literal} == {query}" if swap else f"{query} == {literal}"
+    return f"${name_path(parent)}[?({test})]"
+
+
+EQ_VALUES = ["x", "1", "true", "", "é", "x y", "null"]
+EQ_SCALARS = st.one_of(
+    st.sampled_from(EQ_VALUES),
+    st.sampled_from([1, 1.0, 0, True, False, None, -1, 1e300]),
+)
+EQ_BODY = st.recursive(
+    EQ_SCALARS,
+    lambda inner: st.one_of(
+        st.dictionaries(st.sampled_from(NAMES), inner, max_size=4),
+        st.lists(inner, max_size=4),
+    ),
+    max_leaves=12,
+)
+EQ_PATH = st.lists(st.sampled_from(NAMES), max_size=3)
+
+
+@st.composite
+def near(draw: st.DrawFn, names: list[str], leaf: object) -> object:
+    """``leaf`` at ``names`` (or nearly: a level in an array, a name missing), with
+    siblings."""
+    value = leaf
+    for name in reversed(names):
+        level = draw(st.dictionaries(st.sampled_from(NAMES), EQ_BODY, max_size=2))
+        if draw(st.integers(0, 5)):  # else the name is missing
+            level[name] = value
+        value = [level] if not draw(st.integers(0, 7)) else level  # an array in the path
+    return value
+
+
+@st.composite
+def eq_cases(draw: st.DrawFn) -> tuple[str, object]:
+    """An expression ``JsonEquality`` takes, and a body that it may well select from."""
+    parent, member = draw(EQ_PATH), draw(EQ_PATH)
+    root, swap = draw(st.booleans()), draw(st.booleans())
+    value = draw(st.sampled_from(EQ_VALUES))
+    leaves = st.one_of(st.just(value), EQ_SCALARS, EQ_BODY)
+    child = leaves.flatmap(lambda leaf: near(member, leaf))
+    children = draw(st.lists(st.one_of(child, EQ_BODY), max_size=4))
+    node: object = children
+    if draw(st.booleans()):
+        node = {str(i): child for i, child in enumerate(children)}
+    elif not draw(st.integers(0, 7)):
+        node = draw(EQ_SCALARS)  # a filter on a scalar
+    data = draw(near(parent, node))
+    found = draw(near(member, draw(leaves)))
+    if root and isinstance(data, dict) and isinstance(found, dict):
+        # `$.member` beside `$.parent`; where they overlap, one of them wins.
+        data = {**data, **found} if draw(st.booleans()) else {**found, **data}
+    if not isinstance(data, dict | list):
+        data = [data]
+    return equality(parent, member, root, value, swap), data
+
+
+EQ_CASES = eq_cases()
+
+
+class TestJsonEquality:
+    @pytest.mark.parametrize(
+        ("expr", "equality"),
+        [
+            ("$[?(@.id == 'x')]", JsonEquality((), ("id",), False, "x")),
+            ("$.a.b[?(@.c.d == 'y')]", JsonEquality(("a", "b"), ("c", "d"), False, "y")),
+            ("$.a[?($.b == 'z')]", JsonEquality(("a",), ("b",), True, "z")),
+            ("$.l[?('w' == @)]", JsonEquality(("l",), (), False, "w")),
+            ("$['1'][?(@['é'] == 'é')]", JsonEquality(("1",), ("é",), False, "é")),
+        ],
+    )
+    def test_simple_equalities_are_walked_by_hand(self, expr, equality):
+        assert JsonPath(expr).equality == equality
+
+    @pytest.mark.parametrize(
+        "expr",
+        ["$.order.id", "$[?(@.id == 1)]", "$[?(@.id != 'x')]", "$.a[1][?(@.b == 'x')]"],
+    )
+    def test_other_expressions_are_python_jsonpaths(self, expr):
+        assert JsonPath(expr).equality is None
+
+    @pytest.mark.parametrize(
+        "data",
+        [
+            {"id": "x"},
+            {"a": {"id": "x"}},
+            {"a": {"id": "x "}},
+            {"a": {"id": True}, "b": {"id": 1}, "c": {"id": ["x"]}, "d": {"id": {"x": "x"}}},
+            [{"id": "x"}],
+            [["x"], {"id": None}, "x", {"id": "x"}],
+            {"a": [{"id": "x"}]},  # the filter is on the root's children, not deeper
+            {"a": "x", "id": "x"},
+            [],
+            {},
+            1,  # scalar roots (a string root is no JSONPath's: test_matching.py)
+            1.5,
+            None,
+            True,
+        ],
+    )
+    def test_types_and_places(self, data):
+        agree("$[?(@.id == 'x')]", data)
+        agree("$[?(@ == 'x')]", data)
+        agree("$.a[?(@.id == 'x')]", data)
+        agree("$.a[?(@ == 'x')]", data)
+        agree("$[?($.a.id == 'x')]", data)
+        agree("$.a[?($.id == 'x')]", data)
+
+    def test_a_string_equals_only_that_string(self):
+        body = [{"v": v} for v in [1, 1.0, True, None, "1.0", "True", "true", "1 "]]
+        for literal in ["1", "true", "null", "1.0"]:
+            assert agree(f"$[?(@.v == '{literal}')]", body) is (literal in {"1.0", "true"})
+
+    def test_unicode_names_and_values(self):
+        data = {"ключ": [{"名前": "値"}, {"名前": "값"}], "e\u0301": {"x": "é"}}
+        assert agree("$.ключ[?(@.名前 == '값')]", data) is True
+        assert agree("$['e\u0301'][?(@ == 'é')]", data) is True
+        assert agree("$['é'][?(@ == 'é')]", data) is False  # not normalized
+        assert agree("$.ключ[?(@.名前 == '\\u5024')]", data) is True  # an escape in the literal
+
+    @pytest.mark.parametrize("depth", [6, 7, 8, 9, 15, 16])
+    def test_deep_paths_cost_more_steps(self, depth):
+        # A node 8 levels down costs 2 steps, 16 levels down 3 (`_node_steps`).
+        names = [f"n{i}" for i in range(depth)]
+        data: object = "x"
+        for name in reversed(names + names):
+            data = {name: data}
+        assert agree(equality(names, names[:-1], False, "x", False), data) is False
+        assert agree(equality(names[:-1], names, False, "x", False), data) is True
+        assert agree(equality(names, names + names, True, "x", False), data) is True
+        assert agree(equality(names[:-1], [*names, "n0"], False, "x", False), data) is False
+
+    @pytest.mark.parametrize("size", [1, 10, 490, 499, 500, 501, 666, 667, 1000, 5000])
+    @pytest.mark.parametrize("at", ["first", "last", "none"])
+    def test_the_step_budget_over_many_children(self, size, at):
+        children: list[object] = [{"id": "y"}] * size
+        if at != "none":
+            children[0 if at == "first" else -1] = {"id": "x"}
+        keyed = {str(i): child for i, child in enumerate(children)}
+        for data in (children, {"k": children}, {"k": keyed}):
+            agree("$[?(@.id == 'x')]", data)
+            agree("$.k[?(@.id == 'x')]", data)
+            agree("$.k[?(@ == 'x')]", data)
+            agree("$.k[?($.q == 'x')]", {**data, "q": "x"} if isinstance(data, dict) else data)
+        scalars = ["y"] * size + ["x"] * (at != "none")
+        agree("$[?(@ == 'x')]", scalars)
+        agree("$[?(@.id == 'x')]", scalars)
+        # 4 steps a child (its query's root and id, the comparison, the filter), 1 for `$`,
+        # 1 for the node selected: 2,000 steps end between the 499th child and the 500th.
+        if at == "first":
+            expected: object = True
+        elif size < 500:
+            expected = at == "last"
+        else:
+            expected = "over"
+        assert agree("$[?(@.id == 'x')]", children) == expected
+
+    def test_the_request_budget(self):
+        data = {"a": [{"id": "y"}] * 100 + [{"id": "x"}]}
+        assert agree("$.a[?(@.id == 'x')]", data, left_us=0) == "too much"
+        assert agree("$.a[?(@.id == 'x')]", data, left_us=1) is True  # charged after
+
+    @settings(max_examples=1500, deadline=None)
+    @given(case=EQ_CASES)
+    def test_agrees_with_python_jsonpath(self, case):
+        expr, data = case
+        agree(expr, data)
+
+
+def test_a_json_string_body_matches_no_jsonpath_stub(http, base_url, name):
+    stubs = [
+        stub("equality", bodyPatterns={"jsonpath": ["$[?(@.id == 'x')]"]}),
+        stub("path", bodyPatterns={"jsonpath": ["$.id"]}),
+    ]
+    session = playback_of(http, base_url, name, stubs)
+    for body in ['"{oops"', json.dumps(json.dumps({"id": "x"}))]:
+        assert_error(play(http, base_url, name, session, body), 400, "No matching response found")
