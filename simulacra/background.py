@@ -21,7 +21,7 @@ import asyncio
 import gc
 import time
 from collections.abc import Generator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -91,6 +91,20 @@ def _freeze_now_and_then(worked: float) -> None:
         _unfrozen_work = 0.0
         gc.collect(0)
         gc.freeze()
+
+
+def emptying(*held: list[Any] | dict[Any, Any], step: int = 1500) -> Steps[None]:
+    """Empty ``held`` a step of ``step`` items at a time, so that what only they hold is
+    freed as they go: 100,000 stubs freed in one go held the loop 60-140 ms (~0.6 µs each:
+    a step of 1,500 is about 1 ms)."""
+    for container in held:
+        while container:
+            if isinstance(container, dict):
+                for _ in range(min(step, len(container))):
+                    container.popitem()
+            else:
+                del container[-step:]
+            yield
 
 
 async def run_in_slices(steps: Steps[T]) -> T:

@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import Iterator
 
-from simulacra.background import SLICE_S, Slices, drain, run_in_slices
+from simulacra.background import SLICE_S, Slices, drain, emptying, run_in_slices
 from simulacra.store.sqlite import SQLiteStore
 from simulacra.virtual.matching import PlaybackRequest, StubIndex
 from simulacra.virtual.model import stub_from_document
@@ -203,3 +203,12 @@ def test_release_frees_an_index_a_step_at_a_time() -> None:
     assert 0 < len(index.stubs) < 4000  # one step frees a part
     drain(steps)
     assert index.stubs == [] and index._automata == []
+
+
+def test_emptying_frees_lists_and_dicts_a_step_at_a_time() -> None:
+    items, table = list(range(3500)), {i: str(i) for i in range(2000)}
+    steps = emptying(items, table, step=1500)
+    sizes = []
+    for _ in steps:
+        sizes.append((len(items), len(table)))
+    assert sizes == [(2000, 2000), (500, 2000), (0, 2000), (0, 500), (0, 0)]

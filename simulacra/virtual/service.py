@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from simulacra.background import Slices, Steps, run_in_slices
+from simulacra.background import Slices, Steps, emptying, run_in_slices
 from simulacra.errors import (
     AlreadyExists,
     Conflict,
@@ -574,7 +574,8 @@ class VirtualService:
             return PutResult(status, existing or stub)
 
     async def _add_stubs(self, scenario: str, stubs: list[Stub], stateful: bool) -> ImportCounts:
-        """``_add_stub`` for many, in one write: all or nothing."""
+        """``_add_stub`` for many, in one write: all or nothing. ``stubs`` is emptied, a
+        slice at a time (100,000 of them freed at once held the loop ~120 ms)."""
         async with self._adding.setdefault(scenario, asyncio.Lock()):
             # matchers_hash -> the first stored stub with those matchers, for the import's
             # matchers only (a scenario may hold 100,000 stubs).
@@ -587,6 +588,7 @@ class VirtualService:
             counts, new, changed = await run_in_slices(_merge_stubs(held, stubs, stateful))
             await self.store.write_stubs(scenario, new, changed)
             self._changed(scenario)
+        await run_in_slices(emptying(held, new, changed, stubs))
         if self._plays(scenario):
             await self._index(scenario, current=True)  # plays them once this answers
         return counts
