@@ -20,7 +20,7 @@ from psycopg import sql
 
 from simulacra.config import split_url
 from simulacra.store.memory import MemoryStore
-from simulacra.store.postgres import PostgresStore
+from simulacra.store.postgres import COUNTER_ROUND_TRIPS, PostgresStore
 from simulacra.virtual.model import Response, Stub
 from simulacra.virtual.playback import SequenceCounters
 from simulacra.virtual.service import VirtualService
@@ -200,6 +200,46 @@ def test_concurrent_calls_in_one_process_share_a_round_trip(pg_url):
     assert positions == list(range(32))
     assert trips == 1
     assert more == [32, 33, 34]
+
+
+def test_round_trips_of_one_counter_overlap_and_hand_out_each_position_once(pg_url):
+    """Playbacks arriving while round trips are in flight go in further round trips, up to
+    COUNTER_ROUND_TRIPS at once: the positions are still each handed out once, without gaps,
+    and a playback answered before another arrived holds the lower one."""
+
+    async def main() -> tuple[int, list[int], list[int]]:
+        store = PostgresStore(pg_url)
+        await store.open()
+        in_flight = most = 0
+        fetchone = store._fetchone
+
+        async def slow(sql: str, args: Any = ()) -> tuple[Any, ...] | None:
+            nonlocal in_flight, most
+            in_flight += 1
+            most = max(most, in_flight)
+            try:
+                await asyncio.sleep(0.05)  # long enough for the next arrivals to come
+                return await fetchone(sql, args)
+            finally:
+                in_flight -= 1
+
+        store._fetchone = slow  # type: ignore[method-assign]
+        try:
+            waves = []
+            for _ in range(COUNTER_ROUND_TRIPS + 2):
+                waves.append(asyncio.create_task(store.next_response("h s", "stub")))
+                await asyncio.sleep(0.005)  # each arrives while the earlier ones are in flight
+            positions = list(await asyncio.gather(*waves))
+            # Answered one after the other: each after all those before it.
+            after = [await store.next_response("h s", "stub") for _ in range(3)]
+            return most, positions, after
+        finally:
+            await store.close()
+
+    most, positions, after = asyncio.run(main())
+    assert most == COUNTER_ROUND_TRIPS
+    assert sorted(positions) == list(range(len(positions)))
+    assert after == [len(positions), len(positions) + 1, len(positions) + 2]
 
 
 def test_a_playback_cancelled_before_its_round_trip_takes_no_position(pg_url):

@@ -21,6 +21,7 @@ import requests
 from simulacra.store.postgres import split_url
 from tests.server import RunningServer
 from tests.test_shared_cloud import authenticate, nova_url, query, stored_versions, tenant_part
+from tests.test_shared_store import eventually
 
 SERVER = {"server": {"name": "s", "imageRef": "img", "flavorRef": "2"}}
 
@@ -63,6 +64,17 @@ class RowLock:
         self.conn.close()
 
 
+def waiting_for(pg_url: str, lock: RowLock) -> int:
+    """Statements waiting for ``lock``."""
+    url, _schema = split_url(pg_url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))",
+            (lock.conn.info.backend_pid,),
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
 def in_thread(work: Any) -> tuple[threading.Thread, list[Any]]:
     out: list[Any] = []
     thread = threading.Thread(target=lambda: out.append(work()), daemon=True)
@@ -78,6 +90,9 @@ def test_a_writer_holding_one_tenant_stops_neither_other_tenants_nor_readers(pai
     try:
         # A create in the locked tenant waits for the lock...
         waiting, created = in_thread(lambda: create(a.url, "910001", "late"))
+        # (once its statement waits: a create sent together with it would wait in the same
+        # statement, as the requests that arrive together are sent together)
+        eventually(lambda: waiting_for(pg_url, lock) > 0, "the create waits for the lock")
         # ...while creates in other tenants land, on both instances,
         others = {create(a.url, "910003"), create(b.url, "910004"), create(b.url, "910003")}
         # reads of the locked tenant answer from its committed state (on the other
@@ -147,3 +162,67 @@ def test_reset_on_one_instance_empties_the_cloud_for_both(pair):
     # The cloud works afresh after it, on both.
     server = create(b.url, "940001")
     assert listed(a.url, "940001") == {server}
+
+
+def test_a_request_queued_as_the_last_flush_ends_is_sent():
+    """The batcher's flushes are counted down as each finds its queue empty: a request that
+    arrives right then (its predecessor's answer woke it) starts a flush of its own rather
+    than waiting for one that is ending."""
+    import asyncio
+
+    from simulacra.cloud.shared import _Batcher
+
+    async def main() -> list[int]:
+        async def send(groups: list[int]) -> list[int]:
+            return groups
+
+        batcher = _Batcher(send, 1)
+        answers = [await batcher.submit(1)]
+        async with asyncio.timeout(5):  # in this task, woken by the first answer
+            answers.append(await batcher.submit(2))
+        return answers
+
+    assert asyncio.run(main()) == [1, 2]
+
+
+def test_a_part_that_moves_while_its_write_waits_for_the_lock_is_answered_stale(pg_url):
+    """A write found current, then blocked on the row's lock by another writer that changes
+    the part and commits, writes nothing: it gets the part as the other left it."""
+    import asyncio
+
+    from simulacra.store.postgres import CloudGroup, PostgresStore
+
+    key, coll = "compute.tenants:'920001'", "compute.tenants"
+
+    async def main() -> tuple[Any, Any]:
+        store = PostgresStore(pg_url)
+        await store.open()
+        try:
+            first = await store.sync_cloud([CloudGroup([(key, coll, 0, b"one")], [], [])])
+            assert first[0].written is not None
+            version = first[0].written[key]
+            lock = RowLock(pg_url, key)
+            try:
+                late = asyncio.create_task(
+                    store.sync_cloud([CloudGroup([(key, coll, version, b"mine")], [], [])])
+                )
+                while not await asyncio.to_thread(waiting_for, pg_url, lock):
+                    await asyncio.sleep(0.02)
+                lock.conn.execute(
+                    "UPDATE cloud_part SET version = nextval('cloud_part_version'),"
+                    " data = 'theirs' WHERE key = %s",
+                    (key,),
+                )
+                lock.conn.commit()
+            finally:
+                lock.release()
+            answer = (await late)[0]
+            stored = await store._fetchone("SELECT data FROM cloud_part WHERE key = %s", (key,))
+            return answer, stored
+        finally:
+            await store.close()
+
+    answer, stored = asyncio.run(main())
+    assert answer.written is None
+    assert [(k, bytes(d)) for k, _v, d in answer.stale] == [(key, b"theirs")]
+    assert stored is not None and bytes(stored[0]) == b"theirs"

@@ -343,3 +343,55 @@ def test_instances_starting_together_migrate_once(pg_url):
     with psycopg.connect(url, options=f"-csearch_path={schema}") as conn:
         rows = conn.execute("SELECT version FROM schema_version ORDER BY version").fetchall()
     assert [v for (v,) in rows] == [v for v, _ in migrations()]
+
+
+def test_a_connection_ended_by_the_database_is_replaced_before_it_is_lent(pg_url):
+    """The pool lends a connection used moments ago without a round trip to check it, but
+    not one whose backend ended meanwhile (a restart, pg_terminate_backend): its socket has
+    something to read, so it is checked, found broken and replaced. No operation fails."""
+    import asyncio
+
+    import psycopg
+    from psycopg_pool import AsyncConnectionPool
+
+    from simulacra.store.postgres import PostgresStore
+
+    async def main() -> tuple[int, int, int]:
+        store = PostgresStore(pg_url, min_size=2, max_size=2)
+        await store.open()
+        asked = 0
+        check_connection = AsyncConnectionPool.check_connection
+
+        async def counted(conn: psycopg.AsyncConnection[Any]) -> None:
+            nonlocal asked
+            asked += 1
+            await check_connection(conn)
+
+        try:
+            pids = set()
+            for _ in range(6):
+                row = await store._fetchone("SELECT pg_backend_pid()")
+                assert row is not None
+                pids.add(row[0])
+            AsyncConnectionPool.check_connection = counted  # type: ignore[method-assign]
+            for _ in range(10):
+                await store.ping()
+            quiet = asked  # lent again within moments of their last use: not asked
+            base = pg_url.split("?")[0]
+            async with await psycopg.AsyncConnection.connect(base, autocommit=True) as admin:
+                await admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid",
+                    (list(pids),),
+                )
+            await asyncio.sleep(0.2)  # the backends' goodbyes reach the sockets
+            for _ in range(10):
+                await store.ping()  # each lent connection is a working one
+            return quiet, asked, store.failures
+        finally:
+            AsyncConnectionPool.check_connection = check_connection  # type: ignore[method-assign]
+            await store.close()
+
+    quiet, asked, failures = asyncio.run(main())
+    assert quiet == 0
+    assert asked >= 1  # the ended ones were asked (and failed the check)
+    assert failures == 0

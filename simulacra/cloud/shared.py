@@ -18,7 +18,8 @@ any instance or worker:
    request that changed nothing locks nothing: reads never wait behind a writer;
 4. if a part had moved (another process changed it), puts back what the handler changed,
    loads the parts that moved and runs the handler again;
-5. only then sends the answer: a 2xx means the change is durable.
+5. only then sends the answer: a 2xx means the change is committed (its WAL flush is not
+   waited for: docs/scaling.md).
 
 ``SharedCloud.run`` is that loop, around any unit of work (which must be safe to run again):
 the data plane's cloud routes (simulacra/dataplane/cloud.py) call it with their answer's
@@ -307,32 +308,40 @@ class _Batcher:
         self._send = send
         self._slots = slots
         self._queue: list[tuple[Any, asyncio.Future[Any]]] = []
-        self._flushing: set[asyncio.Task[None]] = set()
+        # Flushes running, counted down as each finds the queue empty (in the same step: a
+        # count kept by the tasks' done callbacks, which run later, let a request queued in
+        # between wait with no flush to send it).
+        self._flushing = 0
+        self._tasks: set[asyncio.Task[None]] = set()  # referenced until done
 
     async def submit(self, group: Any) -> Any:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queue.append((group, future))
-        if len(self._flushing) < self._slots:
+        if self._flushing < self._slots:
+            self._flushing += 1
             task = asyncio.create_task(self._flush())
-            self._flushing.add(task)
-            task.add_done_callback(self._flushing.discard)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         return await future
 
     async def _flush(self) -> None:
-        while self._queue:
-            batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
-            try:
-                found = await self._send([group for group, _ in batch])
-            except BaseException as exc:
-                for _, future in batch:
+        try:
+            while self._queue:
+                batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+                try:
+                    found = await self._send([group for group, _ in batch])
+                except BaseException as exc:
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    if not isinstance(exc, Exception):
+                        raise
+                    continue
+                for (_, future), answer in zip(batch, found, strict=True):
                     if not future.done():
-                        future.set_exception(exc)
-                if not isinstance(exc, Exception):
-                    raise
-                continue
-            for (_, future), answer in zip(batch, found, strict=True):
-                if not future.done():
-                    future.set_result(answer)
+                        future.set_result(answer)
+        finally:
+            self._flushing -= 1
 
 
 class SharedCloud:

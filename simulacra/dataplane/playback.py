@@ -182,9 +182,10 @@ class Playback:
             route.check(target, session)
             if route.real_paths and session.records_upstream:
                 return self._recorded(route, request, target, session)
-            played = svc.playback_now(session, route.matched(request, target))
-            if played is None:
-                return self._later(route, request, target, t0)
+            matched = route.matched(request, target)
+            played = svc.playback_now(session, matched)
+            if played is None:  # a sequence's position, or the index, from the store
+                return self._later(route, request, target, t0, matched)
         except DomainError as exc:
             return self.refused(route, request, exc, t0, target)
         except Exception:
@@ -195,10 +196,15 @@ class Playback:
         return self.answered(route, request, target, stub_id, response, t0, 0)
 
     async def _later(
-        self, route: PlaybackRoute, request: Request, target: Target, t0: float
+        self,
+        route: PlaybackRoute,
+        request: Request,
+        target: Target,
+        t0: float,
+        matched: PlaybackRequest | None = None,
     ) -> Answer:
         """``run``'s steps when the session, the stub index or a sequence's position must
-        come from the store."""
+        come from the store (``matched``: the request as ``run`` parsed it, if it did)."""
         svc = self.svc
         assert svc is not None
         try:
@@ -206,8 +212,9 @@ class Playback:
             route.check(target, session)
             if route.real_paths and session.records_upstream:
                 return await self._recorded(route, request, target, session)
-            played = route.matched(request, target)
-            stub_id, response = await svc.playback(session, played, route.real_paths)
+            if matched is None:
+                matched = route.matched(request, target)
+            stub_id, response = await svc.playback(session, matched, route.real_paths)
             delay = await self._delay(svc, session, response)
         except DomainError as exc:
             return self.refused(route, request, exc, t0, target)

@@ -21,6 +21,9 @@ import contextlib
 import functools
 import logging
 import secrets
+import select
+import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from importlib import resources
 from typing import Any, NamedTuple
@@ -29,6 +32,7 @@ import orjson
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
+from psycopg.pq import ConnStatus, TransactionStatus
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from simulacra.background import Slices
@@ -59,6 +63,9 @@ MIGRATION_LOCK = 0x51_4D_55_4C  # "SMUL"
 # A connection attempt gives up after this (libpq waits for ever by default): a database
 # that does not answer fails the start, or a pooled request, with the reason.
 CONNECT_TIMEOUT_S = 5
+# A pooled connection lent again within this long of its last loan is checked without a round
+# trip (see ConnectionCheck); one that sat idle longer is asked.
+RECHECK_AFTER_S = 5.0
 
 
 def migrations() -> list[tuple[int, str]]:
@@ -69,6 +76,41 @@ def migrations() -> list[tuple[int, str]]:
         if entry.name.endswith(".sql"):
             found.append((int(entry.name.split("_", 1)[0]), entry.read_text()))
     return sorted(found)
+
+
+class ConnectionCheck:
+    """The pool's check of a connection before it lends it, cheap when it can be.
+
+    A round trip on every loan (``AsyncConnectionPool.check_connection``) doubled the cost
+    of every store operation. A connection lent within ``RECHECK_AFTER_S`` of its previous
+    loan, returned idle and in a good state, whose socket has nothing to read, is lent as
+    it is: a backend that ended (a restart, ``pg_terminate_backend``) sends its last message
+    and closes, which makes the socket readable at once. Any other connection (idle longer,
+    where a connection dropped on the way would not say so; a readable socket; a bad state)
+    is checked with a round trip, and the pool replaces it if that fails.
+    """
+
+    def __init__(self) -> None:
+        self._lent: weakref.WeakKeyDictionary[psycopg.AsyncConnection[Any], float] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    async def __call__(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        now = time.monotonic()
+        lent = self._lent.get(conn)
+        self._lent[conn] = now
+        if lent is None or now - lent > RECHECK_AFTER_S or not _quiet(conn):
+            await AsyncConnectionPool.check_connection(conn)
+
+
+def _quiet(conn: psycopg.AsyncConnection[Any]) -> bool:
+    """Idle, in a good state, and nothing has arrived on its socket since its last use."""
+    info = conn.info
+    if info.status != ConnStatus.OK or info.transaction_status != TransactionStatus.IDLE:
+        return False
+    poll = select.poll()  # not select(): a file descriptor may be over FD_SETSIZE
+    poll.register(conn.fileno(), select.POLLIN | select.POLLERR | select.POLLHUP)
+    return not poll.poll(0)
 
 
 class PostgresStore:
@@ -117,7 +159,7 @@ class PostgresStore:
             max_size=self._max_size,
             timeout=5.0,
             # A connection broken by a database restart is found here, not by a request.
-            check=AsyncConnectionPool.check_connection,
+            check=ConnectionCheck(),
             open=False,
         )
         await pool.open(wait=True, timeout=15.0)
@@ -125,7 +167,6 @@ class PostgresStore:
         await self.migrate()
 
     async def close(self) -> None:
-        await self._close_cloud_connections()
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
@@ -454,12 +495,15 @@ class PostgresStore:
     # sequence counters (stateful stubs, shared by every instance) ----------
     #
     # The row's n is how many positions the store has handed out. Concurrent playbacks of
-    # one counter in this process share a round trip (group commit): the first sends it,
-    # those arriving meanwhile wait for the next, which reserves as many positions as they
-    # are (n = n + k) and hands them out in arrival order. Ranges are contiguous and
-    # disjoint across instances (the row lock orders the updates), so every position is
-    # served once, in the store's order; 32 concurrent clients need a few round trips
-    # where they needed 32.
+    # one counter in this process share round trips (group commit): those that arrive while
+    # round trips are in flight wait for the next, which reserves as many positions as they
+    # are (n = n + k) and hands them out in arrival order. Up to COUNTER_ROUND_TRIPS of one
+    # counter are in flight at once: with one, a round trip's latency (the database, and
+    # this busy loop noticing its answer) bounded a counter's rate whatever the CPU left.
+    # Ranges are contiguous and disjoint across round trips and instances (the row lock
+    # orders the updates), so every position is served once. A playback answered before
+    # another arrived, on any instance, holds the lower position (its round trip committed
+    # before the other's was sent); two in flight together may get theirs either way round.
     #
     # The advance commits without waiting for its WAL flush (synchronous_commit off, for
     # this statement's transaction alone): other instances see it at once, and the row lock
@@ -475,9 +519,9 @@ class PostgresStore:
     )
 
     @functools.cached_property
-    def _counter_waiters(self) -> dict[tuple[str, str], list[asyncio.Future[int]]]:
-        """(session, stub) -> the playbacks waiting for the next round trip; a key is
-        present while its round-trip task runs."""
+    def _counters(self) -> dict[tuple[str, str], _Counter]:
+        """(session, stub) -> its playbacks waiting and round trips in flight; a key is
+        present while a round trip of it is."""
         return {}
 
     @functools.cached_property
@@ -489,27 +533,31 @@ class PostgresStore:
         this playback (the caller clamps it to the last response)."""
         key = (session_key, stub_id)
         waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        waiting = self._counter_waiters.get(key)
-        if waiting is not None:
-            waiting.append(waiter)
-        else:
-            self._counter_waiters[key] = [waiter]
+        counter = self._counters.get(key)
+        if counter is None:
+            counter = self._counters[key] = _Counter()
+        counter.waiting.append(waiter)
+        # A round trip started but not yet sent takes this waiter too; else one more, if
+        # fewer than COUNTER_ROUND_TRIPS are in flight.
+        if not counter.starting and counter.trips < COUNTER_ROUND_TRIPS:
+            counter.starting = True
+            counter.trips += 1
             # A task of its own, not the first caller's: a client that disconnects cancels
             # its own playback, never the round trip the others wait for.
-            task = asyncio.create_task(self._advance_counter(key))
+            task = asyncio.create_task(self._advance_counter(key, counter))
             self._counter_tasks.add(task)
             task.add_done_callback(self._counter_tasks.discard)
         return await waiter
 
-    async def _advance_counter(self, key: tuple[str, str]) -> None:
+    async def _advance_counter(self, key: tuple[str, str], counter: _Counter) -> None:
         """Round trips for ``key`` until nobody waits: each reserves one position per live
         waiter. A playback cancelled after its round trip was sent leaves its position
         unserved (the range's last), as one cancelled during a lone round trip always did."""
-        waiters = self._counter_waiters
         batch: list[asyncio.Future[int]] = []
         try:
-            while batch := [w for w in waiters[key] if not w.done()]:
-                waiters[key] = []  # who arrives from now on waits for the next round trip
+            while batch := [w for w in counter.waiting if not w.done()]:
+                counter.waiting = []  # who arrives from now on waits for the next round trip
+                counter.starting = False
                 try:
                     row = await self._fetchone(self._COUNTER_ADVANCE, (*key, len(batch)))
                 except Exception as exc:
@@ -522,10 +570,23 @@ class PostgresStore:
                     if not waiter.done():  # in arrival order, without gaps
                         waiter.set_result(position)
                         position += 1
+                # One turn of the loop before the next: the playbacks already received
+                # (their requests read in that turn) join it, so fewer round trips serve as
+                # many playbacks when the loop is busy.
+                await asyncio.sleep(0)
         finally:
-            for waiter in [*batch, *waiters.pop(key, [])]:
-                if not waiter.done():
-                    waiter.cancel()
+            counter.trips -= 1
+            if counter.starting and not batch:
+                counter.starting = False  # nobody was left waiting when it started
+            if not counter.trips:
+                for waiter in [*batch, *counter.waiting]:
+                    if not waiter.done():
+                        waiter.cancel()
+                del self._counters[key]
+            else:
+                for waiter in batch:
+                    if not waiter.done():
+                        waiter.cancel()
 
     async def reset_counters(self, session_key: str) -> None:
         """Forget the counters of a session (it was begun again). The notification tells
@@ -543,9 +604,13 @@ class PostgresStore:
 
         Per request (``CloudGroup``): ``writes`` (key, collection, the version changed, new
         data or None for absent), ``reads`` (key, the version read), ``colls`` (collections
-        read whole). Only the written rows are locked (function ``cloud_sync``, migration
-        0008): a batch of reads locks nothing, so it never waits behind another instance's
-        writer. The answers are in the order of ``batch``.
+        read whole). Only the written rows are locked (function ``cloud_sync``, migrations
+        0008 and 0009): a batch of reads locks nothing, so it never waits behind another
+        instance's writer. The answers are in the order of ``batch``.
+
+        The commit does not wait for its WAL flush (as the sequence counters'): a crash of
+        PostgreSQL itself may lose the last fraction of a second of cloud changes, which
+        answered 2xx (docs/scaling.md); another instance sees them at once.
         """
         writes: list[tuple[int, str, str, int]] = []
         values: list[bytes | None] = []
@@ -558,7 +623,7 @@ class PostgresStore:
             reads += [(index, key, version) for key, version in read]
             colls += [(index, coll) for coll in whole]
         args = (orjson.dumps({"w": writes, "r": reads, "c": colls}).decode(), values)
-        rows = await self._cloud_execute(args)
+        rows = await self._fetchall(_CLOUD_SYNC, args)
         found = [CloudSync(None, []) for _ in batch]
         for index, key, version, data, written in rows:
             if written:
@@ -571,32 +636,6 @@ class PostgresStore:
                     (key, int(version), None if data is None else bytes(data))
                 )
         return found
-
-    async def _cloud_execute(self, args: tuple[str, list[bytes | None]]) -> list[tuple[Any, ...]]:
-        """``cloud_sync`` on a connection of the shared cloud's own, not the pool's: the pool
-        checks a connection with a round trip each time it lends one, which would double
-        this statement's cost on every cloud request. A connection that fails is dropped
-        (the next statement opens another), and the failure is ``Unavailable``."""
-        idle: list[psycopg.AsyncConnection[Any]] = self.__dict__.setdefault("_cloud_idle", [])
-        try:
-            conn = idle.pop() if idle else None
-            if conn is None or conn.closed:
-                conn = await psycopg.AsyncConnection.connect(self.url, **self._connect_kwargs())
-            try:
-                rows = await (await conn.execute(_CLOUD_SYNC, args)).fetchall()
-            except BaseException:
-                await conn.close()
-                raise
-        except psycopg.OperationalError as exc:
-            self.failures += 1
-            log.warning("store unavailable: %s", exc)
-            raise Unavailable("the store (PostgreSQL) is unavailable; retry shortly") from exc
-        idle.append(conn)
-        return rows
-
-    async def _close_cloud_connections(self) -> None:
-        for conn in self.__dict__.pop("_cloud_idle", []):
-            await conn.close()
 
     async def clear(self) -> None:
         async with self._tx() as conn:
@@ -650,7 +689,27 @@ class PostgresStore:
         return _record(row) if row else None
 
 
-_CLOUD_SYNC = "SELECT * FROM cloud_sync(%s::jsonb, %s::bytea[])"
+# Round trips of one sequence counter in flight at once, per process (the pool holds 8).
+COUNTER_ROUND_TRIPS = 3
+
+
+class _Counter:
+    """One sequence counter's playbacks in this process: those waiting for a round trip not
+    sent yet, how many round trips are in flight, and whether one is about to be sent."""
+
+    __slots__ = ("starting", "trips", "waiting")
+
+    def __init__(self) -> None:
+        self.waiting: list[asyncio.Future[int]] = []
+        self.trips = 0
+        self.starting = False
+
+
+# The parts' data in binary (%b): as text, each would be sent hex-encoded, twice its size.
+_CLOUD_SYNC = (
+    "SELECT c.* FROM (SELECT set_config('synchronous_commit', 'off', true)) AS lax,"
+    " cloud_sync(%s::jsonb, %b::bytea[]) AS c"
+)
 
 
 class CloudGroup(NamedTuple):
