@@ -821,11 +821,8 @@ class VirtualService:
     ) -> tuple[str, Response]:
         """The matching stub's id and the response the session plays for ``request``
         (NoMatch when none; with the stubs that came closest when ``near_misses`` and they
-        were found off the loop)."""
-        played = self.playback_now(session, request)
-        if played is not None:
-            return played
-        # What playback_now left: a shared store to ask (the index is matched again then).
+        were found off the loop). ``playback_now``'s steps, waiting where that one gives up:
+        its callers try it first, so this matches the request once, not again twice."""
         if session.status != PLAYBACK and self._shared:
             await self._sync_session(session.host, session.name)
         if session.status != PLAYBACK:
