@@ -7,7 +7,7 @@ would cost more than the statement.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -61,6 +61,16 @@ def stub_of_row(row: tuple[Any, ...]) -> Stub:
         id=id_,
         seq=seq,
     )
+
+
+def first_stubs_by_hash(rows: Iterable[tuple[Any, ...]]) -> dict[str, Stub]:
+    """``find_stubs``'s answer from its rows (``STUB_READ_COLUMNS`` then ``matchers_hash``,
+    in any order): each hash's stub of the lowest seq, the first column."""
+    found: dict[str, Stub] = {}
+    for *row, matchers_hash in sorted(rows):
+        if matchers_hash not in found:
+            found[matchers_hash] = stub_of_row(tuple(row))
+    return found
 
 
 @dataclass(frozen=True)

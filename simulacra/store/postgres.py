@@ -44,6 +44,7 @@ from simulacra.store.base import (
     ScenarioImport,
     StubStats,
     dumps,
+    first_stubs_by_hash,
     stub_of_row,
     stub_row,
     stub_update_row,
@@ -336,11 +337,7 @@ class PostgresStore:
             " AND matchers_hash = ANY(%s)",
             (scenario, list(matchers_hashes)),
         )
-        found: dict[str, Stub] = {}
-        for *row, matchers_hash in sorted(rows):  # by seq, the first column (as SQLite's)
-            if matchers_hash not in found:
-                found[matchers_hash] = stub_of_row(tuple(row))
-        return found
+        return first_stubs_by_hash(rows)
 
     async def get_stub(self, scenario: str, stub_id: str) -> Stub | None:
         row = await self._fetchone(

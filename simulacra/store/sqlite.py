@@ -28,6 +28,7 @@ from simulacra.store.base import (
     ScenarioImport,
     StubStats,
     dumps,
+    first_stubs_by_hash,
     stub_of_row,
     stub_row,
     stub_update_row,
@@ -229,11 +230,7 @@ class SQLiteStore:
             f" AND matchers_hash IN ({marks})",
             (scenario, *matchers_hashes),
         ).fetchall()
-        found: dict[str, Stub] = {}
-        for *row, matchers_hash in sorted(rows):  # by seq, the first column
-            if matchers_hash not in found:
-                found[matchers_hash] = stub_of_row(row)
-        return found
+        return first_stubs_by_hash(rows)
 
     async def get_stub(self, scenario: str, stub_id: str) -> Stub | None:
         db = await self._ready()
