@@ -736,8 +736,7 @@ class TrackerJournal:
         return start, max(min(high - first + 1, held), start), rest
 
     def _at(self, index: int) -> tuple[Any, ...]:
-        position = self._skip + index
-        return self._blocks[position // _BLOCK][position % _BLOCK]
+        return _held_at(self._blocks, self._skip, index)
 
     def page(self, query: TrackerQuery, skip: int, limit: int) -> tuple[int, list[TrackerRecord]]:
         """(how many match, the ``limit`` matches after ``skip``), newest first."""
@@ -771,11 +770,8 @@ class TrackerJournal:
                 shift = base + begin - offset
                 picked += [shift + j for j in _matching(rest, blocks[b][begin:end])]
                 yield
-        found = []
-        for i in picked[skip : skip + limit]:
-            position = offset + i
-            found.append(_with_id(blocks[position // _BLOCK][position % _BLOCK], first + i))
-        return len(picked), found
+        page = picked[skip : skip + limit]
+        return len(picked), [_with_id(_held_at(blocks, offset, i), first + i) for i in page]
 
     def get(self, record_id: int) -> TrackerRecord | None:
         index = record_id - self.first_id
@@ -785,6 +781,12 @@ class TrackerJournal:
 
     def __len__(self) -> int:
         return self._held
+
+
+def _held_at(blocks: list[list[tuple[Any, ...]]], skip: int, index: int) -> tuple[Any, ...]:
+    """The record at ``index`` (0: the oldest held) of blocks whose first ``skip`` are gone."""
+    position = skip + index
+    return blocks[position // _BLOCK][position % _BLOCK]
 
 
 def _with_id(record: tuple[Any, ...], record_id: int) -> TrackerRecord:
