@@ -294,9 +294,16 @@ def test_shared_cloud_runs_each_answer_in_the_transaction(cloud):
     store = FakeStore()
     shared.attach(store)
     routes = CloudRoutes(core, shared)
-    assert_json(answer(routes, post(nova() + "/servers", SERVER)), 202)
-    # The tenant's part is written before the answer (and the clock, by a first request).
-    assert sorted(store.parts) == ["clock", "compute.tenants:'t1'"]
+    created = answer(routes, post(nova() + "/servers", SERVER))
+    assert_json(created, 202)
+    server_id = orjson.loads(created.body)["server"]["id"]
+    # The tenant's part and its server's are written before the answer (and the clock, by a
+    # first request).
+    assert sorted(store.parts) == [
+        "clock",
+        f"compute.servers:('t1', '{server_id}')",
+        "compute.tenants:'t1'",
+    ]
     # An error answer is rendered inside the transaction, which commits what it changed.
     assert_json(answer(routes, post(nova() + "/servers", b"{")), 400)
     store.down = True

@@ -630,9 +630,12 @@ def _reference_draws(rng: random.Random, ids: set[str], addresses: set[str]) -> 
 
 
 def _draws(tenant: Any) -> list[str]:
-    """One of each value a server create draws, in the order it draws them."""
+    """One of each value a server create draws, in the order it draws them (the id is
+    taken as a create takes it: by storing a server under it)."""
+    server_id = tenant.new_server_id()
+    tenant.backend.servers[(tenant.tenant_id, server_id)] = None
     return [
-        tenant.new_server_id(),
+        server_id,
         tenant.new_private_ipv4(),
         tenant.new_public_ipv4(),
         tenant.new_public_ipv6(),
@@ -644,7 +647,7 @@ def _draws(tenant: Any) -> list[str]:
 def test_generators_draw_exactly_as_randrange_choice_and_ipaddress(seed):
     from simulacra.cloud.compute.model import TenantCompute
 
-    tenant = TenantCompute("t", random.Random(seed))
+    tenant = TenantCompute("t", random.Random(seed), ComputeBackend(VirtualClock()))
     reference, ids, addresses = random.Random(seed), set(), set()
     for _ in range(1000):
         assert _draws(tenant) == _reference_draws(reference, ids, addresses)
@@ -654,7 +657,7 @@ def test_generators_draw_exactly_as_before_when_most_values_are_taken():
     """Clashes make the generators draw again: still word for word the old draws."""
     from simulacra.cloud.compute.model import TenantCompute
 
-    tenant = TenantCompute("t", random.Random(3))
+    tenant = TenantCompute("t", random.Random(3), ComputeBackend(VirtualClock()))
     reference, ids, addresses = random.Random(3), set(), set()
     # Nine in ten private and public IPv4 addresses taken: most draws clash.
     rng = random.Random(9)

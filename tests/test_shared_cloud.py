@@ -115,6 +115,10 @@ def tenant_part(tenant: str) -> str:
     return f"compute.tenants:{tenant!r}"
 
 
+def server_part(tenant: str, server_id: str) -> str:
+    return f"compute.servers:{(tenant, server_id)!r}"
+
+
 def test_reads_write_nothing_and_a_write_writes_only_its_parts(pair, pg_url):
     a, b = pair
     api_a, api_b = nova_url(a.url, "900007"), nova_url(b.url, "900007")
@@ -127,11 +131,13 @@ def test_reads_write_nothing_and_a_write_writes_only_its_parts(pair, pg_url):
     for api in (api_b, api_a, api_b, api_a):
         assert len(requests.get(api + "/servers/detail").json()["servers"]) == 1
     assert stored_versions(pg_url) == versions
-    # A create writes its tenant's part, once, and nothing else.
-    assert requests.post(api_b + "/servers", json=body).status_code == 202
+    # A create writes its tenant's part (its list of server ids) and its server's, once, and
+    # nothing else: not the tenant's other server.
+    created = requests.post(api_b + "/servers", json=body)
+    assert created.status_code == 202
     after = stored_versions(pg_url)
     moved = {key for key in after if after[key] != versions.get(key)}
-    assert moved == {tenant_part("900007")}
+    assert moved == {tenant_part("900007"), server_part("900007", created.json()["server"]["id"])}
 
 
 def execute(pg_url: str, sql: str, args: tuple[Any, ...] = ()) -> None:

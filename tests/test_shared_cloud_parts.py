@@ -20,7 +20,14 @@ import requests
 
 from simulacra.store.postgres import split_url
 from tests.server import RunningServer
-from tests.test_shared_cloud import authenticate, nova_url, query, stored_versions, tenant_part
+from tests.test_shared_cloud import (
+    authenticate,
+    nova_url,
+    query,
+    server_part,
+    stored_versions,
+    tenant_part,
+)
 from tests.test_shared_store import eventually
 
 SERVER = {"server": {"name": "s", "imageRef": "img", "flavorRef": "2"}}
@@ -142,11 +149,15 @@ def test_a_request_writes_only_the_parts_it_changes(pair, pg_url):
     assert authenticate(b.url, "one", "930999")["token"]["id"] == token
     assert len(listed(b.url, "930007")) == 20
     assert stored_versions(pg_url) == versions
-    # and a create writes its tenant's part, once: a 41st of the state, not all of it.
-    create(b.url, "930007")
+    # and a create writes its tenant's part and its new server's, once each: not the tenant's
+    # 20 other servers, which are parts of their own (the tenant's holds their ids).
+    server = create(b.url, "930007")
     after = stored_versions(pg_url)
-    assert {key for key in after if after[key] != versions.get(key)} == {tenant_part("930007")}
-    assert sizes[tenant_part("930007")] * 20 < sum(sizes.values())
+    written = {key for key in after if after[key] != versions.get(key)}
+    assert written == {tenant_part("930007"), server_part("930007", server)}
+    others = [size for key, size in sizes.items() if key.startswith("compute.servers:('930007'")]
+    assert len(others) == 20
+    assert sizes[tenant_part("930007")] < sum(others) / 2
 
 
 def test_reset_on_one_instance_empties_the_cloud_for_both(pair):

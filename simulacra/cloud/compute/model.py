@@ -321,10 +321,10 @@ class ActionResult:
 class TenantCompute:
     """What must be unique across a tenant's regions: server ids and IP addresses."""
 
-    def __init__(self, tenant_id: str, rng: random.Random) -> None:
+    def __init__(self, tenant_id: str, rng: random.Random, backend: ComputeBackend) -> None:
         self.tenant_id = tenant_id
         self.rng = rng
-        self.server_ids: set[str] = set()
+        self.backend = backend  # holds the servers (``ComputeBackend.servers``)
         self.addresses: set[str] = set()
         self.regions: dict[str, RegionCompute] = {}
 
@@ -347,8 +347,10 @@ class TenantCompute:
     # these against the plain calls, seed by seed, rejections and clashes included.
 
     def new_server_id(self) -> str:
+        """An id no server of the tenant has, in any region (the caller stores the server)."""
         getrandbits = self.rng.getrandbits
-        used = self.server_ids
+        servers = self.backend.servers
+        tenant_id = self.tenant_id
         for _ in range(1000):
             # rng.randrange(10**10): getrandbits(34) is two words, the second's top 2 bits high.
             x = getrandbits(64)
@@ -357,8 +359,7 @@ class TenantCompute:
                 x = getrandbits(64)
                 n = (x >> 62) << 32 | (x & 0xFFFFFFFF)
             value = f"test-server{n}-id-{n}"
-            if value not in used:
-                used.add(value)
+            if (tenant_id, value) not in servers:
                 return value
         raise Fault(f"no free server id left for tenant {self.tenant_id}", 500)
 
@@ -452,7 +453,9 @@ class RegionCompute:
         self.tenant = tenant
         self.region = region
         self.clock = clock
-        self.servers: dict[str, Server] = {}
+        # This region's servers' ids, in creation order. The servers are the backend's
+        # (``ComputeBackend.servers``), each apart from its tenant: see there.
+        self.server_ids: list[str] = []
         self.snapshots: dict[str, Snapshot] = {}
         self.keypairs: dict[str, Keypair] = {}
         self._keypair_ids = itertools.count(1)
@@ -468,6 +471,19 @@ class RegionCompute:
 
     def _password(self) -> str:
         return self.tenant.password()
+
+    def _servers(self) -> list[Server]:
+        """This region's servers, deleted ones included, in creation order.
+
+        An id without its server is skipped rather than raising: under --shared-cloud a
+        process may hold a tenant's list of ids before the servers another process added
+        (each is loaded when first looked up). Every lookup is noted, so the answer is found
+        stale and built again once they are all loaded, in one more run, not one per server.
+        """
+        servers = self.tenant.backend.servers
+        tenant_id = self.tenant.tenant_id
+        found = [servers.get((tenant_id, server_id)) for server_id in self.server_ids]
+        return [server for server in found if server is not None]
 
     # Servers ---------------------------------------------------------------------
 
@@ -504,7 +520,8 @@ class RegionCompute:
             updated=now,
             since=now,
         )
-        self.servers[server.id] = server
+        self.tenant.backend.servers[(self.tenant_id, server.id)] = server
+        self.server_ids.append(server.id)
         if outcome is None:  # the default behavior: ACTIVE at once
             return server
         parameters = outcome.parameters
@@ -520,10 +537,11 @@ class RegionCompute:
         return server
 
     def _find(self, server_id: str, message: str = "Instance could not be found") -> Server:
-        server = self.servers.get(server_id)
-        if server is not None:
-            server.settle(self._now())
-        if server is None or server.deleted:
+        server = self.tenant.backend.servers.get((self.tenant_id, server_id))
+        if server is None or server.region != self.region:
+            raise NotFound(message)
+        server.settle(self._now())
+        if server.deleted:
             raise NotFound(message)
         return server
 
@@ -549,7 +567,7 @@ class RegionCompute:
         """
         count = parse_limit(limit)
         now = self._now()
-        servers = list(self.servers.values())
+        servers = self._servers()
         for server in servers:
             server.settle(now)
         if changes_since is not None:
@@ -867,7 +885,7 @@ class RegionCompute:
         """Mimic's absolute limits, with the ``total*Used`` counts of the live servers."""
         now = self._now()
         live = []
-        for server in self.servers.values():
+        for server in self._servers():
             server.settle(now)
             if not server.deleted:
                 live.append(server)
@@ -950,19 +968,25 @@ def _page(items: list[Any], limit: str | None, marker: str | None) -> list[Any]:
 class ComputeBackend:
     """Every tenant's compute state, in memory; ``reset()`` forgets it all."""
 
-    # --shared-cloud stores each tenant's state as a row of its own (simulacra/cloud/shared.py).
-    SHARED_PARTS = ("tenants",)
+    # --shared-cloud stores each tenant's state, and each server, as a row of its own
+    # (simulacra/cloud/shared.py).
+    SHARED_PARTS = ("tenants", "servers")
 
     def __init__(self, clock: Clock, rng: random.Random | None = None) -> None:
         self.clock = clock
         self.rng = rng or random.Random()
         self.tenants: dict[str, TenantCompute] = {}
+        # Every tenant's servers, by (tenant id, server id), rather than within their
+        # tenant's region: a request that creates or changes one server then changes only it
+        # and its tenant's list of ids, not every server the tenant holds (--shared-cloud
+        # pickles and writes each collection member it changed).
+        self.servers: dict[tuple[str, str], Server] = {}
 
     def region(self, tenant_id: str, region: str) -> RegionCompute:
         """The state of one tenant in one region, created on first use (as in Mimic)."""
         tenant = self.tenants.get(tenant_id)
         if tenant is None:
-            tenant = self.tenants[tenant_id] = TenantCompute(tenant_id, self.rng)
+            tenant = self.tenants[tenant_id] = TenantCompute(tenant_id, self.rng, self)
         regional = tenant.regions.get(region)
         if regional is None:
             regional = tenant.regions[region] = RegionCompute(tenant, region, self.clock)
@@ -970,6 +994,7 @@ class ComputeBackend:
 
     def reset(self) -> None:
         self.tenants.clear()
+        self.servers.clear()
 
     # Reads for the console: they never create a tenant's or region's state, as ``region``
     # does (a page looked at must not change what the API answers).
