@@ -7,7 +7,9 @@ read back through the Starlette routes of the same ``CloudCore``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
+from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -310,6 +312,62 @@ def test_shared_cloud_runs_each_answer_in_the_transaction(cloud):
     refused = answer(routes, post(nova() + "/servers", SERVER))
     assert refused.body == b'{"message":"the store is unavailable","code":503}'
     assert_json(refused, 503)
+
+
+class RivalStore(FakeStore):
+    """Another process changes the tenant's part just before each of this one's checks,
+    until this one locks it."""
+
+    def __init__(self, rival_key: str) -> None:
+        super().__init__()
+        self.rival_key = rival_key
+        self.rival_wins = 0
+        self.locked: list[list[str]] = []
+        self.holding = False
+
+    async def sync_cloud(self, batch: list[Any]) -> list[Any]:
+        if not self.holding and self.rival_key in self.parts:
+            data = self.parts[self.rival_key][1]
+            self.versions += 1
+            self.parts[self.rival_key] = (self.versions, data)  # moved, as another wrote it
+            self.rival_wins += 1
+        return await super().sync_cloud(batch)
+
+    @contextlib.asynccontextmanager
+    async def cloud_locked(self, keys: list[str]) -> AsyncIterator[Any]:
+        self.locked.append(sorted(keys))
+        self.holding = True
+        try:
+
+            async def sync(group: Any) -> Any:
+                return (await FakeStore.sync_cloud(self, [group]))[0]
+
+            parts = [(key, *self.parts[key]) for key in sorted(keys) if key in self.parts]
+            yield SimpleNamespace(parts=parts, sync=sync)
+        finally:
+            self.holding = False
+
+
+def test_a_request_that_keeps_losing_its_parts_runs_with_them_locked(cloud):
+    from simulacra.cloud.shared import LOCK_AFTER
+
+    core, _ = cloud
+    shared = SharedCloud(core)
+    store = RivalStore("compute.tenants:'t1'")
+    shared.attach(store)
+    routes = CloudRoutes(core, shared)
+    store.holding = True  # the first create writes the tenant's part unopposed
+    assert_json(answer(routes, post(nova() + "/servers", SERVER)), 202)
+    store.holding = False
+    created = assert_json(answer(routes, post(nova() + "/servers", SERVER)), 202)
+    # It lost LOCK_AFTER runs, then ran with what it changes locked, and its answer stood.
+    assert store.rival_wins == LOCK_AFTER
+    server = f"compute.servers:('t1', '{created['server']['id']}')"
+    assert len(store.locked) == 1
+    assert "compute.tenants:'t1'" in store.locked[0]
+    assert server in store.parts
+    tenant = store.parts["compute.tenants:'t1'"][1]
+    assert tenant is not None and created["server"]["id"].encode() in tenant
 
 
 # The base URL ------------------------------------------------------------------------------

@@ -56,7 +56,7 @@ import re
 import sys
 import types
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from simulacra.cloud.behaviors import Event
 from simulacra.cloud.core import CloudCore
@@ -165,8 +165,16 @@ def _number(text: str) -> int | float:
 
 
 # How many times a request runs again after finding its parts moved before it gives up (a
-# 503): each run but the last lost to a change that another request committed.
+# 503): each run but the last lost to a change that another process committed. And how many
+# times it may wait for this process's own commits of the parts it touched (each ends as a
+# commit does: the queue behind a part moves, if slowly when many requests change it).
 MAX_RUNS = 50
+MAX_WAITS = 1000
+# How many of those runs a request loses to other processes' changes before it runs with the
+# parts it changes locked in the store (``SharedCloud.run``): a part that another process
+# changes in a tight loop could otherwise starve it (a tenant's servers created on two
+# instances at once, several connections each).
+LOCK_AFTER = 3
 
 _CLOCK = "clock"
 _ABSENT = -1  # no version: memory may differ from every stored one (reload when touched)
@@ -288,6 +296,20 @@ class _Touched:
         """The changes were put back: what they changed was only read."""
         self.reads += [(part, version) for part, version, _data in self.changes]
         self.changes = []
+
+
+class _Run:
+    """One run of a request's work: its result or error, and whether it stands; or the
+    commits it must wait for before it runs again."""
+
+    __slots__ = ("changed", "failed", "result", "stands", "waits")
+
+    def __init__(self) -> None:
+        self.result: Any = None
+        self.failed: Exception | None = None
+        self.waits: list[asyncio.Future[None]] = []
+        self.stands = False
+        self.changed: list[str] = []  # the parts it changed (when it did not stand)
 
 
 # A batch's size at most (the statement's arrays grow with it), and how many statements a
@@ -544,38 +566,72 @@ class SharedCloud:
         instead of the result; the caller answers it (``flat_error``: a 503). ``work``
         renders its own domain errors: one raised here puts its changes back.
         """
-        for _ in range(MAX_RUNS):
-            commit: asyncio.Future[None] | None = None
-            failed: Exception | None = None
-            async with self._lock:
-                try:
-                    result = await work()
-                except Exception as exc:
-                    # Perhaps only because memory was behind (a token loaded, not its user):
-                    # answered only once what it ran on is found current.
-                    failed = exc
-                except BaseException:
-                    self._put_back(self._collect().changes, stale=True)
-                    raise
-                touched = self._collect()
-                if touched.waits or failed is not None:
-                    self._put_back(touched.changes, stale=False)
-                    touched.unchange()
-                elif touched.changes:
-                    commit = asyncio.get_running_loop().create_future()
-                    for part, _version, data in touched.changes:
-                        self._pending[part.key] = (commit, data)
-            if touched.waits:  # built on changes not committed yet: wait for them, run again
-                await asyncio.wait(touched.waits)
+        lost = 0  # runs answered stale: another process had changed a part first
+        changed: list[str] = []  # the parts the last of them changed
+        waited = 0
+        while lost < MAX_RUNS and waited < MAX_WAITS:
+            if lost < LOCK_AFTER or not changed:
+                run = await self._attempt(work, None)
+            else:
+                # Lost again and again (another process changes these parts faster than
+                # this one reloads them): this run holds them locked in the store, so no
+                # other process moves them before it commits.
+                async with self.store.cloud_locked(changed) as lock:
+                    async with self._lock:
+                        self._refresh(lock.parts)
+                    run = await self._attempt(work, lock.sync)
+            if run.waits:  # built on changes not committed yet: wait for them, run again
+                # (outside the store's lock: the commits waited for may need those rows)
+                await asyncio.wait(run.waits)
+                waited += 1
                 continue
-            if await self._sync(touched, commit):
-                if failed is not None:
-                    raise failed
-                return result
+            if run.stands:
+                if run.failed is not None:
+                    raise run.failed
+                return cast(T, run.result)
+            lost += 1
+            changed = run.changed
         raise Unavailable("the shared cloud state kept changing under this request; retry")
 
-    async def _sync(self, touched: _Touched, commit: asyncio.Future[None] | None) -> bool:
-        """Check (and commit) one run; True if its answer stands, else memory is refreshed."""
+    async def _attempt(
+        self, work: Callable[[], Awaitable[Any]], submit: Callable[[Any], Awaitable[Any]] | None
+    ) -> _Run:
+        """One run of ``work`` and its check (and commit), through ``submit`` or the batches."""
+        commit: asyncio.Future[None] | None = None
+        run = _Run()
+        async with self._lock:
+            try:
+                run.result = await work()
+            except Exception as exc:
+                # Perhaps only because memory was behind (a token loaded, not its user):
+                # answered only once what it ran on is found current.
+                run.failed = exc
+            except BaseException:
+                self._put_back(self._collect().changes, stale=True)
+                raise
+            touched = self._collect()
+            if touched.waits or run.failed is not None:
+                self._put_back(touched.changes, stale=False)
+                touched.unchange()
+            elif touched.changes:
+                commit = asyncio.get_running_loop().create_future()
+                for part, _version, data in touched.changes:
+                    self._pending[part.key] = (commit, data)
+        if touched.waits:
+            run.waits = touched.waits
+            return run
+        run.changed = [part.key for part, _version, _data in touched.changes]
+        run.stands = await self._sync(touched, commit, submit)
+        return run
+
+    async def _sync(
+        self,
+        touched: _Touched,
+        commit: asyncio.Future[None] | None,
+        submit: Callable[[Any], Awaitable[Any]] | None,
+    ) -> bool:
+        """Check (and commit) one run, through ``submit`` or else with the concurrent runs'
+        (the batches); True if its answer stands, else memory is refreshed."""
         changes = touched.changes
         group = (
             [(p.key, p.coll, version, data) for p, version, data in changes],
@@ -583,7 +639,9 @@ class SharedCloud:
             touched.colls,
         )
         try:
-            found = await (self._writes if changes else self._reads).submit(group)
+            if submit is None:
+                submit = (self._writes if changes else self._reads).submit
+            found = await submit(group)
         except BaseException:
             async with self._lock:  # stored or not, nobody knows: reload them when touched
                 self._release(changes, commit)

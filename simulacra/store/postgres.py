@@ -609,30 +609,32 @@ class PostgresStore:
         PostgreSQL itself may lose the last fraction of a second of cloud changes, which
         answered 2xx (docs/scaling.md); another instance sees them at once.
         """
-        writes: list[tuple[int, str, str, int]] = []
-        values: list[bytes | None] = []
-        reads: list[tuple[int, str, int]] = []
-        colls: list[tuple[int, str]] = []
-        for index, (changed, read, whole) in enumerate(batch):
-            for key, coll, version, value in changed:
-                writes.append((index, key, coll, version))
-                values.append(value)
-            reads += [(index, key, version) for key, version in read]
-            colls += [(index, coll) for coll in whole]
-        args = (orjson.dumps({"w": writes, "r": reads, "c": colls}).decode(), values)
-        rows = await self._fetchall(_CLOUD_SYNC, args)
-        found = [CloudSync(None, []) for _ in batch]
-        for index, key, version, data, written in rows:
-            if written:
-                answer = found[index]
-                if answer.written is None:
-                    answer = found[index] = CloudSync({}, [])
-                answer.written[key] = int(version)
-            else:
-                found[index].stale.append(
-                    (key, int(version), None if data is None else bytes(data))
-                )
-        return found
+        async with self._conn() as conn:
+            return await _sync_cloud(conn, batch)
+
+    @contextlib.asynccontextmanager
+    async def cloud_locked(self, keys: Sequence[str]) -> AsyncIterator[CloudLock]:
+        """A transaction that holds the stored parts among ``keys`` locked until the block
+        ends, so that no other process changes them meanwhile; it yields their stored state
+        and a ``sync`` that checks and writes one group in the same transaction, committed
+        as the block ends. For a request that kept losing its parts to other processes'
+        changes (simulacra/cloud/shared.py)."""
+        async with self._tx() as conn:
+            await conn.execute("SELECT set_config('lock_timeout', '10s', true)")
+            cursor = await conn.execute(
+                "SELECT key, version, data FROM cloud_part WHERE key = ANY(%s)"
+                " ORDER BY key FOR UPDATE",  # in key order, as cloud_sync locks: no deadlock
+                (sorted(keys),),
+            )
+            parts = [
+                (key, int(version), None if data is None else bytes(data))
+                for key, version, data in await cursor.fetchall()
+            ]
+
+            async def sync(group: CloudGroup) -> CloudSync:
+                return (await _sync_cloud(conn, [group]))[0]
+
+            yield CloudLock(parts, sync)
 
     async def clear(self) -> None:
         async with self._tx() as conn:
@@ -709,6 +711,34 @@ _CLOUD_SYNC = (
 )
 
 
+async def _sync_cloud(
+    conn: psycopg.AsyncConnection[Any], batch: Sequence[CloudGroup]
+) -> list[CloudSync]:
+    """``PostgresStore.sync_cloud``'s statement, on ``conn``."""
+    writes: list[tuple[int, str, str, int]] = []
+    values: list[bytes | None] = []
+    reads: list[tuple[int, str, int]] = []
+    colls: list[tuple[int, str]] = []
+    for index, (changed, read, whole) in enumerate(batch):
+        for key, coll, version, value in changed:
+            writes.append((index, key, coll, version))
+            values.append(value)
+        reads += [(index, key, version) for key, version in read]
+        colls += [(index, coll) for coll in whole]
+    args = (orjson.dumps({"w": writes, "r": reads, "c": colls}).decode(), values)
+    rows = await (await conn.execute(_CLOUD_SYNC, args)).fetchall()
+    found = [CloudSync(None, []) for _ in batch]
+    for index, key, version, data, written in rows:
+        if written:
+            answer = found[index]
+            if answer.written is None:
+                answer = found[index] = CloudSync({}, [])
+            answer.written[key] = int(version)
+        else:
+            found[index].stale.append((key, int(version), None if data is None else bytes(data)))
+    return found
+
+
 class CloudGroup(NamedTuple):
     """One cloud request's parts for ``sync_cloud``."""
 
@@ -724,6 +754,14 @@ class CloudSync(NamedTuple):
 
     written: dict[str, int] | None
     stale: list[tuple[str, int, bytes | None]]
+
+
+class CloudLock(NamedTuple):
+    """``cloud_locked``'s yield: the locked parts as stored (key, version, data), and the
+    check-and-write of one group inside the lock."""
+
+    parts: list[tuple[str, int, bytes | None]]
+    sync: Callable[[CloudGroup], Awaitable[CloudSync]]
 
 
 def _record(row: tuple[Any, ...]) -> TrackerRecord:
