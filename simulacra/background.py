@@ -13,12 +13,18 @@ or written as a generator of steps for ``run_in_slices``):
   idle loop gives the work all of its time;
 - the share is counted for all jobs of the process together (``_owed_until``), so many
   jobs at once still take ``SHARE`` of a busy loop.
+
+Work that runs outside the interpreter (SQLite scanning the tracker, on a reader thread)
+runs in a thread of lower CPU priority (``lower_priority``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import os
+import sys
+import threading
 import time
 from collections.abc import Generator
 from typing import Any, TypeVar
@@ -48,6 +54,27 @@ _owed_until = 0.0
 FREEZE_EVERY_S = 0.005
 _freezing = False
 _unfrozen_work = 0.0
+
+
+# How many nice levels below the loop a thread doing a client's background work runs.
+BACKGROUND_NICENESS = 10
+
+
+def lower_priority() -> None:
+    """Run the calling thread ``BACKGROUND_NICENESS`` nice levels below the process (Linux
+    sets a nice value per thread; elsewhere it would be the whole process: nothing is done).
+
+    For a thread doing work that one client asked for and that does not hold the
+    interpreter (a tracker query's scan in SQLite): with fewer cores than busy threads, it
+    then takes the CPU that playback leaves rather than a share of what playback needs."""
+    if sys.platform != "linux":
+        return
+    thread = threading.get_native_id()
+    try:
+        niceness = os.getpriority(os.PRIO_PROCESS, thread) + BACKGROUND_NICENESS
+        os.setpriority(os.PRIO_PROCESS, thread, min(niceness, 19))
+    except OSError:  # not allowed here (a sandbox): the thread keeps the process's priority
+        pass
 
 
 def freeze_what_is_built(on: bool = True) -> None:

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
+import threading
 import time
 from collections.abc import Iterator
+
+import pytest
 
 from simulacra.background import SLICE_S, Slices, drain, emptying, run_in_slices
 from simulacra.store.sqlite import SQLiteStore
@@ -212,3 +217,28 @@ def test_emptying_frees_lists_and_dicts_a_step_at_a_time() -> None:
     for _ in steps:
         sizes.append((len(items), len(table)))
     assert sizes == [(2000, 2000), (500, 2000), (0, 2000), (0, 500), (0, 0)]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="nice values per thread are Linux's")
+def test_the_sqlite_reader_thread_runs_below_the_process_priority(tmp_path):
+    """A tracker query's scan runs on the reader thread, niced: with fewer cores than busy
+    threads, it takes the CPU that playback leaves."""
+    from simulacra.background import BACKGROUND_NICENESS
+    from simulacra.virtual.tracker import TrackerQuery
+
+    def niceness_here() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    async def main() -> tuple[int, int]:
+        store = SQLiteStore(str(tmp_path / "s.db"))
+        await store.open()
+        try:
+            await store.tracker_records(TrackerQuery(), 0, 10)
+            assert store._reader is not None
+            loop = asyncio.get_running_loop()
+            return niceness_here(), await loop.run_in_executor(store._reader, niceness_here)
+        finally:
+            await store.close()
+
+    loop_niceness, reader_niceness = asyncio.run(main())
+    assert reader_niceness == min(loop_niceness + BACKGROUND_NICENESS, 19)

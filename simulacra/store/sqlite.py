@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from simulacra.background import Steps, run_in_slices
+from simulacra.background import Steps, lower_priority, run_in_slices
 from simulacra.errors import AlreadyExists, DomainError
 from simulacra.store.base import (
     STUB_READ_COLUMNS,
@@ -412,7 +412,9 @@ class SQLiteStore:
         if self.private:
             return read(await self._ready(), *args)
         if self._reader is None:
-            self._reader = ThreadPoolExecutor(1, thread_name_prefix="simulacra-sqlite-reader")
+            self._reader = ThreadPoolExecutor(
+                1, thread_name_prefix="simulacra-sqlite-reader", initializer=lower_priority
+            )
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._reader, self._on_reader, read, args)
 
