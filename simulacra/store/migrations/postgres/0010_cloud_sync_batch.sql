@@ -64,12 +64,15 @@ BEGIN
         -- Every group current (nearly every batch): write every part at once, each only if
         -- still at the version changed (the row lock an UPDATE takes, and its check of the
         -- version on the row it locked, are the general path's lock and second check); a new
-        -- part's row is inserted with its data, or a placeholder of version 0 filled. The
-        -- rows are locked first, in key order, as the general path locks them: two batches
-        -- writing the same rows in another order would deadlock. If a part moved since the
-        -- check above, the block's writes are undone and the general path answers the batch.
+        -- part's row is inserted with its data, or a placeholder of version 0 filled. Where
+        -- two stored rows or more change, they are locked first, in key order, as the general
+        -- path locks them: two batches writing them in another order would deadlock. (One
+        -- stored row and new ones, a create: the new ones are nobody else's.) If a part moved
+        -- since the check above, the block's writes are undone and the general path answers.
         BEGIN
-            PERFORM 1 FROM cloud_part p WHERE p.key = ANY(w_keys) ORDER BY p.key FOR UPDATE;
+            IF cardinality(array_remove(w_known, 0::BIGINT)) > 1 THEN
+                PERFORM 1 FROM cloud_part p WHERE p.key = ANY(w_keys) ORDER BY p.key FOR UPDATE;
+            END IF;
             WITH given AS (
                 SELECT * FROM unnest(w_groups, w_keys, w_colls, w_known, w_data) AS w(g, k, c, v, d)
             ), updated AS (
