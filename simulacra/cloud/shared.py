@@ -17,7 +17,8 @@ any instance or worker:
    version it ran on and, if so, writes its changes, locking only the changed rows. A
    request that changed nothing locks nothing: reads never wait behind a writer;
 4. if a part had moved (another process changed it), puts back what the handler changed,
-   loads the parts that moved and runs the handler again;
+   loads the parts that moved and runs the handler again; after ``LOCK_AFTER`` such runs, it
+   runs once more holding the parts it changes locked in the store, so it cannot lose again;
 5. only then sends the answer: a 2xx means the change is committed (its WAL flush is not
    waited for: docs/scaling.md).
 
@@ -309,7 +310,7 @@ class _Run:
         self.failed: Exception | None = None
         self.waits: list[asyncio.Future[None]] = []
         self.stands = False
-        self.changed: list[str] = []  # the parts it changed (when it did not stand)
+        self.changed: list[str] = []  # the keys of the parts it changed
 
 
 # A batch's size at most (the statement's arrays grow with it), and how many statements a
