@@ -626,10 +626,7 @@ class PostgresStore:
                 " ORDER BY key FOR UPDATE",  # in key order, as cloud_sync locks: no deadlock
                 (sorted(keys),),
             )
-            parts = [
-                (key, int(version), None if data is None else bytes(data))
-                for key, version, data in await cursor.fetchall()
-            ]
+            parts = [_stored_part(*row) for row in await cursor.fetchall()]
 
             async def sync(group: CloudGroup) -> CloudSync:
                 return (await _sync_cloud(conn, [group]))[0]
@@ -735,8 +732,13 @@ async def _sync_cloud(
                 answer = found[index] = CloudSync({}, [])
             answer.written[key] = int(version)
         else:
-            found[index].stale.append((key, int(version), None if data is None else bytes(data)))
+            found[index].stale.append(_stored_part(key, version, data))
     return found
+
+
+def _stored_part(key: str, version: Any, data: Any) -> tuple[str, int, bytes | None]:
+    """A cloud part's row as the shared cloud takes it (BYTEA arrives as a memoryview)."""
+    return key, int(version), None if data is None else bytes(data)
 
 
 class CloudGroup(NamedTuple):
