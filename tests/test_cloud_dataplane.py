@@ -299,10 +299,11 @@ def test_shared_cloud_runs_each_answer_in_the_transaction(cloud):
     created = answer(routes, post(nova() + "/servers", SERVER))
     assert_json(created, 202)
     server_id = orjson.loads(created.body)["server"]["id"]
-    # The tenant's part and its server's are written before the answer (and the clock, by a
-    # first request).
+    # The tenant's part, its page of server ids and its server's are written before the
+    # answer (and the clock, by a first request).
     assert sorted(store.parts) == [
         "clock",
+        "compute.server_id_pages:('t1', 'ORD', 0)",
         f"compute.servers:('t1', '{server_id}')",
         "compute.tenants:'t1'",
     ]
@@ -366,8 +367,8 @@ def test_a_request_that_keeps_losing_its_parts_runs_with_them_locked(cloud):
     assert len(store.locked) == 1
     assert "compute.tenants:'t1'" in store.locked[0]
     assert server in store.parts
-    tenant = store.parts["compute.tenants:'t1'"][1]
-    assert tenant is not None and created["server"]["id"].encode() in tenant
+    page = store.parts["compute.server_id_pages:('t1', 'ORD', 0)"][1]
+    assert page is not None and created["server"]["id"].encode() in page
 
 
 # The base URL ------------------------------------------------------------------------------

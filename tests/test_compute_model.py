@@ -532,6 +532,25 @@ def test_many_servers_have_distinct_ipv6(ord_):
     assert len({s.id for s in servers}) == 200
 
 
+def test_a_region_lists_its_servers_in_creation_order_across_id_pages(backend):
+    """The ids are kept SERVER_ID_PAGE to a page; a create changes only the last page."""
+    from simulacra.cloud.compute.model import SERVER_ID_PAGE
+
+    ord_, dfw = backend.region("t1", "ORD"), backend.region("t1", "DFW")
+    count = 2 * SERVER_ID_PAGE + 6
+    made = [create(ord_, f"s{i}").id for i in range(count)]
+    elsewhere = create(dfw, "d").id
+    assert [s.id for s in ord_.list_servers().servers] == made
+    assert [s.id for s in dfw.list_servers().servers] == [elsewhere]
+    pages = {k: v for k, v in backend.server_id_pages.items() if k[:2] == ("t1", "ORD")}
+    assert [len(pages[("t1", "ORD", n)]) for n in range(3)] == [SERVER_ID_PAGE] * 2 + [6]
+    ord_.delete_server(made[0])  # a deleted server keeps its place (changes-since shows it)
+    assert [s.id for s in ord_.list_servers().servers] == made[1:]
+    shown = ord_.list_servers(changes_since="1970-01-01T00:00:00Z").servers
+    assert [s.id for s in shown] == made
+    assert ord_.limits()["totalInstancesUsed"] == count - 1
+
+
 def test_onmetal_images_and_flavors_only_in_iad(backend):
     ord_, iad = backend.region("t", "ORD"), backend.region("t", "IAD")
     assert len(ord_.list_images()) == 38
@@ -605,28 +624,17 @@ def test_reset_forgets_everything(backend):
 # Fast generators: the same draws as randrange / choice / ipaddress ---------------------
 
 
-def _reference_draws(rng: random.Random, ids: set[str], addresses: set[str]) -> list[str]:
-    """What the generators drew before they were sped up (randrange, choice, ipaddress)."""
+def _reference_draws(rng: random.Random, ids: set[str]) -> list[str]:
+    """What the generators drew before they were sped up (randrange, choice)."""
     chars = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-    prefix = 0x2001_4800_780E_0510 << 64
 
-    def claim(used: set[str], make) -> str:  # TenantCompute._claim: draw again on a clash
-        while (value := make()) in used:
+    def server_id() -> str:  # drawn again on a clash with an id taken
+        while (value := f"test-server{(n := rng.randrange(10**10))}-id-{n}") in ids:
             pass
-        used.add(value)
+        ids.add(value)
         return value
 
-    def server_id() -> str:
-        n = rng.randrange(10**10)
-        return f"test-server{n}-id-{n}"
-
-    return [
-        claim(ids, server_id),
-        claim(addresses, lambda: f"10.180.{rng.randrange(256)}.{rng.randrange(1, 255)}"),
-        claim(addresses, lambda: f"198.101.{rng.randrange(256)}.{rng.randrange(1, 255)}"),
-        claim(addresses, lambda: str(ipaddress.IPv6Address(prefix | rng.getrandbits(64)))),
-        "".join(rng.choice(chars) for _ in range(12)),
-    ]
+    return [server_id(), "".join(rng.choice(chars) for _ in range(12))]
 
 
 def _draws(tenant: Any) -> list[str]:
@@ -634,42 +642,78 @@ def _draws(tenant: Any) -> list[str]:
     taken as a create takes it: by storing a server under it)."""
     server_id = tenant.new_server_id()
     tenant.backend.servers[(tenant.tenant_id, server_id)] = None
-    return [
-        server_id,
-        tenant.new_private_ipv4(),
-        tenant.new_public_ipv4(),
-        tenant.new_public_ipv6(),
-        tenant.password(),
-    ]
+    return [server_id, tenant.password()]
 
 
 @pytest.mark.parametrize("seed", [0, 7, 2024])
-def test_generators_draw_exactly_as_randrange_choice_and_ipaddress(seed):
+def test_generators_draw_exactly_as_randrange_and_choice(seed):
     from simulacra.cloud.compute.model import TenantCompute
 
     tenant = TenantCompute("t", random.Random(seed), ComputeBackend(VirtualClock()))
-    reference, ids, addresses = random.Random(seed), set(), set()
+    reference, ids = random.Random(seed), set()
     for _ in range(1000):
-        assert _draws(tenant) == _reference_draws(reference, ids, addresses)
+        assert _draws(tenant) == _reference_draws(reference, ids)
+    assert tenant.rng.getstate() == reference.getstate()  # not one word more or less
 
 
-def test_generators_draw_exactly_as_before_when_most_values_are_taken():
-    """Clashes make the generators draw again: still word for word the old draws."""
+def test_server_ids_are_drawn_again_on_a_clash_exactly_as_before():
     from simulacra.cloud.compute.model import TenantCompute
 
     tenant = TenantCompute("t", random.Random(3), ComputeBackend(VirtualClock()))
-    reference, ids, addresses = random.Random(3), set(), set()
-    # Nine in ten private and public IPv4 addresses taken: most draws clash.
-    rng = random.Random(9)
-    for head in ("10.180.", "198.101."):
-        for c in range(256):
-            for d in range(1, 255):
-                if rng.random() < 0.9:
-                    addresses.add(f"{head}{c}.{d}")
-    tenant.addresses = set(addresses)
-    for _ in range(300):
-        assert _draws(tenant) == _reference_draws(reference, ids, addresses)
-    assert tenant.rng.getstate() == reference.getstate()  # not one word more or less
+    # The ids the next 300 draws would give, two in three taken already.
+    peek, taken = random.Random(3), set()
+    for i in range(300):
+        n = peek.randrange(10**10)
+        if i % 3:
+            taken.add(f"test-server{n}-id-{n}")
+    for value in taken:
+        tenant.backend.servers[("t", value)] = None
+    reference, ids = random.Random(3), set(taken)
+    for _ in range(100):
+        assert _draws(tenant) == _reference_draws(reference, ids)
+    assert tenant.rng.getstate() == reference.getstate()
+
+
+def test_addresses_are_unique_in_the_tenant_until_the_range_is_used_up():
+    """The n-th server's addresses: a permutation of each range, chosen by the tenant's id;
+    every address well-formed; a 500 once the 65,024 private IPv4 addresses are given."""
+    from simulacra.cloud.compute.faults import Fault
+    from simulacra.cloud.compute.model import TenantCompute
+
+    tenant = TenantCompute("t1", random.Random(0), ComputeBackend(VirtualClock()))
+    state = tenant.rng.getstate()
+    private, public, ipv6 = set(), set(), set()
+    for _ in range(256 * 254):
+        a, b, c = tenant.new_addresses()
+        private.add(a)
+        public.add(b)
+        ipv6.add(c)
+    assert len(private) == len(public) == len(ipv6) == 256 * 254
+    for head, values in (("10.180.", private), ("198.101.", public)):
+        expected = {f"{head}{c}.{d}" for c in range(256) for d in range(1, 255)}
+        assert values == expected  # every address of the range, each once
+    assert all(
+        ipaddress.IPv6Address(v) in ipaddress.IPv6Network("2001:4800:780e:510::/64")
+        for v in list(ipv6)[:1000]
+    )
+    assert tenant.rng.getstate() == state  # addresses draw nothing from the rng
+    with pytest.raises(Fault) as raised:
+        tenant.new_addresses()
+    assert raised.value.code == 500
+
+
+def test_addresses_look_scattered_and_differ_between_tenants():
+    from simulacra.cloud.compute.model import TenantCompute
+
+    def first(tenant_id: str) -> list[tuple[str, str, str]]:
+        tenant = TenantCompute(tenant_id, random.Random(0), ComputeBackend(VirtualClock()))
+        return [tenant.new_addresses() for _ in range(20)]
+
+    one, other = first("t1"), first("t2")
+    assert one != other
+    assert first("t1") == one  # the same in every process
+    third_octets = {a.split(".")[2] for a, _, _ in one}
+    assert len(third_octets) > 10  # not 10.180.0.1, 10.180.0.2, ...
 
 
 def test_public_ipv6_text_matches_ipaddress_also_with_zero_hextets():

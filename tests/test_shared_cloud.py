@@ -119,6 +119,10 @@ def server_part(tenant: str, server_id: str) -> str:
     return f"compute.servers:{(tenant, server_id)!r}"
 
 
+def id_page_part(tenant: str, region: str, page: int) -> str:
+    return f"compute.server_id_pages:{(tenant, region, page)!r}"
+
+
 def test_reads_write_nothing_and_a_write_writes_only_its_parts(pair, pg_url):
     a, b = pair
     api_a, api_b = nova_url(a.url, "900007"), nova_url(b.url, "900007")
@@ -131,13 +135,45 @@ def test_reads_write_nothing_and_a_write_writes_only_its_parts(pair, pg_url):
     for api in (api_b, api_a, api_b, api_a):
         assert len(requests.get(api + "/servers/detail").json()["servers"]) == 1
     assert stored_versions(pg_url) == versions
-    # A create writes its tenant's part (its list of server ids) and its server's, once, and
-    # nothing else: not the tenant's other server.
+    # A create writes its tenant's part (its counts), its region's page of server ids and its
+    # server's, once, and nothing else: not the tenant's other server.
     created = requests.post(api_b + "/servers", json=body)
     assert created.status_code == 202
     after = stored_versions(pg_url)
     moved = {key for key in after if after[key] != versions.get(key)}
-    assert moved == {tenant_part("900007"), server_part("900007", created.json()["server"]["id"])}
+    assert moved == {
+        tenant_part("900007"),
+        id_page_part("900007", "ORD", 0),
+        server_part("900007", created.json()["server"]["id"]),
+    }
+
+
+def test_what_a_create_writes_does_not_grow_with_the_tenants_servers(pair, pg_url):
+    """A tenant's part holds counts, not its servers' ids or addresses: the create of its
+    40th server writes as many bytes as its first's (a page of ids fills, then a new one)."""
+    a, b = pair
+    body = {"server": {"name": "r", "imageRef": "img", "flavorRef": "2"}}
+
+    def sizes() -> dict[str, int]:
+        rows = query(pg_url, "SELECT key, length(data) FROM cloud_part WHERE data IS NOT NULL")
+        return {key: int(size) for key, size in rows}
+
+    made = []
+    for i in range(40):
+        api = nova_url((a, b)[i % 2].url, "900017")
+        created = requests.post(api + "/servers", json=body)
+        assert created.status_code == 202
+        made.append(created.json()["server"]["id"])
+        if i == 0:
+            first = sizes()
+    last = sizes()
+    tenant = tenant_part("900017")
+    assert abs(last[tenant] - first[tenant]) < 8  # a count grew by a digit or two
+    assert id_page_part("900017", "ORD", 1) in last  # 32 ids to a page
+    assert last[id_page_part("900017", "ORD", 1)] < last[id_page_part("900017", "ORD", 0)]
+    for instance in (a, b):
+        listed = requests.get(nova_url(instance.url, "900017") + "/servers").json()["servers"]
+        assert [s["id"] for s in listed] == made
 
 
 def execute(pg_url: str, sql: str, args: tuple[Any, ...] = ()) -> None:

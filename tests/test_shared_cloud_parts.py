@@ -149,12 +149,13 @@ def test_a_request_writes_only_the_parts_it_changes(pair, pg_url):
     assert authenticate(b.url, "one", "930999")["token"]["id"] == token
     assert len(listed(b.url, "930007")) == 20
     assert stored_versions(pg_url) == versions
-    # and a create writes its tenant's part and its new server's, once each: not the tenant's
-    # 20 other servers, which are parts of their own (the tenant's holds their ids).
+    # and a create writes its tenant's part, its page of server ids and its new server's,
+    # once each: not the tenant's 20 other servers, which are parts of their own.
     server = create(b.url, "930007")
     after = stored_versions(pg_url)
     written = {key for key in after if after[key] != versions.get(key)}
-    assert written == {tenant_part("930007"), server_part("930007", server)}
+    page = f"compute.server_id_pages:{('930007', 'ORD', 0)!r}"
+    assert written == {tenant_part("930007"), page, server_part("930007", server)}
     others = [size for key, size in sizes.items() if key.startswith("compute.servers:('930007'")]
     assert len(others) == 20
     assert sizes[tenant_part("930007")] < sum(others) / 2
@@ -269,3 +270,55 @@ def test_creates_racing_on_one_tenant_from_two_instances_all_succeed(pair):
     assert set(statuses) == {202}, {s: statuses.count(s) for s in set(statuses)}
     for url in (a.url, b.url):
         assert listed(url, tenant) == set(made)
+
+
+def test_a_locked_run_waits_briefly_for_a_row_beyond_its_lock(pg_url):
+    """Inside ``cloud_locked`` a write to a part outside the lock (taken out of key order,
+    so its wait may close a cycle) gives up after CLOUD_UNLOCKED_WAIT: None, nothing written,
+    the locked part still locked; a write to the locked part alone goes through."""
+    import asyncio
+    import time
+
+    from simulacra.store.postgres import CloudGroup, PostgresStore
+
+    mine, theirs = "compute.tenants:'920011'", "compute.server_id_pages:('920011', 'ORD', 1)"
+
+    async def main() -> tuple[Any, float, Any, Any]:
+        store = PostgresStore(pg_url)
+        await store.open()
+        try:
+            stored = await store.sync_cloud(
+                [CloudGroup([(mine, "t", 0, b"a"), (theirs, "p", 0, b"b")], [], [])]
+            )
+            versions = stored[0].written
+            assert versions is not None
+            other = RowLock(pg_url, theirs)  # another process holds the page's row
+            try:
+                async with store.cloud_locked([mine]) as lock:
+                    assert [key for key, _v, _d in lock.parts] == [mine]
+                    started = time.monotonic()
+                    both = CloudGroup(
+                        [
+                            (mine, "t", versions[mine], b"a2"),
+                            (theirs, "p", versions[theirs], b"b2"),
+                        ],
+                        [],
+                        [],
+                    )
+                    gave_up = await lock.sync(both)
+                    waited = time.monotonic() - started
+                    alone = await lock.sync(
+                        CloudGroup([(mine, "t", versions[mine], b"a3")], [], [])
+                    )
+            finally:
+                other.release()
+            rows = await store._fetchall("SELECT key, data FROM cloud_part ORDER BY key")
+            return gave_up, waited, alone, {k: bytes(d) for k, d in rows}
+        finally:
+            await store.close()
+
+    gave_up, waited, alone, rows = asyncio.run(main())
+    assert gave_up is None
+    assert 0.15 < waited < 5
+    assert alone is not None and alone.written is not None
+    assert rows == {mine: b"a3", theirs: b"b"}

@@ -632,7 +632,9 @@ class SharedCloud:
         submit: Callable[[Any], Awaitable[Any]] | None,
     ) -> bool:
         """Check (and commit) one run, through ``submit`` or else with the concurrent runs'
-        (the batches); True if its answer stands, else memory is refreshed."""
+        (the batches); True if its answer stands, else memory is refreshed. (``submit``
+        answers None where it wrote nothing and found nothing: a locked run that would
+        have waited too long for a row beyond its lock runs again.)"""
         changes = touched.changes
         group = (
             [(p.key, p.coll, version, data) for p, version, data in changes],
@@ -648,7 +650,7 @@ class SharedCloud:
                 self._release(changes, commit)
                 self._put_back(changes, stale=True)
             raise
-        if found.written is not None or not found.stale:
+        if found is not None and (found.written is not None or not found.stale):
             written = found.written or {}
             for part, _version, data in changes:
                 part.saved, part.version = data, written[part.key]
@@ -657,7 +659,8 @@ class SharedCloud:
         async with self._lock:
             self._release(changes, commit)
             self._put_back(changes, stale=False)
-            self._refresh(found.stale)
+            if found is not None:
+                self._refresh(found.stale)
         return False
 
     def _release(

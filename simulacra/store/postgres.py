@@ -618,9 +618,15 @@ class PostgresStore:
         ends, so that no other process changes them meanwhile; it yields their stored state
         and a ``sync`` that checks and writes one group in the same transaction, committed
         as the block ends. For a request that kept losing its parts to other processes'
-        changes (simulacra/cloud/shared.py)."""
+        changes (simulacra/cloud/shared.py).
+
+        The group may write parts beyond those locked (a new server's, a new page of ids),
+        whose rows it then takes after the locked ones, out of key order: another process
+        holding one of those while it waits for a locked row would wait for this one, which
+        waits for it. So ``sync`` waits at most ``CLOUD_UNLOCKED_WAIT`` for them, and answers
+        None (nothing written; run again) where it would wait longer."""
         async with self._tx() as conn:
-            await conn.execute("SELECT set_config('lock_timeout', '10s', true)")
+            await conn.execute("SELECT set_config('lock_timeout', %s, true)", (CLOUD_LOCK_WAIT,))
             cursor = await conn.execute(
                 "SELECT key, version, data FROM cloud_part WHERE key = ANY(%s)"
                 " ORDER BY key FOR UPDATE",  # in key order, as cloud_sync locks: no deadlock
@@ -628,8 +634,12 @@ class PostgresStore:
             )
             parts = [_stored_part(*row) for row in await cursor.fetchall()]
 
-            async def sync(group: CloudGroup) -> CloudSync:
-                return (await _sync_cloud(conn, [group]))[0]
+            async def sync(group: CloudGroup) -> CloudSync | None:
+                try:
+                    async with conn.transaction():  # a savepoint: a wait given up undoes it
+                        return (await _sync_cloud(conn, [group], CLOUD_UNLOCKED_WAIT))[0]
+                except psycopg.errors.LockNotAvailable:
+                    return None
 
             yield CloudLock(parts, sync)
 
@@ -702,16 +712,23 @@ class _Counter:
 
 
 # The parts' data in binary (%b): as text, each would be sent hex-encoded, twice its size.
-_CLOUD_SYNC = (
-    "SELECT c.* FROM (SELECT set_config('synchronous_commit', 'off', true)) AS lax,"
-    " cloud_sync(%s::jsonb, %b::bytea[]) AS c"
-)
+# (``cloud_sync`` turns synchronous_commit off for its transaction: docs/scaling.md.)
+_CLOUD_SYNC = "SELECT * FROM cloud_sync(%s::jsonb, %b::bytea[], %s)"
+
+# How long a cloud write waits for a row another transaction holds: a process stuck while
+# holding a lock must not stall every instance for good. And, in ``cloud_locked``'s run, for
+# a row beyond those it locked (a wait that may close a cycle: see there).
+CLOUD_LOCK_WAIT = "10s"
+CLOUD_UNLOCKED_WAIT = "200ms"
 
 
 async def _sync_cloud(
-    conn: psycopg.AsyncConnection[Any], batch: Sequence[CloudGroup]
+    conn: psycopg.AsyncConnection[Any],
+    batch: Sequence[CloudGroup],
+    lock_wait: str = CLOUD_LOCK_WAIT,
 ) -> list[CloudSync]:
-    """``PostgresStore.sync_cloud``'s statement, on ``conn``."""
+    """``PostgresStore.sync_cloud``'s statement, on ``conn``; it waits ``lock_wait`` at most
+    for a row lock (a ``lock_timeout``)."""
     writes: list[tuple[int, str, str, int]] = []
     values: list[bytes | None] = []
     reads: list[tuple[int, str, int]] = []
@@ -722,7 +739,7 @@ async def _sync_cloud(
             values.append(value)
         reads += [(index, key, version) for key, version in read]
         colls += [(index, coll) for coll in whole]
-    args = (orjson.dumps({"w": writes, "r": reads, "c": colls}).decode(), values)
+    args = (orjson.dumps({"w": writes, "r": reads, "c": colls}).decode(), values, lock_wait)
     rows = await (await conn.execute(_CLOUD_SYNC, args)).fetchall()
     found = [CloudSync(None, []) for _ in batch]
     for index, key, version, data, written in rows:
@@ -760,10 +777,11 @@ class CloudSync(NamedTuple):
 
 class CloudLock(NamedTuple):
     """``cloud_locked``'s yield: the locked parts as stored (key, version, data), and the
-    check-and-write of one group inside the lock."""
+    check-and-write of one group inside the lock (None: it would have waited too long for a
+    row beyond the lock; nothing was written)."""
 
     parts: list[tuple[str, int, bytes | None]]
-    sync: Callable[[CloudGroup], Awaitable[CloudSync]]
+    sync: Callable[[CloudGroup], Awaitable[CloudSync | None]]
 
 
 def _record(row: tuple[Any, ...]) -> TrackerRecord:

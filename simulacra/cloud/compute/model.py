@@ -8,13 +8,14 @@ moves every due transition at once and the real clock needs no timers.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import itertools
 import random
 import string
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -325,16 +326,9 @@ class TenantCompute:
         self.tenant_id = tenant_id
         self.rng = rng
         self.backend = backend  # holds the servers (``ComputeBackend.servers``)
-        self.addresses: set[str] = set()
+        # Servers created in all regions: the n-th takes the n-th address of each kind.
+        self.servers_created = 0
         self.regions: dict[str, RegionCompute] = {}
-
-    def _claim(self, used: set[str], make: Callable[[], str], what: str) -> str:
-        for _ in range(1000):
-            value = make()
-            if value not in used:
-                used.add(value)
-                return value
-        raise Fault(f"no free {what} left for tenant {self.tenant_id}", 500)
 
     # The generators below draw from the rng exactly as ``randrange`` and ``choice`` would,
     # from fewer calls: ``getrandbits(k)`` takes one 32-bit word of the Mersenne Twister
@@ -363,44 +357,26 @@ class TenantCompute:
                 return value
         raise Fault(f"no free server id left for tenant {self.tenant_id}", 500)
 
-    def _new_ipv4(self, head: str, what: str) -> str:
-        """``f"{head}{rng.randrange(256)}.{rng.randrange(1, 255)}"``, unique in the tenant."""
-        getrandbits = self.rng.getrandbits
-        used = self.addresses
-        for _ in range(1000):
-            # Both numbers take a word each at least: draw two at once.
-            x = getrandbits(64)
-            c = (x & 0xFFFFFFFF) >> 23  # getrandbits(9), below 256 half the time
-            if c < 256:
-                d = x >> 56  # getrandbits(8) from the second word
-            else:
-                c = x >> 55  # the second word was c's next try
-                while c >= 256:
-                    c = getrandbits(9)
-                d = getrandbits(8)
-            while d >= 254:
-                d = getrandbits(8)
-            value = f"{head}{c}.{d + 1}"
-            if value not in used:
-                used.add(value)
-                return value
-        raise Fault(f"no free {what} left for tenant {self.tenant_id}", 500)
+    def new_addresses(self) -> tuple[str, str, str]:
+        """The next server's private IPv4, public IPv4 and public IPv6 addresses.
 
-    def new_private_ipv4(self) -> str:
-        return self._new_ipv4("10.180.", "private IPv4 address")
-
-    def new_public_ipv4(self) -> str:
-        return self._new_ipv4("198.101.", "public IPv4 address")
-
-    def new_public_ipv6(self) -> str:
-        getrandbits = self.rng.getrandbits
-        used = self.addresses
-        for _ in range(1000):
-            value = public_ipv6_text(getrandbits(64))
-            if value not in used:
-                used.add(value)
-                return value
-        raise Fault(f"no free public IPv6 address left for tenant {self.tenant_id}", 500)
+        Unique in the tenant without a record of the addresses taken (which grew with every
+        server, and --shared-cloud writes a tenant's state at every create): the n-th server
+        takes position n of a permutation of each range that the tenant's id chooses,
+        ``(a * n + b) mod size`` with ``a`` coprime to the size, so they look scattered.
+        """
+        n = self.servers_created
+        if n >= _IPV4_RANGE:
+            raise Fault(f"no free private IPv4 address left for tenant {self.tenant_id}", 500)
+        self.servers_created = n + 1
+        a, b, c, d, e, f = _spread(self.tenant_id)
+        private = (a * n + b) % _IPV4_RANGE
+        public = (c * n + d) % _IPV4_RANGE
+        return (
+            f"10.180.{private // 254}.{private % 254 + 1}",
+            f"198.101.{public // 254}.{public % 254 + 1}",
+            public_ipv6_text((e * n + f) & 0xFFFF_FFFF_FFFF_FFFF),
+        )
 
     def password(self, length: int = 12) -> str:
         """``"".join(rng.choice(_PASSWORD_CHARS) for _ in range(length))``, drawn alike.
@@ -421,6 +397,26 @@ class TenantCompute:
 # 62 or 63 are rejected (deleted before translating).
 _PASSWORD_TABLE = bytes(ord(_PASSWORD_CHARS[min(b >> 2, 61)]) for b in range(256))
 _PASSWORD_REJECTED = bytes(range(62 << 2, 256))
+
+
+# x.y.c.d with c in 0-255 and d in 1-254, as Mimic drew them; 2**9 * 127 addresses.
+_IPV4_RANGE = 256 * 254
+
+
+@functools.lru_cache(maxsize=4096)
+def _spread(tenant_id: str) -> tuple[int, int, int, int, int, int]:
+    """A tenant's permutations of the address ranges (``TenantCompute.new_addresses``):
+    (a, b) for private IPv4, public IPv4 and IPv6; each ``a`` is coprime to its range's
+    size (odd, and for IPv4 not a multiple of 127). From the id, so every process agrees."""
+    digest = hashlib.sha256(tenant_id.encode()).digest()
+    a, b, c, d = (int.from_bytes(digest[i : i + 2], "big") for i in range(0, 8, 2))
+    e, f = int.from_bytes(digest[8:16], "big"), int.from_bytes(digest[16:24], "big")
+
+    def coprime(x: int) -> int:
+        x |= 1
+        return x + 2 if x % 127 == 0 else x
+
+    return coprime(a), b, coprime(c), d, e | 1, f
 
 
 _IPV6_PREFIX = 0x2001_4800_780E_0510 << 64
@@ -446,6 +442,11 @@ def _allowed(server: Server, action: str, statuses: Iterable[str]) -> None:
         raise Conflict(f"Cannot '{action}' instance {server.id} while it is in vm_state {vm_state}")
 
 
+# Server ids to a page of ``ComputeBackend.server_id_pages``: a page of 32 pickles to about
+# 1.3 KB, under the size from which PostgreSQL moves a value out of its row (TOAST).
+SERVER_ID_PAGE = 32
+
+
 class RegionCompute:
     """One tenant's compute in one region: servers, snapshots, keypairs, behaviors."""
 
@@ -453,9 +454,9 @@ class RegionCompute:
         self.tenant = tenant
         self.region = region
         self.clock = clock
-        # This region's servers' ids, in creation order. The servers are the backend's
-        # (``ComputeBackend.servers``), each apart from its tenant: see there.
-        self.server_ids: list[str] = []
+        # How many servers this region created: their ids, in creation order, are the pages
+        # of ``ComputeBackend.server_id_pages`` (see there); the servers are the backend's.
+        self.server_count = 0
         self.snapshots: dict[str, Snapshot] = {}
         self.keypairs: dict[str, Keypair] = {}
         self._keypair_ids = itertools.count(1)
@@ -480,9 +481,13 @@ class RegionCompute:
         (each is loaded when first looked up). Every lookup is noted, so the answer is found
         stale and built again once they are all loaded, in one more run, not one per server.
         """
-        servers = self.tenant.backend.servers
-        tenant_id = self.tenant.tenant_id
-        found = [servers.get((tenant_id, server_id)) for server_id in self.server_ids]
+        backend = self.tenant.backend
+        tenant_id, region = self.tenant.tenant_id, self.region
+        ids: list[str] = []
+        for page in range(-(-self.server_count // SERVER_ID_PAGE)):
+            ids += backend.server_id_pages.get((tenant_id, region, page), ())
+        servers = backend.servers
+        found = [servers.get((tenant_id, server_id)) for server_id in ids]
         return [server for server in found if server is not None]
 
     # Servers ---------------------------------------------------------------------
@@ -501,8 +506,11 @@ class RegionCompute:
         if outcome is not None and outcome.name == "fail":
             raise fault_of(outcome)
         now = self._now()
+        server_id = self.tenant.new_server_id()
+        admin_pass = request.admin_pass or self._password()
+        private_ipv4, public_ipv4, public_ipv6 = self.tenant.new_addresses()
         server = Server(
-            id=self.tenant.new_server_id(),
+            id=server_id,
             tenant_id=self.tenant_id,
             region=self.region,
             name=request.name,
@@ -511,17 +519,24 @@ class RegionCompute:
             metadata=request.metadata,  # parse_server_request's own dict: no copy needed
             key_name=request.key_name,
             disk_config=request.disk_config,
-            admin_pass=request.admin_pass or self._password(),
-            private_ipv4=self.tenant.new_private_ipv4(),
-            public_ipv4=self.tenant.new_public_ipv4(),
-            public_ipv6=self.tenant.new_public_ipv6(),
+            admin_pass=admin_pass,
+            private_ipv4=private_ipv4,
+            public_ipv4=public_ipv4,
+            public_ipv6=public_ipv6,
             host_id=self.host_id,
             created=now,
             updated=now,
             since=now,
         )
-        self.tenant.backend.servers[(self.tenant_id, server.id)] = server
-        self.server_ids.append(server.id)
+        backend = self.tenant.backend
+        backend.servers[(self.tenant_id, server.id)] = server
+        page_key = (self.tenant_id, self.region, self.server_count // SERVER_ID_PAGE)
+        page = backend.server_id_pages.get(page_key)
+        if page is None:
+            backend.server_id_pages[page_key] = [server.id]
+        else:
+            page.append(server.id)
+        self.server_count += 1
         if outcome is None:  # the default behavior: ACTIVE at once
             return server
         parameters = outcome.parameters
@@ -970,7 +985,7 @@ class ComputeBackend:
 
     # --shared-cloud stores each tenant's state, and each server, as a row of its own
     # (simulacra/cloud/shared.py).
-    SHARED_PARTS = ("tenants", "servers")
+    SHARED_PARTS = ("tenants", "servers", "server_id_pages")
 
     def __init__(self, clock: Clock, rng: random.Random | None = None) -> None:
         self.clock = clock
@@ -981,6 +996,10 @@ class ComputeBackend:
         # and its tenant's list of ids, not every server the tenant holds (--shared-cloud
         # pickles and writes each collection member it changed).
         self.servers: dict[tuple[str, str], Server] = {}
+        # Each region's server ids in creation order, SERVER_ID_PAGE to a page, by (tenant
+        # id, region, page number): a create changes its page alone, so what it writes stays
+        # the same size however many servers the tenant holds.
+        self.server_id_pages: dict[tuple[str, str, int], list[str]] = {}
 
     def region(self, tenant_id: str, region: str) -> RegionCompute:
         """The state of one tenant in one region, created on first use (as in Mimic)."""
@@ -995,6 +1014,7 @@ class ComputeBackend:
     def reset(self) -> None:
         self.tenants.clear()
         self.servers.clear()
+        self.server_id_pages.clear()
 
     # Reads for the console: they never create a tenant's or region's state, as ``region``
     # does (a page looked at must not change what the API answers).
