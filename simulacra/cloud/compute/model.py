@@ -983,8 +983,8 @@ def _page(items: list[Any], limit: str | None, marker: str | None) -> list[Any]:
 class ComputeBackend:
     """Every tenant's compute state, in memory; ``reset()`` forgets it all."""
 
-    # --shared-cloud stores each tenant's state, and each server, as a row of its own
-    # (simulacra/cloud/shared.py).
+    # --shared-cloud stores each tenant's state, each server and each page of server ids as
+    # a row of its own (simulacra/cloud/shared.py).
     SHARED_PARTS = ("tenants", "servers", "server_id_pages")
 
     def __init__(self, clock: Clock, rng: random.Random | None = None) -> None:
@@ -993,8 +993,8 @@ class ComputeBackend:
         self.tenants: dict[str, TenantCompute] = {}
         # Every tenant's servers, by (tenant id, server id), rather than within their
         # tenant's region: a request that creates or changes one server then changes only it
-        # and its tenant's list of ids, not every server the tenant holds (--shared-cloud
-        # pickles and writes each collection member it changed).
+        # (and, a create, its tenant's counts and a page of ids), not every server the
+        # tenant holds (--shared-cloud pickles and writes each collection member it changed).
         self.servers: dict[tuple[str, str], Server] = {}
         # Each region's server ids in creation order, SERVER_ID_PAGE to a page, by (tenant
         # id, region, page number): a create changes its page alone, so what it writes stays
