@@ -303,9 +303,9 @@ def test_shared_cloud_runs_each_answer_in_the_transaction(cloud):
     # answer (and the clock, by a first request).
     assert sorted(store.parts) == [
         "clock",
-        "compute.server_id_pages:('t1', 'ORD', 0)",
         f"compute.servers:('t1', '{server_id}')",
         "compute.tenants:'t1'",
+        "compute.tenants_server_id_pages:('t1', 'ORD', 0)",
     ]
     # An error answer is rendered inside the transaction, which commits what it changed.
     assert_json(answer(routes, post(nova() + "/servers", b"{")), 400)
@@ -367,8 +367,42 @@ def test_a_request_that_keeps_losing_its_parts_runs_with_them_locked(cloud):
     assert len(store.locked) == 1
     assert "compute.tenants:'t1'" in store.locked[0]
     assert server in store.parts
-    page = store.parts["compute.server_id_pages:('t1', 'ORD', 0)"][1]
+    page = store.parts["compute.tenants_server_id_pages:('t1', 'ORD', 0)"][1]
     assert page is not None and created["server"]["id"].encode() in page
+
+
+def test_a_locked_run_that_would_wait_beyond_its_lock_runs_again(cloud):
+    """``cloud_locked``'s sync answers None where a row beyond the lock stayed held: nothing
+    was written, and the request runs again (locked again) rather than failing."""
+    core, _ = cloud
+    shared = SharedCloud(core)
+    store = RivalStore("compute.tenants:'t1'")
+    gave_up: list[int] = []
+    locked = store.cloud_locked
+
+    @contextlib.asynccontextmanager
+    async def once_held(keys: list[str]) -> AsyncIterator[Any]:
+        async with locked(keys) as lock:
+            if gave_up:
+                yield lock
+                return
+
+            async def held(group: Any) -> None:
+                gave_up.append(len(group[0]))
+                return None
+
+            yield SimpleNamespace(parts=lock.parts, sync=held)
+
+    store.cloud_locked = once_held  # type: ignore[method-assign]
+    shared.attach(store)
+    routes = CloudRoutes(core, shared)
+    store.holding = True
+    assert_json(answer(routes, post(nova() + "/servers", SERVER)), 202)
+    store.holding = False
+    created = assert_json(answer(routes, post(nova() + "/servers", SERVER)), 202)
+    assert gave_up == [3]  # its tenant, page and server, not written
+    assert len(store.locked) == 2  # locked again, and that run stood
+    assert f"compute.servers:('t1', '{created['server']['id']}')" in store.parts
 
 
 # The base URL ------------------------------------------------------------------------------

@@ -542,7 +542,7 @@ def test_a_region_lists_its_servers_in_creation_order_across_id_pages(backend):
     elsewhere = create(dfw, "d").id
     assert [s.id for s in ord_.list_servers().servers] == made
     assert [s.id for s in dfw.list_servers().servers] == [elsewhere]
-    pages = {k: v for k, v in backend.server_id_pages.items() if k[:2] == ("t1", "ORD")}
+    pages = {k: v for k, v in backend.tenants_server_id_pages.items() if k[:2] == ("t1", "ORD")}
     assert [len(pages[("t1", "ORD", n)]) for n in range(3)] == [SERVER_ID_PAGE] * 2 + [6]
     ord_.delete_server(made[0])  # a deleted server keeps its place (changes-since shows it)
     assert [s.id for s in ord_.list_servers().servers] == made[1:]

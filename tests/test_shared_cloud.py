@@ -120,7 +120,7 @@ def server_part(tenant: str, server_id: str) -> str:
 
 
 def id_page_part(tenant: str, region: str, page: int) -> str:
-    return f"compute.server_id_pages:{(tenant, region, page)!r}"
+    return f"compute.tenants_server_id_pages:{(tenant, region, page)!r}"
 
 
 def test_reads_write_nothing_and_a_write_writes_only_its_parts(pair, pg_url):
@@ -168,6 +168,9 @@ def test_what_a_create_writes_does_not_grow_with_the_tenants_servers(pair, pg_ur
             first = sizes()
     last = sizes()
     tenant = tenant_part("900017")
+    # Rows are taken in the byte order of their keys; a tenant's pages sort after its row, so
+    # whoever holds the tenant's row takes a new page's without waiting (migration 0012).
+    assert all(tenant.encode() < key.encode() for key in last if "server_id_pages" in key)
     assert abs(last[tenant] - first[tenant]) < 8  # a count grew by a digit or two
     assert id_page_part("900017", "ORD", 1) in last  # 32 ids to a page
     assert last[id_page_part("900017", "ORD", 1)] < last[id_page_part("900017", "ORD", 0)]

@@ -154,7 +154,7 @@ def test_a_request_writes_only_the_parts_it_changes(pair, pg_url):
     server = create(b.url, "930007")
     after = stored_versions(pg_url)
     written = {key for key in after if after[key] != versions.get(key)}
-    page = f"compute.server_id_pages:{('930007', 'ORD', 0)!r}"
+    page = f"compute.tenants_server_id_pages:{('930007', 'ORD', 0)!r}"
     assert written == {tenant_part("930007"), page, server_part("930007", server)}
     others = [size for key, size in sizes.items() if key.startswith("compute.servers:('930007'")]
     assert len(others) == 20
@@ -281,7 +281,10 @@ def test_a_locked_run_waits_briefly_for_a_row_beyond_its_lock(pg_url):
 
     from simulacra.store.postgres import CloudGroup, PostgresStore
 
-    mine, theirs = "compute.tenants:'920011'", "compute.server_id_pages:('920011', 'ORD', 1)"
+    mine, theirs = (
+        "compute.tenants:'920011'",
+        "compute.tenants_server_id_pages:('920011', 'ORD', 1)",
+    )
 
     async def main() -> tuple[Any, float, Any, Any]:
         store = PostgresStore(pg_url)

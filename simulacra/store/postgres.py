@@ -629,7 +629,7 @@ class PostgresStore:
             await conn.execute("SELECT set_config('lock_timeout', %s, true)", (CLOUD_LOCK_WAIT,))
             cursor = await conn.execute(
                 "SELECT key, version, data FROM cloud_part WHERE key = ANY(%s)"
-                " ORDER BY key FOR UPDATE",  # in key order, as cloud_sync locks: no deadlock
+                ' ORDER BY key COLLATE "C" FOR UPDATE',  # in cloud_sync's order: no deadlock
                 (sorted(keys),),
             )
             parts = [_stored_part(*row) for row in await cursor.fetchall()]

@@ -442,8 +442,8 @@ def _allowed(server: Server, action: str, statuses: Iterable[str]) -> None:
         raise Conflict(f"Cannot '{action}' instance {server.id} while it is in vm_state {vm_state}")
 
 
-# Server ids to a page of ``ComputeBackend.server_id_pages``: a page of 32 pickles to about
-# 1.3 KB, under the size from which PostgreSQL moves a value out of its row (TOAST).
+# Server ids to a page of ``ComputeBackend.tenants_server_id_pages``: a page of 32 pickles to
+# about 1.3 KB, under the size from which PostgreSQL moves a value out of its row (TOAST).
 SERVER_ID_PAGE = 32
 
 
@@ -454,8 +454,8 @@ class RegionCompute:
         self.tenant = tenant
         self.region = region
         self.clock = clock
-        # How many servers this region created: their ids, in creation order, are the pages
-        # of ``ComputeBackend.server_id_pages`` (see there); the servers are the backend's.
+        # How many servers this region created: their ids, in creation order, are in pages
+        # (``ComputeBackend.tenants_server_id_pages``); the servers are the backend's.
         self.server_count = 0
         self.snapshots: dict[str, Snapshot] = {}
         self.keypairs: dict[str, Keypair] = {}
@@ -485,7 +485,7 @@ class RegionCompute:
         tenant_id, region = self.tenant.tenant_id, self.region
         ids: list[str] = []
         for page in range(-(-self.server_count // SERVER_ID_PAGE)):
-            ids += backend.server_id_pages.get((tenant_id, region, page), ())
+            ids += backend.tenants_server_id_pages.get((tenant_id, region, page), ())
         servers = backend.servers
         found = [servers.get((tenant_id, server_id)) for server_id in ids]
         return [server for server in found if server is not None]
@@ -531,9 +531,9 @@ class RegionCompute:
         backend = self.tenant.backend
         backend.servers[(self.tenant_id, server.id)] = server
         page_key = (self.tenant_id, self.region, self.server_count // SERVER_ID_PAGE)
-        page = backend.server_id_pages.get(page_key)
+        page = backend.tenants_server_id_pages.get(page_key)
         if page is None:
-            backend.server_id_pages[page_key] = [server.id]
+            backend.tenants_server_id_pages[page_key] = [server.id]
         else:
             page.append(server.id)
         self.server_count += 1
@@ -985,7 +985,7 @@ class ComputeBackend:
 
     # --shared-cloud stores each tenant's state, each server and each page of server ids as
     # a row of its own (simulacra/cloud/shared.py).
-    SHARED_PARTS = ("tenants", "servers", "server_id_pages")
+    SHARED_PARTS = ("tenants", "servers", "tenants_server_id_pages")
 
     def __init__(self, clock: Clock, rng: random.Random | None = None) -> None:
         self.clock = clock
@@ -998,8 +998,12 @@ class ComputeBackend:
         self.servers: dict[tuple[str, str], Server] = {}
         # Each region's server ids in creation order, SERVER_ID_PAGE to a page, by (tenant
         # id, region, page number): a create changes its page alone, so what it writes stays
-        # the same size however many servers the tenant holds.
-        self.server_id_pages: dict[tuple[str, str, int], list[str]] = {}
+        # the same size however many servers the tenant holds. Named to sort after
+        # ``tenants``: --shared-cloud takes rows in the byte order of their keys, and every
+        # create takes its tenant's row, so whoever holds it takes a new page's row without
+        # waiting (a page before it would be taken first, and a run holding a tenant locked
+        # could wait on a new page another instance took: migration 0012).
+        self.tenants_server_id_pages: dict[tuple[str, str, int], list[str]] = {}
 
     def region(self, tenant_id: str, region: str) -> RegionCompute:
         """The state of one tenant in one region, created on first use (as in Mimic)."""
@@ -1014,7 +1018,7 @@ class ComputeBackend:
     def reset(self) -> None:
         self.tenants.clear()
         self.servers.clear()
-        self.server_id_pages.clear()
+        self.tenants_server_id_pages.clear()
 
     # Reads for the console: they never create a tenant's or region's state, as ``region``
     # does (a page looked at must not change what the API answers).

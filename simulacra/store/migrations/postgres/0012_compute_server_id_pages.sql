@@ -1,6 +1,6 @@
 -- 0012: a compute tenant's part no longer grows with its servers: each region keeps its
--- servers' ids in pages of their own ("compute.server_id_pages:('<tenant>', '<region>', <n>)")
--- and a server's addresses follow from how many servers the tenant created, so neither a
+-- servers' ids in pages of their own
+-- ("compute.tenants_server_id_pages:('<tenant>', '<region>', <n>)"), and a server's addresses follow from how many servers the tenant created, so neither a
 -- list of ids nor a set of addresses taken is kept in the tenant's part. The tenants' parts
 -- written before have the old layout: the compute state starts empty after this upgrade (as
 -- after 0011). The other services' parts are kept.
@@ -12,7 +12,10 @@ DELETE FROM cloud_part WHERE coll IN ('compute.tenants', 'compute.servers');
 -- those two rows in opposite orders: a deadlock, which PostgreSQL breaks after a second. The
 -- fast path now writes the rows one by one in key order, insert or update alike, as the
 -- general path locks them; and the general path is a function of its own, so that a later
--- change to ``cloud_sync`` need not copy it again.
+-- change to ``cloud_sync`` need not copy it again. Key order is byte order (COLLATE "C"),
+-- whatever the database's collation: a tenant's pages ("compute.tenants_server_id_pages:...")
+-- sort after its own row ("compute.tenants:..."), so whoever holds a tenant's row takes its
+-- pages without waiting for anyone (simulacra/cloud/compute/model.py).
 
 -- The general path: for the groups not in ``skip`` (found stale already), the rows of the
 -- parts new to them (placeholders of version 0), every part they write locked in key order,
@@ -30,11 +33,11 @@ BEGIN
     INSERT INTO cloud_part (key, coll, version, data)
         SELECT w.k, w.c, 0, NULL
             FROM unnest(w_groups, w_keys, w_colls, w_known) AS w(g, k, c, v)
-            WHERE w.g <> ALL(skip) AND w.v = 0 ORDER BY w.k
+            WHERE w.g <> ALL(skip) AND w.v = 0 ORDER BY w.k COLLATE "C"
         ON CONFLICT (key) DO NOTHING;
     PERFORM 1 FROM cloud_part p
         WHERE p.key IN (SELECT w.k FROM unnest(w_groups, w_keys) AS w(g, k) WHERE w.g <> ALL(skip))
-        ORDER BY p.key FOR UPDATE;
+        ORDER BY p.key COLLATE "C" FOR UPDATE;
     -- Locked: check the changed parts again (one may have moved since the caller's check),
     -- then write. (The parts only read are not locked: checking them again would not stop
     -- them moving before the commit either.)
@@ -129,7 +132,7 @@ BEGIN
             sk := '{}';
             sv := '{}';
             FOR part IN SELECT * FROM unnest(w_groups, w_keys, w_colls, w_known, w_data)
-                         AS u(g, k, c, v, d) ORDER BY u.k LOOP
+                         AS u(g, k, c, v, d) ORDER BY u.k COLLATE "C" LOOP
                 found_version := NULL;
                 IF part.v = 0 THEN
                     INSERT INTO cloud_part AS p (key, coll, version, data)
@@ -150,7 +153,8 @@ BEGIN
                 sk := sk || part.k;
                 sv := sv || found_version;
             END LOOP;
-            RETURN QUERY SELECT u.g, u.k, u.v, NULL::BYTEA, TRUE FROM unnest(sg, sk, sv) AS u(g, k, v);
+            RETURN QUERY
+                SELECT u.g, u.k, u.v, NULL::BYTEA, TRUE FROM unnest(sg, sk, sv) AS u(g, k, v);
             RETURN;
         EXCEPTION WHEN SQLSTATE 'SC001' THEN
             sg := '{}';
