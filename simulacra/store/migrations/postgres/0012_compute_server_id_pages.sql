@@ -1,9 +1,10 @@
 -- 0012: a compute tenant's part no longer grows with its servers: each region keeps its
 -- servers' ids in pages of their own
--- ("compute.tenants_server_id_pages:('<tenant>', '<region>', <n>)"), and a server's addresses follow from how many servers the tenant created, so neither a
--- list of ids nor a set of addresses taken is kept in the tenant's part. The tenants' parts
--- written before have the old layout: the compute state starts empty after this upgrade (as
--- after 0011). The other services' parts are kept.
+-- ("compute.tenants_server_id_pages:('<tenant>', '<region>', <n>)"), and a server's addresses
+-- follow from how many servers the tenant created, so neither a list of ids nor a set of
+-- addresses taken is kept in the tenant's part. The tenants' parts written before have the
+-- old layout: the compute state starts empty after this upgrade (as after 0011). The other
+-- services' parts are kept.
 DELETE FROM cloud_part WHERE coll IN ('compute.tenants', 'compute.servers');
 
 -- A create now writes two parts that another instance may write too (its tenant's and its
