@@ -533,7 +533,8 @@ def test_many_servers_have_distinct_ipv6(ord_):
 
 
 def test_a_region_lists_its_servers_in_creation_order_across_id_pages(backend):
-    """The ids are kept SERVER_ID_PAGE to a page; a create changes only the last page."""
+    """The ids are kept SERVER_ID_PAGE to a page, in creation order, a deleted server in its
+    place; a region lists only its own."""
     from simulacra.cloud.compute.model import SERVER_ID_PAGE
 
     ord_, dfw = backend.region("t1", "ORD"), backend.region("t1", "DFW")
