@@ -202,37 +202,45 @@ def test_concurrent_calls_in_one_process_share_a_round_trip(pg_url):
     assert more == [32, 33, 34]
 
 
+def _slow_round_trips(store: PostgresStore) -> dict[str, int]:
+    """Make ``store``'s round trips take 50 ms (long enough for the next arrivals to come);
+    the dict counts them, and the most in flight at once."""
+    seen = {"trips": 0, "in_flight": 0, "most": 0}
+    fetchone = store._fetchone
+
+    async def slow(sql: str, args: Any = ()) -> tuple[Any, ...] | None:
+        seen["trips"] += 1
+        seen["in_flight"] += 1
+        seen["most"] = max(seen["most"], seen["in_flight"])
+        try:
+            await asyncio.sleep(0.05)
+            return await fetchone(sql, args)
+        finally:
+            seen["in_flight"] -= 1
+
+    store._fetchone = slow  # type: ignore[method-assign]
+    return seen
+
+
 def test_round_trips_of_one_counter_overlap_and_hand_out_each_position_once(pg_url):
-    """Playbacks arriving while round trips are in flight go in further round trips, up to
-    COUNTER_ROUND_TRIPS at once: the positions are still each handed out once, without gaps,
-    and a playback answered before another arrived holds the lower one."""
+    """Playbacks arriving two by two while round trips are in flight go in further round
+    trips, up to COUNTER_ROUND_TRIPS at once: the positions are still each handed out once,
+    without gaps, and a playback answered before another arrived holds the lower one."""
 
     async def main() -> tuple[int, list[int], list[int]]:
         store = PostgresStore(pg_url)
         await store.open()
-        in_flight = most = 0
-        fetchone = store._fetchone
-
-        async def slow(sql: str, args: Any = ()) -> tuple[Any, ...] | None:
-            nonlocal in_flight, most
-            in_flight += 1
-            most = max(most, in_flight)
-            try:
-                await asyncio.sleep(0.05)  # long enough for the next arrivals to come
-                return await fetchone(sql, args)
-            finally:
-                in_flight -= 1
-
-        store._fetchone = slow  # type: ignore[method-assign]
+        seen = _slow_round_trips(store)
         try:
             waves = []
             for _ in range(COUNTER_ROUND_TRIPS + 2):
-                waves.append(asyncio.create_task(store.next_response("h s", "stub")))
-                await asyncio.sleep(0.005)  # each arrives while the earlier ones are in flight
+                for _ in range(2):
+                    waves.append(asyncio.create_task(store.next_response("h s", "stub")))
+                await asyncio.sleep(0.005)  # each pair arrives while earlier ones are in flight
             positions = list(await asyncio.gather(*waves))
             # Answered one after the other: each after all those before it.
             after = [await store.next_response("h s", "stub") for _ in range(3)]
-            return most, positions, after
+            return seen["most"], positions, after
         finally:
             await store.close()
 
@@ -240,6 +248,41 @@ def test_round_trips_of_one_counter_overlap_and_hand_out_each_position_once(pg_u
     assert most == COUNTER_ROUND_TRIPS
     assert sorted(positions) == list(range(len(positions)))
     assert after == [len(positions), len(positions) + 1, len(positions) + 2]
+
+
+def test_a_lone_playback_beside_a_round_trip_in_flight_waits_for_its_next(pg_url):
+    """A round trip for one playback costs what one for ten does: a playback arriving alone
+    while one of its counter's round trips is in flight starts none of its own (a second
+    arrival does, for both); positions still follow arrival."""
+
+    async def main() -> tuple[int, dict[str, int], list[int], list[int]]:
+        store = PostgresStore(pg_url)
+        await store.open()
+        seen = _slow_round_trips(store)
+        try:
+            first = asyncio.create_task(store.next_response("h s", "stub"))
+            await asyncio.sleep(0.01)  # its round trip is in flight
+            lone = asyncio.create_task(store.next_response("h s", "stub"))
+            await asyncio.sleep(0.01)
+            beside_lone = seen["in_flight"]
+            positions = list(await asyncio.gather(first, lone))
+            trips = dict(seen)
+            # Two arriving beside a round trip in flight: one more goes, for both.
+            third = asyncio.create_task(store.next_response("h s", "stub"))
+            await asyncio.sleep(0.01)
+            pair = [asyncio.create_task(store.next_response("h s", "stub")) for _ in range(2)]
+            more = list(await asyncio.gather(third, *pair))
+            trips["most_after"] = seen["most"]
+            return beside_lone, trips, positions, more
+        finally:
+            await store.close()
+
+    beside_lone, trips, positions, more = asyncio.run(main())
+    assert beside_lone == 1  # the lone playback started no round trip
+    assert trips["trips"] == 2 and trips["most"] == 1  # the first's round trip took it next
+    assert positions == [0, 1]
+    assert sorted(more) == [2, 3, 4] and more[0] == 2
+    assert trips["most_after"] == 2  # the pair went beside the third's round trip
 
 
 def test_a_playback_cancelled_before_its_round_trip_takes_no_position(pg_url):

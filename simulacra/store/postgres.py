@@ -535,8 +535,15 @@ class PostgresStore:
             counter = self._counters[key] = _Counter()
         counter.waiting.append(waiter)
         # A round trip started but not yet sent takes this waiter too; else one more, if
-        # fewer than COUNTER_ROUND_TRIPS are in flight.
-        if not counter.starting and counter.trips < COUNTER_ROUND_TRIPS:
+        # fewer than COUNTER_ROUND_TRIPS are in flight and, beside one in flight, at least
+        # two wait: a lone waiter is taken by the next round trip of one in flight, since a
+        # round trip for one playback costs the CPU of one for ten (a fifth of them carried
+        # one under load; side by side, 4-9 us less CPU per in-sequence playback).
+        if (
+            not counter.starting
+            and counter.trips < COUNTER_ROUND_TRIPS
+            and (not counter.trips or len(counter.waiting) >= 2)
+        ):
             counter.starting = True
             counter.trips += 1
             # A task of its own, not the first caller's: a client that disconnects cancels
