@@ -111,6 +111,12 @@ def stored_versions(pg_url: str) -> dict[str, int]:
     return {key: int(version) for key, version in rows}
 
 
+def stored_sizes(pg_url: str) -> dict[str, int]:
+    """Every stored part's size in bytes, by key (placeholders and absent parts left out)."""
+    rows = query(pg_url, "SELECT key, length(data) FROM cloud_part WHERE data IS NOT NULL")
+    return {key: int(size) for key, size in rows}
+
+
 def tenant_part(tenant: str) -> str:
     return f"compute.tenants:{tenant!r}"
 
@@ -153,11 +159,6 @@ def test_what_a_create_writes_does_not_grow_with_the_tenants_servers(pair, pg_ur
     40th server writes as many bytes as its first's (a page of ids fills, then a new one)."""
     a, b = pair
     body = {"server": {"name": "r", "imageRef": "img", "flavorRef": "2"}}
-
-    def sizes() -> dict[str, int]:
-        rows = query(pg_url, "SELECT key, length(data) FROM cloud_part WHERE data IS NOT NULL")
-        return {key: int(size) for key, size in rows}
-
     made = []
     for i in range(40):
         api = nova_url((a, b)[i % 2].url, "900017")
@@ -165,8 +166,8 @@ def test_what_a_create_writes_does_not_grow_with_the_tenants_servers(pair, pg_ur
         assert created.status_code == 202
         made.append(created.json()["server"]["id"])
         if i == 0:
-            first = sizes()
-    last = sizes()
+            first = stored_sizes(pg_url)
+    last = stored_sizes(pg_url)
     tenant = tenant_part("900017")
     # Rows are taken in the byte order of their keys; a tenant's pages sort after its row, so
     # whoever holds the tenant's row takes a new page's without waiting (migration 0012).

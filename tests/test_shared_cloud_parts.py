@@ -22,9 +22,10 @@ from simulacra.store.postgres import split_url
 from tests.server import RunningServer
 from tests.test_shared_cloud import (
     authenticate,
+    id_page_part,
     nova_url,
-    query,
     server_part,
+    stored_sizes,
     stored_versions,
     tenant_part,
 )
@@ -144,7 +145,7 @@ def test_a_request_writes_only_the_parts_it_changes(pair, pg_url):
         list(pool.map(lambda i: create((a.url, b.url)[i % 2], f"93{i % 40:04d}"), range(800)))
     token = authenticate(a.url, "one", "930999")["token"]["id"]
     versions = stored_versions(pg_url)
-    sizes = dict(query(pg_url, "SELECT key, length(data) FROM cloud_part WHERE data IS NOT NULL"))
+    sizes = stored_sizes(pg_url)
     # ...is not written whole by a request: a login and a read write nothing,
     assert authenticate(b.url, "one", "930999")["token"]["id"] == token
     assert len(listed(b.url, "930007")) == 20
@@ -154,7 +155,7 @@ def test_a_request_writes_only_the_parts_it_changes(pair, pg_url):
     server = create(b.url, "930007")
     after = stored_versions(pg_url)
     written = {key for key in after if after[key] != versions.get(key)}
-    page = f"compute.tenants_server_id_pages:{('930007', 'ORD', 0)!r}"
+    page = id_page_part("930007", "ORD", 0)
     assert written == {tenant_part("930007"), page, server_part("930007", server)}
     others = [size for key, size in sizes.items() if key.startswith("compute.servers:('930007'")]
     assert len(others) == 20
@@ -281,10 +282,7 @@ def test_a_locked_run_waits_briefly_for_a_row_beyond_its_lock(pg_url):
 
     from simulacra.store.postgres import CloudGroup, PostgresStore
 
-    mine, theirs = (
-        "compute.tenants:'920011'",
-        "compute.tenants_server_id_pages:('920011', 'ORD', 1)",
-    )
+    mine, theirs = tenant_part("920011"), id_page_part("920011", "ORD", 1)
 
     async def main() -> tuple[Any, float, Any, Any]:
         store = PostgresStore(pg_url)
