@@ -429,3 +429,32 @@ def test_restricted_unpickler_refuses_classes_merely_imported_by_cloud_modules()
     forged = b"csimulacra.cloud.http\nResponse\n."  # GLOBAL opcode, then STOP
     with pytest.raises(pickle.UnpicklingError, match="not an allowed class"):
         restricted_loads(forged)
+
+
+def test_parts_pickle_wiring_as_references_and_refuse_callables():
+    import functools
+    import io
+    import itertools
+    import random
+
+    from simulacra.cloud.shared import _Pickler
+
+    wiring = random.Random(1)  # a backend's generator: this process's, never stored
+    state_rng = random.Random(2)  # a generator of the same type that is state
+    buffer = io.BytesIO()
+    pickler = _Pickler(buffer, {id(wiring): "rng:x"}, [wiring])
+    pickler.dump({"w": wiring, "s": state_rng, "n": itertools.count(5, 2)})
+    loaded = restricted_loads(buffer.getvalue(), {"rng:x": wiring})
+    assert loaded["w"] is wiring
+    assert loaded["s"] is not state_rng and loaded["s"].random() == state_rng.random()
+    assert next(loaded["n"]) == 5 and next(loaded["n"]) == 7
+    for callable_ in (functools.partial(print), len, pickler.dump):
+        with pytest.raises(pickle.PicklingError, match="holds a function"):
+            pickler.dump({"f": callable_})
+    # A plain function pickles by name (the pickler's fast path), and no process loads it.
+    buffer.seek(0)
+    buffer.truncate()
+    pickler.clear_memo()  # as SharedCloud does before each part
+    pickler.dump({"f": restricted_loads})
+    with pytest.raises(pickle.UnpicklingError, match="not an allowed class"):
+        restricted_loads(buffer.getvalue())
