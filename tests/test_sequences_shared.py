@@ -179,14 +179,14 @@ def test_concurrent_calls_in_one_process_share_a_round_trip(pg_url):
         store = PostgresStore(pg_url)
         await store.open()
         trips = 0
-        fetchone = store._fetchone
+        reserve = store._reserve
 
-        async def counted(sql: str, args: Any = ()) -> tuple[Any, ...] | None:
+        async def counted(key: tuple[str, str], count: int) -> int:
             nonlocal trips
             trips += 1
-            return await fetchone(sql, args)
+            return await reserve(key, count)
 
-        store._fetchone = counted  # type: ignore[method-assign]
+        store._reserve = counted  # type: ignore[method-assign]
         try:
             first = await asyncio.gather(*(store.next_response("h s", "stub") for _ in range(32)))
             one_trip = trips
@@ -206,19 +206,19 @@ def _slow_round_trips(store: PostgresStore) -> dict[str, int]:
     """Make ``store``'s round trips take 50 ms (long enough for the next arrivals to come);
     the dict counts them, and the most in flight at once."""
     seen = {"trips": 0, "in_flight": 0, "most": 0}
-    fetchone = store._fetchone
+    reserve = store._reserve
 
-    async def slow(sql: str, args: Any = ()) -> tuple[Any, ...] | None:
+    async def slow(key: tuple[str, str], count: int) -> int:
         seen["trips"] += 1
         seen["in_flight"] += 1
         seen["most"] = max(seen["most"], seen["in_flight"])
         try:
             await asyncio.sleep(0.05)
-            return await fetchone(sql, args)
+            return await reserve(key, count)
         finally:
             seen["in_flight"] -= 1
 
-    store._fetchone = slow  # type: ignore[method-assign]
+    store._reserve = slow  # type: ignore[method-assign]
     return seen
 
 

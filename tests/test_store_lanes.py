@@ -1,0 +1,151 @@
+"""The store's lanes (simulacra/store/lanes.py): dedicated connections running prepared
+statements with libpq's own calls, against the machine's PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import psycopg
+import pytest
+
+from simulacra.errors import Unavailable
+from simulacra.store.lanes import Lanes, Statement
+from simulacra.store.postgres import PostgresStore
+from tests.pg import require_postgres
+
+ECHO = Statement(b"echo", b"SELECT $1::bigint * 2, pg_backend_pid()", (0,))
+SLEEP = Statement(b"sleep", b"SELECT pg_sleep($1::float8), pg_backend_pid()", (0,))
+DIVIDE = Statement(b"divide", b"SELECT 1 / $1::int", (0,))
+BYTES = Statement(b"bytes", b"SELECT $1::bytea, length($1::bytea)", (1,), binary_result=True)
+
+
+def _lanes(size: int) -> Lanes:
+    url = require_postgres()
+
+    async def connect() -> psycopg.AsyncConnection[Any]:
+        return await psycopg.AsyncConnection.connect(url, autocommit=True)
+
+    return Lanes(connect, size)
+
+
+def _value(result: Any, column: int = 0) -> int:
+    return int(result.get_value(0, column))
+
+
+def test_statements_beyond_the_lanes_wait_for_one_and_all_answer():
+    async def main() -> tuple[list[int], int]:
+        lanes = _lanes(2)
+        try:
+            results = await asyncio.gather(*(lanes.run(ECHO, [b"%d" % i]) for i in range(20)))
+            pids = {_value(r, 1) for r in results}
+            return [_value(r) for r in results], len(pids)
+        finally:
+            await lanes.close()
+
+    doubled, connections = asyncio.run(main())
+    assert doubled == [2 * i for i in range(20)]
+    assert connections == 2  # never more lanes than its size
+
+
+def test_binary_parameters_and_results_pass_unchanged():
+    async def main() -> tuple[bytes, int]:
+        lanes = _lanes(1)
+        try:
+            data = bytes(range(256)) * 300  # larger than a socket buffer may take at once
+            result = await lanes.run(BYTES, [data])
+            length = int.from_bytes(result.get_value(0, 1), "big")
+            return result.get_value(0, 0), length
+        finally:
+            await lanes.close()
+
+    data, length = asyncio.run(main())
+    assert data == bytes(range(256)) * 300 and length == 76_800
+
+
+def test_a_database_error_raises_its_psycopg_class_and_the_lane_goes_on():
+    async def main() -> tuple[int, int]:
+        lanes = _lanes(1)
+        try:
+            first = _value(await lanes.run(ECHO, [b"1"]), 1)
+            with pytest.raises(psycopg.errors.DivisionByZero, match="division by zero"):
+                await lanes.run(DIVIDE, [b"0"])
+            return first, _value(await lanes.run(ECHO, [b"1"]), 1)
+        finally:
+            await lanes.close()
+
+    before, after = asyncio.run(main())
+    assert before == after  # the same connection
+
+
+def test_a_lost_connection_fails_its_statement_and_the_next_opens_another():
+    async def main() -> tuple[int, int]:
+        lanes = _lanes(1)
+        try:
+            pid = _value(await lanes.run(ECHO, [b"1"]), 1)
+            sleeping = asyncio.create_task(lanes.run(SLEEP, [b"5"]))
+            await asyncio.sleep(0.2)
+            async with await psycopg.AsyncConnection.connect(
+                require_postgres(), autocommit=True
+            ) as admin:
+                await admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            with pytest.raises(psycopg.OperationalError):
+                await asyncio.wait_for(sleeping, 5)
+            return pid, _value(await lanes.run(ECHO, [b"1"]), 1)
+        finally:
+            await lanes.close()
+
+    before, after = asyncio.run(main())
+    assert before != after
+
+
+def test_a_caller_that_leaves_frees_its_lane_when_the_statement_ends():
+    async def main() -> tuple[float, int]:
+        lanes = _lanes(1)
+        try:
+            pid = _value(await lanes.run(ECHO, [b"1"]), 1)
+            leaving = asyncio.create_task(lanes.run(SLEEP, [b"0.3"]))
+            await asyncio.sleep(0.05)
+            leaving.cancel()
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            # The one lane is busy until the sleep ends: then this statement takes it.
+            after = _value(await asyncio.wait_for(lanes.run(ECHO, [b"1"]), 5), 1)
+            assert after == pid
+            return loop.time() - started, after
+        finally:
+            await lanes.close()
+
+    waited, _ = asyncio.run(main())
+    assert 0.1 < waited < 2
+
+
+def test_closing_fails_a_statement_in_flight():
+    async def main() -> None:
+        lanes = _lanes(1)
+        sleeping = asyncio.create_task(lanes.run(SLEEP, [b"5"]))
+        await asyncio.sleep(0.2)
+        await lanes.close()
+        with pytest.raises(psycopg.OperationalError, match="closing"):
+            await asyncio.wait_for(sleeping, 2)
+
+    asyncio.run(main())
+
+
+def test_a_counter_without_its_database_is_unavailable(pg_url):
+    """The store's counters run on lanes: a database out of reach is the store's 503."""
+
+    async def main() -> int:
+        store = PostgresStore(pg_url)
+        await store.open()
+        try:
+            await store.next_response("h s", "stub")
+            store.url = "postgresql://postgres@127.0.0.1:1/none"  # where nothing listens
+            await store._lanes.close()  # the next round trip opens a lane there
+            with pytest.raises(Unavailable):
+                await store.next_response("h s", "stub")
+            return store.failures
+        finally:
+            await store.close()
+
+    assert asyncio.run(main()) >= 1
