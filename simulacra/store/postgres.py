@@ -22,9 +22,10 @@ import functools
 import logging
 import secrets
 import select
+import struct
 import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from importlib import resources
 from typing import Any, NamedTuple
 
@@ -68,9 +69,11 @@ CONNECT_TIMEOUT_S = 5
 # A pooled connection lent again within this long of its last loan is checked without a round
 # trip (see ConnectionCheck); one that sat idle longer is asked.
 RECHECK_AFTER_S = 5.0
-# Dedicated connections (lanes) beside the pool's (8): round trips of the sequence counters,
-# of several counters at once (COUNTER_ROUND_TRIPS each).
-LANES = 4
+# Dedicated connections (lanes, opened as needed) beside the pool's 8: for the round trips of
+# the sequence counters, of several counters at once (COUNTER_ROUND_TRIPS each); and for the
+# shared cloud's statements (simulacra/cloud/shared.py has at most 6 in flight).
+COUNTER_LANES = 4
+CLOUD_LANES = 6
 
 
 def migrations() -> list[tuple[int, str]]:
@@ -172,8 +175,9 @@ class PostgresStore:
         await self.migrate()
 
     async def close(self) -> None:
-        if "_lanes" in vars(self):
-            await self._lanes.close()
+        for lanes in ("_lanes", "_cloud_lanes"):
+            if lanes in vars(self):
+                await vars(self)[lanes].close()
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
@@ -220,13 +224,18 @@ class PostgresStore:
 
     @functools.cached_property
     def _lanes(self) -> Lanes:
-        """Dedicated connections for the statements run thousands of times a second (the
-        sequence counters'), opened on first use."""
+        """Dedicated connections for the sequence counters' round trips (thousands a
+        second), opened on first use."""
+        return Lanes(self._connect_lane, COUNTER_LANES)
 
-        async def connect() -> psycopg.AsyncConnection[Any]:
-            return await psycopg.AsyncConnection.connect(self.url, **self._connect_kwargs())
+    @functools.cached_property
+    def _cloud_lanes(self) -> Lanes:
+        """The shared cloud's (``sync_cloud``): lanes of their own, since a cloud write may
+        wait seconds for a row another instance holds, and counters must not wait behind it."""
+        return Lanes(self._connect_lane, CLOUD_LANES)
 
-        return Lanes(connect, LANES)
+    async def _connect_lane(self) -> psycopg.AsyncConnection[Any]:
+        return await psycopg.AsyncConnection.connect(self.url, **self._connect_kwargs())
 
     @contextlib.asynccontextmanager
     async def _tx(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
@@ -648,8 +657,8 @@ class PostgresStore:
         PostgreSQL itself may lose the last fraction of a second of cloud changes, which
         answered 2xx (docs/scaling.md); another instance sees them at once.
         """
-        async with self._conn() as conn:
-            return await _sync_cloud(conn, batch)
+        async with self._unavailable():
+            return await _sync_cloud_on_lane(self._cloud_lanes, batch, CLOUD_LOCK_WAIT)
 
     @contextlib.asynccontextmanager
     async def cloud_locked(self, keys: Sequence[str]) -> AsyncIterator[CloudLock]:
@@ -750,9 +759,14 @@ class _Counter:
         self.starting = False
 
 
-# The parts' data in binary (%b): as text, each would be sent hex-encoded, twice its size.
-# (``cloud_sync`` turns synchronous_commit off for its transaction: docs/scaling.md.)
-_CLOUD_SYNC = "SELECT * FROM cloud_sync(%s::jsonb, %b::bytea[], %s)"
+# One statement, on a lane (the batches, ``sync_cloud``) and through psycopg (a locked run, in
+# its transaction): $n placeholders there, %s here; the parts' data is sent in binary (as
+# text each would go hex-encoded, twice its size). ``cloud_sync`` turns synchronous_commit
+# off for its transaction (docs/scaling.md).
+_CLOUD_SYNC_SQL = "SELECT * FROM cloud_sync({}::jsonb, {}::bytea[], {})"
+_CLOUD_SYNC = Statement(
+    b"cloud_sync", _CLOUD_SYNC_SQL.format("$1", "$2", "$3").encode(), (0, 1, 0), True
+)
 
 # How long a cloud write waits for a row another transaction holds: a process stuck while
 # holding a lock must not stall every instance for good. And, in ``cloud_locked``'s run, for
@@ -760,14 +774,11 @@ _CLOUD_SYNC = "SELECT * FROM cloud_sync(%s::jsonb, %b::bytea[], %s)"
 CLOUD_LOCK_WAIT = "10s"
 CLOUD_UNLOCKED_WAIT = "200ms"
 
+CloudRow = tuple[int, str, int, "bytes | None", bool]  # group, key, version, data, written
 
-async def _sync_cloud(
-    conn: psycopg.AsyncConnection[Any],
-    batch: Sequence[CloudGroup],
-    lock_wait: str = CLOUD_LOCK_WAIT,
-) -> list[CloudSync]:
-    """``PostgresStore.sync_cloud``'s statement, on ``conn``; it waits ``lock_wait`` at most
-    for a row lock (a ``lock_timeout``)."""
+
+def _cloud_args(batch: Sequence[CloudGroup]) -> tuple[str, list[bytes | None]]:
+    """``cloud_sync``'s batch (JSON) and the changes' data, in the order of its "w"."""
     writes: list[tuple[int, str, str, int]] = []
     values: list[bytes | None] = []
     reads: list[tuple[int, str, int]] = []
@@ -778,18 +789,75 @@ async def _sync_cloud(
             values.append(value)
         reads += [(index, key, version) for key, version in read]
         colls += [(index, coll) for coll in whole]
-    args = (orjson.dumps({"w": writes, "r": reads, "c": colls}).decode(), values, lock_wait)
-    rows = await (await conn.execute(_CLOUD_SYNC, args)).fetchall()
-    found = [CloudSync(None, []) for _ in batch]
+    return orjson.dumps({"w": writes, "r": reads, "c": colls}).decode(), values
+
+
+def _cloud_answers(size: int, rows: Iterable[CloudRow]) -> list[CloudSync]:
+    """``cloud_sync``'s rows as each of the batch's ``size`` groups' answer."""
+    found = [CloudSync(None, []) for _ in range(size)]
     for index, key, version, data, written in rows:
         if written:
-            answer = found[index]
-            if answer.written is None:
-                answer = found[index] = CloudSync({}, [])
-            answer.written[key] = int(version)
+            versions = found[index].written
+            if versions is None:
+                versions = {}
+                found[index] = CloudSync(versions, [])
+            versions[key] = version
         else:
-            found[index].stale.append(_stored_part(key, version, data))
+            found[index].stale.append((key, version, data))
     return found
+
+
+async def _sync_cloud(
+    conn: psycopg.AsyncConnection[Any], batch: Sequence[CloudGroup], lock_wait: str
+) -> list[CloudSync]:
+    """``cloud_sync`` on ``conn`` (in its transaction); it waits ``lock_wait`` at most for a
+    row lock (a ``lock_timeout``)."""
+    document, values = _cloud_args(batch)
+    query = _CLOUD_SYNC_SQL.format("%s", "%b", "%s")
+    rows = await (await conn.execute(query, (document, values, lock_wait))).fetchall()
+    return _cloud_answers(len(batch), (_cloud_row(*row) for row in rows))
+
+
+def _cloud_row(index: Any, key: str, version: Any, data: Any, written: bool) -> CloudRow:
+    return int(index), *_stored_part(key, version, data), bool(written)
+
+
+async def _sync_cloud_on_lane(
+    lanes: Lanes, batch: Sequence[CloudGroup], lock_wait: str
+) -> list[CloudSync]:
+    """``cloud_sync`` on a lane, in binary both ways (``_sync_cloud``'s statement)."""
+    document, values = _cloud_args(batch)
+    result = await lanes.run(
+        _CLOUD_SYNC, [document.encode(), _bytea_array(values), lock_wait.encode()]
+    )
+    get = result.get_value  # bytes; None for NULL, which only the data may be
+    rows: list[CloudRow] = [
+        (
+            _INT4.unpack(get(row, 0) or b"")[0],
+            (get(row, 1) or b"").decode(),
+            _INT8.unpack(get(row, 2) or b"")[0],
+            get(row, 3),
+            get(row, 4) == b"\x01",
+        )
+        for row in range(result.ntuples)
+    ]
+    return _cloud_answers(len(batch), rows)
+
+
+_INT4 = struct.Struct("!i")
+_INT8 = struct.Struct("!q")
+_BYTEA_OID = 17
+
+
+def _bytea_array(values: Sequence[bytes | None]) -> bytes:
+    """A one-dimensional BYTEA[] in PostgreSQL's binary format (array_recv)."""
+    if not values:
+        return struct.pack("!iii", 0, 0, _BYTEA_OID)
+    has_null = any(value is None for value in values)
+    parts = [struct.pack("!iiiii", 1, has_null, _BYTEA_OID, len(values), 1)]
+    for value in values:
+        parts.append(b"\xff\xff\xff\xff" if value is None else _INT4.pack(len(value)) + value)
+    return b"".join(parts)
 
 
 def _stored_part(key: str, version: Any, data: Any) -> tuple[str, int, bytes | None]:
