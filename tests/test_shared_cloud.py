@@ -458,3 +458,30 @@ def test_parts_pickle_wiring_as_references_and_refuse_callables():
     pickler.dump({"f": restricted_loads})
     with pytest.raises(pickle.UnpicklingError, match="not an allowed class"):
         restricted_loads(buffer.getvalue())
+
+
+def test_a_request_touches_the_rest_of_only_the_services_it_looks_up():
+    """A compute create pickles and checks the clock and compute's rest, not identity's or the
+    load balancers' (each a part every request touched, and checked in the store); a reset,
+    which goes through every service, touches them all."""
+    from simulacra.clock import VirtualClock
+    from simulacra.cloud import build_cloud
+    from simulacra.cloud.compute.routes import create_server
+    from simulacra.cloud.shared import SharedCloud
+
+    core, _ = build_cloud(VirtualClock(), ("ORD",))
+    every = {"clock", *(f"rest:{name}" for name in core.services)}
+    shared = SharedCloud(core)
+
+    def fixed_touched() -> set[str]:
+        touched = shared._collect()
+        keys = {part.key for part, _, _ in touched.changes}
+        keys |= {part.key for part, _ in touched.reads}
+        return {key for key in keys if key == "clock" or key.startswith("rest:")}
+
+    body = b'{"server": {"name": "b", "imageRef": "img", "flavorRef": "2"}}'
+    assert create_server(core, "http://x", "t1", "ORD", body).status == 202
+    assert fixed_touched() == {"clock", "rest:compute"}
+    core.reset()
+    assert fixed_touched() == every
+    assert fixed_touched() == {"clock"}  # nothing looked up since

@@ -10,9 +10,9 @@ any instance or worker:
 
 1. runs its handler against this process's memory, its answer held back; the collections
    are ``_Tracked`` dicts, which note the members it touched (all of them if it iterated);
-2. pickles the parts it touched (the clock and every service's rest are always touched)
-   and compares them with their bytes as last loaded or committed: the parts that differ
-   are its changes;
+2. pickles the parts it touched (the clock always; a service's rest when it looked the
+   service up in ``core.services``, as handlers do) and compares them with their bytes as
+   last loaded or committed: the parts that differ are its changes;
 3. in one statement (``cloud_sync``) checks that every part it touched is still at the
    version it ran on and, if so, writes its changes, locking only the changed rows. A
    request that changed nothing locks nothing: reads never wait behind a writer;
@@ -428,7 +428,11 @@ class SharedCloud:
         self._parts: dict[str, _Part] = {
             key: _Part(key, "", None, 0, data) for key, data in self._initial.items()
         }
-        self._fixed = list(self._parts.values())
+        # A request touches the clock, and the rest of each service it looks up in
+        # ``core.services`` (all of them if it iterates them): handlers reach a backend only
+        # there, so a create on compute neither pickles nor checks identity's rest.
+        self._service_parts = {name: self._parts[f"rest:{name}"] for name in core.services}
+        core.services = _Tracked(core.services)
         # A clock started at "now" (--clock-start now) starts at each process's own time:
         # the first request stores this process's, unless another process's came first.
         self._parts[_CLOCK].saved = None
@@ -556,7 +560,17 @@ class SharedCloud:
     def _collect(self) -> _Touched:
         """What the handler just run touched and changed; resets the tracking."""
         touched = _Touched()
-        parts: list[_Part] = list(self._fixed)
+        services = self.core.services
+        parts: list[_Part] = [self._parts[_CLOCK]]
+        if type(services) is not _Tracked or services.whole:
+            parts += self._service_parts.values()
+            if type(services) is not _Tracked:  # replaced: track the new one
+                self.core.services = _Tracked(services)
+        elif services.touched:
+            parts += [self._service_parts[n] for n in services.touched if n in self._service_parts]
+        if type(services) is _Tracked:
+            services.touched = set()
+            services.whole = False
         for coll in self._colls:
             values = self._tracked(coll)
             members = values.touched

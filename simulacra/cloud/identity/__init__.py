@@ -33,7 +33,10 @@ def install(core: CloudCore) -> list[BaseRoute]:
     """Register this service's catalog entries, backend and presets; return its routes."""
     identity = Identity(core.clock, default_region(core.catalog.regions))
     core.services["identity"] = identity
-    # External APIs added through OS-KSCATALOG join every tenant's catalog.
-    core.catalog.add_source(lambda base_url, tenant: identity.external_entries(tenant))
+    # External APIs added through OS-KSCATALOG join every tenant's catalog. Looked up in
+    # ``core.services`` at each use, as every handler does (--shared-cloud tracks it there).
+    core.catalog.add_source(
+        lambda base_url, tenant: core.services["identity"].external_entries(tenant)
+    )
     register_presets("identity", presets.LISTING)
     return [*routes.ROUTES, *v3.ROUTES, *behavior_routes(BEHAVIORS_PATH, _registry, "auth")]
