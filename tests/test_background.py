@@ -8,10 +8,11 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
-from simulacra.background import SLICE_S, Slices, drain, emptying, run_in_slices
+from simulacra.background import SHARE, SLICE_S, Slices, drain, emptying, run_in_slices
 from simulacra.store.sqlite import SQLiteStore
 from simulacra.virtual.matching import PlaybackRequest, StubIndex
 from simulacra.virtual.model import stub_from_document
@@ -242,3 +243,31 @@ def test_the_sqlite_reader_thread_runs_below_the_process_priority(tmp_path):
 
     loop_niceness, reader_niceness = asyncio.run(main())
     assert reader_niceness == min(loop_niceness + BACKGROUND_NICENESS, 19)
+
+
+def test_sqlite_reads_back_to_back_keep_to_a_share_of_a_core(tmp_path: Any) -> None:
+    """A file store's reads (tracker queries) run on a reader thread: one that took ``c``
+    seconds of CPU delays the next by ``c * (1 - SHARE) / SHARE``, so a client polling as fast
+    as it can takes SHARE of a core, not one."""
+
+    def burn(db: Any, seconds: float) -> tuple[float, float]:
+        started = time.monotonic()
+        cpu = time.thread_time()
+        while time.thread_time() - cpu < seconds:
+            pass
+        return started, time.monotonic()
+
+    async def main() -> tuple[float, float, float]:
+        store = SQLiteStore(str(tmp_path / "s.db"))
+        await store.open()
+        try:
+            _, first_end = await store._read(burn, 0.02)
+            second_start, second_end = await store._read(burn, 0.0)
+            third_start, _ = await store._read(burn, 0.0)
+            return second_start - first_end, third_start - second_end, 0.02
+        finally:
+            await store.close()
+
+    waited, after_nothing, cpu = asyncio.run(main())
+    assert waited >= cpu * (1 - SHARE) / SHARE * 0.95
+    assert after_nothing < 0.05  # a read that cost nothing owes nothing

@@ -13,6 +13,7 @@ import os
 import secrets
 import sqlite3
 import threading
+import time
 import urllib.parse
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +21,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from simulacra.background import Steps, lower_priority, run_in_slices
+from simulacra.background import SHARE, Steps, lower_priority, run_in_slices
 from simulacra.errors import AlreadyExists, DomainError
 from simulacra.store.base import (
     STUB_READ_COLUMNS,
@@ -419,11 +420,25 @@ class SQLiteStore:
         return await loop.run_in_executor(self._reader, self._on_reader, read, args)
 
     def _on_reader(self, read: Callable[..., T], args: tuple[Any, ...]) -> T:
-        db = getattr(self._reader_db, "db", None)
+        state = self._reader_db  # the reader thread's own
+        db = getattr(state, "db", None)
         if db is None:
-            db = self._reader_db.db = sqlite3.connect(self.path, isolation_level=None)
+            db = state.db = sqlite3.connect(self.path, isolation_level=None)
             db.execute("PRAGMA busy_timeout=5000")
-        return read(db, *args)
+        # Reads asked back to back (a client polling tracker queries as fast as it can, each
+        # a scan of 100,000 records) keep to SHARE of a core, as work on the loop does: a
+        # read waits for the CPU time of the one before times (1 - SHARE) / SHARE since it
+        # ended. Niced, the scans still took half a core beside playback on two cores, and
+        # playback lost a quarter of its rate (bench.scale, item 1a).
+        rest = getattr(state, "rest_until", 0.0) - time.monotonic()
+        if rest > 0:
+            time.sleep(rest)
+        started = time.thread_time()
+        try:
+            return read(db, *args)
+        finally:
+            spent = time.thread_time() - started
+            state.rest_until = time.monotonic() + spent * (1 - SHARE) / SHARE
 
     # helpers ---------------------------------------------------------------
 
