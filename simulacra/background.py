@@ -15,7 +15,8 @@ or written as a generator of steps for ``run_in_slices``):
   jobs at once still take ``SHARE`` of a busy loop.
 
 Work that runs outside the interpreter (SQLite scanning the tracker, on a reader thread)
-runs in a thread of lower CPU priority (``lower_priority``).
+runs in a thread of lower CPU priority (``lower_priority``), and keeps to SHARE of a core
+when asked back to back (``SQLiteStore._on_reader``).
 """
 
 from __future__ import annotations

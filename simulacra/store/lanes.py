@@ -1,6 +1,6 @@
 """Dedicated PostgreSQL connections ("lanes") for the store's statements that run thousands
 of times a second: a sequence counter's advance (a round trip per batch of in-sequence
-playbacks) and, in time, others of the kind.
+playbacks) and the shared cloud's ``cloud_sync`` (one per batch of cloud requests).
 
 psycopg's ``execute`` on a pooled connection costs about 100-115 us of the process's CPU per
 statement on the 2-core VM, where the same prepared statement sent with libpq's own calls,
