@@ -149,3 +149,57 @@ def test_a_counter_without_its_database_is_unavailable(pg_url):
             await store.close()
 
     assert asyncio.run(main()) >= 1
+
+
+class _Held:
+    """Stands for a lane in the queue's tests (only ``broken`` is read there)."""
+
+    broken = False
+
+
+def test_a_lane_handed_to_a_statement_whose_caller_left_is_not_lost():
+    async def main() -> list[Any]:
+        async def connect() -> psycopg.AsyncConnection[Any]:
+            raise AssertionError("the one lane exists")
+
+        lanes = Lanes(connect, 1)
+        held = _Held()
+        lanes._lanes.append(held)  # type: ignore[arg-type]  # the one lane, busy
+        waiting = asyncio.create_task(lanes._take())
+        await asyncio.sleep(0)  # queued for a lane
+        lanes._release(held)  # type: ignore[arg-type]  # handed to it...
+        waiting.cancel()  # ... as its caller leaves, before it resumes
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        return list(lanes._free)
+
+    free = asyncio.run(main())
+    assert len(free) == 1 and isinstance(free[0], _Held)
+
+
+def test_a_statement_waiting_for_a_lane_that_failed_to_open_tries_to_open_its_own():
+    async def main() -> tuple[int, BaseException | Any, BaseException | Any]:
+        attempts = 0
+        go = asyncio.Event()
+
+        async def connect() -> psycopg.AsyncConnection[Any]:
+            nonlocal attempts
+            attempts += 1
+            await go.wait()
+            raise psycopg.OperationalError("nothing listens")
+
+        lanes = Lanes(connect, 1)
+        first = asyncio.create_task(lanes._take())
+        await asyncio.sleep(0)  # opening the one lane
+        second = asyncio.create_task(lanes._take())
+        await asyncio.sleep(0)  # queued behind it
+        go.set()
+        done = await asyncio.wait_for(
+            asyncio.gather(first, second, return_exceptions=True), timeout=5
+        )
+        return attempts, done[0], done[1]
+
+    attempts, first, second = asyncio.run(main())
+    assert attempts == 2
+    assert isinstance(first, psycopg.OperationalError)
+    assert isinstance(second, psycopg.OperationalError)

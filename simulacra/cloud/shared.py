@@ -561,16 +561,16 @@ class SharedCloud:
         """What the handler just run touched and changed; resets the tracking."""
         touched = _Touched()
         services = self.core.services
+        if type(services) is not _Tracked:  # replaced: track the new one, as read whole
+            services = self.core.services = _Tracked(services)
+            services.whole = True
         parts: list[_Part] = [self._parts[_CLOCK]]
-        if type(services) is not _Tracked or services.whole:
+        if services.whole:
             parts += self._service_parts.values()
-            if type(services) is not _Tracked:  # replaced: track the new one
-                self.core.services = _Tracked(services)
-        elif services.touched:
+        else:
             parts += [self._service_parts[n] for n in services.touched if n in self._service_parts]
-        if type(services) is _Tracked:
-            services.touched = set()
-            services.whole = False
+        services.touched = set()
+        services.whole = False
         for coll in self._colls:
             values = self._tracked(coll)
             members = values.touched

@@ -89,6 +89,9 @@ class Lanes:
                 self._opening += 1
                 try:
                     conn = await self._connect()
+                except BaseException:
+                    self._wake(None)  # one waiting for this lane tries to open its own
+                    raise
                 finally:
                     self._opening -= 1
                 lane = _Lane(conn, self)
@@ -96,7 +99,16 @@ class Lanes:
                 return lane
             waiter: asyncio.Future[_Lane | None] = asyncio.get_running_loop().create_future()
             self._queue.append(waiter)
-            lane_or_none = await waiter
+            try:
+                lane_or_none = await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():  # handed over as its caller left
+                    handed = waiter.result()
+                    if handed is None:
+                        self._wake(None)
+                    else:
+                        self._release(handed)
+                raise
             if lane_or_none is not None:
                 return lane_or_none
 
@@ -105,13 +117,18 @@ class Lanes:
         free; a broken one is dropped, and the first waiting opens another."""
         if lane.broken:
             self._drop(lane)
+            self._wake(None)
+        elif not self._wake(lane):
+            self._free.append(lane)
+
+    def _wake(self, lane: _Lane | None) -> bool:
+        """Hand ``lane`` (None: the right to open one) to the first statement waiting."""
         while self._queue:
             waiter = self._queue.pop(0)
             if not waiter.done():
-                waiter.set_result(None if lane.broken else lane)
-                return
-        if not lane.broken:
-            self._free.append(lane)
+                waiter.set_result(lane)
+                return True
+        return False
 
     def _drop(self, lane: _Lane) -> None:
         if lane in self._lanes:
