@@ -203,3 +203,25 @@ def test_a_statement_waiting_for_a_lane_that_failed_to_open_tries_to_open_its_ow
     assert attempts == 2
     assert isinstance(first, psycopg.OperationalError)
     assert isinstance(second, psycopg.OperationalError)
+
+
+def test_a_caller_that_leaves_while_its_statement_is_prepared_leaves_it_prepared():
+    """The first run of a statement on a lane prepares it: a caller cancelled then leaves
+    the preparation to finish, and the next run of it on that lane only executes it."""
+
+    async def main() -> tuple[int, int]:
+        lanes = _lanes(1)
+        try:
+            pid = _value(await lanes.run(ECHO, [b"1"]), 1)  # the lane, ECHO prepared
+            leaving = asyncio.create_task(lanes.run(SLEEP, [b"0"]))
+            await asyncio.sleep(0)  # it has sent SLEEP's preparation and waits for it
+            leaving.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await leaving
+            again = await asyncio.wait_for(lanes.run(SLEEP, [b"0"]), 5)
+            return pid, _value(again, 1)
+        finally:
+            await lanes.close()
+
+    before, after = asyncio.run(main())
+    assert before == after  # the same lane, SLEEP not prepared twice

@@ -61,8 +61,13 @@ class Lanes:
         lane = await self._take()
         try:
             if statement.name not in lane.prepared:
-                await lane.send(lambda pg: pg.send_prepare(statement.name, statement.sql))
+                # Noted as it is sent: a caller that leaves meanwhile leaves it prepared.
                 lane.prepared.add(statement.name)
+                try:
+                    await lane.send(lambda pg: pg.send_prepare(statement.name, statement.sql))
+                except psycopg.Error:
+                    lane.prepared.discard(statement.name)
+                    raise
             return await lane.send(
                 lambda pg: pg.send_query_prepared(
                     statement.name,
