@@ -141,7 +141,7 @@ def test_a_counter_without_its_database_is_unavailable(pg_url):
         try:
             await store.next_response("h s", "stub")
             store.url = "postgresql://postgres@127.0.0.1:1/none"  # where nothing listens
-            await store._lanes.close()  # the next round trip opens a lane there
+            await store._counter_lanes.close()  # the next round trip opens a lane there
             with pytest.raises(Unavailable):
                 await store.next_response("h s", "stub")
             return store.failures

@@ -129,6 +129,12 @@ class PostgresStore:
         self._max_size = max_size
         self._listening = False
         self.failures = 0  # operations that found the database out of reach (/metrics)
+        # Dedicated connections, each opened on first use: for the sequence counters' round
+        # trips (thousands a second); and the shared cloud's (``sync_cloud``) apart, since a
+        # cloud write may wait seconds for a row another instance holds, and no counter
+        # must wait behind it.
+        self._counter_lanes = Lanes(self._connect_lane, COUNTER_LANES)
+        self._cloud_lanes = Lanes(self._connect_lane, CLOUD_LANES)
 
     def _connect_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S}
@@ -175,9 +181,8 @@ class PostgresStore:
         await self.migrate()
 
     async def close(self) -> None:
-        for lanes in ("_lanes", "_cloud_lanes"):
-            if lanes in vars(self):
-                await vars(self)[lanes].close()
+        await self._counter_lanes.close()
+        await self._cloud_lanes.close()
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
@@ -221,18 +226,6 @@ class PostgresStore:
             self.failures += 1
             log.warning("store unavailable: %s", exc)
             raise Unavailable("the store (PostgreSQL) is unavailable; retry shortly") from exc
-
-    @functools.cached_property
-    def _lanes(self) -> Lanes:
-        """Dedicated connections for the sequence counters' round trips (thousands a
-        second), opened on first use."""
-        return Lanes(self._connect_lane, COUNTER_LANES)
-
-    @functools.cached_property
-    def _cloud_lanes(self) -> Lanes:
-        """The shared cloud's (``sync_cloud``): lanes of their own, since a cloud write may
-        wait seconds for a row another instance holds, and counters must not wait behind it."""
-        return Lanes(self._connect_lane, CLOUD_LANES)
 
     async def _connect_lane(self) -> psycopg.AsyncConnection[Any]:
         return await psycopg.AsyncConnection.connect(self.url, **self._connect_kwargs())
@@ -630,7 +623,7 @@ class PostgresStore:
         """One round trip: ``count`` positions of ``key``'s counter; the first of them."""
         params = [key[0].encode(), key[1].encode(), b"%d" % count]
         async with self._unavailable():
-            result = await self._lanes.run(self._COUNTER_ADVANCE, params)
+            result = await self._counter_lanes.run(self._COUNTER_ADVANCE, params)
         return int(result.get_value(0, 0) or count) - count
 
     async def reset_counters(self, session_key: str) -> None:
