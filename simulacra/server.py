@@ -35,8 +35,8 @@ import struct
 import sys
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote
 
 import httptools
@@ -47,6 +47,7 @@ from simulacra.dataplane.request import (
     EMPTY_RESPONSE,
     MALFORMED_RESPONSE_CHUNK,
     Answer,
+    Later,
     Request,
     check_declared,
     check_size,
@@ -59,6 +60,8 @@ from simulacra.ops import ACCESS_LOGGER, HEALTH_PATH, error_cause, request_label
 
 if TYPE_CHECKING:
     from simulacra.metrics import Metrics
+
+T = TypeVar("T")
 
 log = logging.getLogger("simulacra.server")
 # One line per answered request at info, answers of 400 and above at warning (with why).
@@ -454,16 +457,20 @@ class Exchange:
             )
             self._fail("the app returned without a whole response")
 
-    async def answer_later(self, answer: Awaitable[Answer]) -> None:
-        """A data-plane answer that had to wait (the store, a delay policy)."""
-        try:
-            self.answer(await answer)
-        except Exception:
-            log.exception("the data plane failed on %s %s", self.request.method, self.request.path)
-            self._fail("the data plane raised an exception (logged above)")
-        except BaseException:
+    def answer_when_done(self, answer: asyncio.Future[Answer]) -> None:
+        """A data-plane answer that had to wait (the store, a delay policy), as it is done."""
+        if answer.cancelled():  # the server is stopping
             self.conn.abort()
-            raise
+        elif (exc := answer.exception()) is not None:
+            log.error(
+                "the data plane failed on %s %s",
+                self.request.method,
+                self.request.path,
+                exc_info=exc,
+            )
+            self._fail("the data plane raised an exception (logged above)")
+        else:
+            self.answer(answer.result())
 
     def _refuse_headers(self, bad: tuple[bytes, bytes]) -> None:
         """A 500 instead of an answer with a header that must not be written."""
@@ -865,7 +872,7 @@ class HttpConnection(asyncio.Protocol):
             self.run(exchange.run(self.server.app))
             return
         request = exchange.request
-        answer: Answer | Awaitable[Answer]
+        answer: Answer | Later
         try:
             if exchange.refusal is not None:
                 answer = route.refuse(request, exchange.refusal)
@@ -880,8 +887,10 @@ class HttpConnection(asyncio.Protocol):
             return
         if isinstance(answer, Answer):
             exchange.answer(answer)
-        else:
-            self.run(exchange.answer_later(answer))
+            return
+        if not isinstance(answer, asyncio.Future):  # a coroutine: its task (a future needs none)
+            answer = self.server.run(answer)
+        answer.add_done_callback(exchange.answer_when_done)
 
     def run(self, work: Coroutine[Any, Any, None]) -> None:
         self.server.run(work)
@@ -1264,7 +1273,7 @@ class Server:
         self.metrics: Metrics | None = getattr(app, "metrics", None)
         self.limit: int = self.dataplane.limit if self.dataplane is not None else 0
         # Every exchange's and accepted connection's, until it ends; cancelled on stop.
-        self.tasks: set[asyncio.Task[None]] = set()
+        self.tasks: set[asyncio.Task[Any]] = set()
         # The lowest status the access log writes, decided once: per request the server
         # only compares (no logger call when the line would be dropped).
         self.log_from = (
@@ -1275,11 +1284,12 @@ class Server:
             else NOT_LOGGED
         )
 
-    def run(self, work: Coroutine[Any, Any, None]) -> None:
+    def run(self, work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         task = self.loop.create_task(work)
         tasks = self.tasks  # a strong reference while it runs
         tasks.add(task)
         task.add_done_callback(tasks.discard)
+        return task
 
     def _tick(self) -> None:
         """Once a second: the Date header; connections idle too long, or too slow, closed

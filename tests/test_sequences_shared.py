@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import uuid
 from typing import Any
 
@@ -118,6 +119,29 @@ def test_concurrent_clients_on_both_instances_get_each_position_once(instances, 
     for got in answers.values():
         assert got == sorted(got)
     assert stored_n(pg_url) == [clients * each]
+
+
+def test_a_sequence_under_a_delay_policy_answers_after_it_in_order(instances, pg_url):
+    """A playback that waits for its position is answered from the position's callback,
+    with no task: its response's delay policy still holds the answer, and the tracker
+    records the delay, as for any playback."""
+    a, b = instances
+    policy = {"name": "slow_seq", "delay_type": "fixed", "milliseconds": 150}
+    assert requests.put(a.url + "/api/v2/delay-policy", json=policy).status_code == 201
+    document = sequence("1", "2")
+    document["response"]["delayPolicy"] = "slow_seq"
+    playing(a, b, "slowseq", document)
+    for expected in ("1", "2", "2"):  # the last from this instance alone: the sequence ended
+        started = time.perf_counter()
+        answer = play(a.url, "slowseq", "play")
+        assert (answer.status_code, answer.text) == (200, expected)
+        assert time.perf_counter() - started >= 0.15
+    records = requests.get(
+        a.url + "/api/v2/tracker/records", params={"q": "session:play slowseq", "limit": 10}
+    ).json()["data"]
+    plays = [(r["delay"], r["return_code"]) for r in records if r["function"].endswith("/stubs")]
+    assert plays == [(150, 200)] * 3, records
+    assert stored_n(pg_url) == [2]
 
 
 def test_beginning_again_on_the_other_instance_restarts_the_sequence(instances, pg_url):
@@ -235,7 +259,7 @@ def test_round_trips_of_one_counter_overlap_and_hand_out_each_position_once(pg_u
             waves = []
             for _ in range(COUNTER_ROUND_TRIPS + 2):
                 for _ in range(2):
-                    waves.append(asyncio.create_task(store.next_response("h s", "stub")))
+                    waves.append(asyncio.ensure_future(store.next_response("h s", "stub")))
                 await asyncio.sleep(0.005)  # each pair arrives while earlier ones are in flight
             positions = list(await asyncio.gather(*waves))
             # Answered one after the other: each after all those before it.
@@ -260,17 +284,17 @@ def test_a_lone_playback_beside_a_round_trip_in_flight_waits_for_its_next(pg_url
         await store.open()
         seen = _slow_round_trips(store)
         try:
-            first = asyncio.create_task(store.next_response("h s", "stub"))
+            first = asyncio.ensure_future(store.next_response("h s", "stub"))
             await asyncio.sleep(0.01)  # its round trip is in flight
-            lone = asyncio.create_task(store.next_response("h s", "stub"))
+            lone = asyncio.ensure_future(store.next_response("h s", "stub"))
             await asyncio.sleep(0.01)
             beside_lone = seen["in_flight"]
             positions = list(await asyncio.gather(first, lone))
             trips = dict(seen)
             # Two arriving beside a round trip in flight: one more goes, for both.
-            third = asyncio.create_task(store.next_response("h s", "stub"))
+            third = asyncio.ensure_future(store.next_response("h s", "stub"))
             await asyncio.sleep(0.01)
-            pair = [asyncio.create_task(store.next_response("h s", "stub")) for _ in range(2)]
+            pair = [asyncio.ensure_future(store.next_response("h s", "stub")) for _ in range(2)]
             more = list(await asyncio.gather(third, *pair))
             trips["most_after"] = seen["most"]
             return beside_lone, trips, positions, more
@@ -293,9 +317,8 @@ def test_a_playback_cancelled_before_its_round_trip_takes_no_position(pg_url):
         store = PostgresStore(pg_url)
         await store.open()
         try:
-            calls = [asyncio.create_task(store.next_response("h s", "stub")) for _ in range(5)]
-            await asyncio.sleep(0)  # all five wait; the round trip has not started
-            calls[1].cancel()
+            calls = [store.next_response("h s", "stub") for _ in range(5)]
+            calls[1].cancel()  # all five wait; the round trip has not started (no await yet)
             done = await asyncio.gather(*calls, return_exceptions=True)
             positions = [p for p in done if isinstance(p, int)]
             return positions, await store.next_response("h s", "stub")

@@ -9,18 +9,18 @@ follows a request from socket to store.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from simulacra.dataplane.request import Answer, Request
+from simulacra.dataplane.request import Answer, Later, Request
 from simulacra.errors import DomainError
 
 
 class Route(Protocol):
     """What the data plane does with one request it claimed."""
 
-    def answer(self, request: Request) -> Answer | Awaitable[Answer]:
+    def answer(self, request: Request) -> Answer | Later:
         """The answer, or an awaitable of it when it has to wait (the store, a delay)."""
 
     def refuse(self, request: Request, error: DomainError) -> Answer:

@@ -11,7 +11,7 @@ renderer, the one its Starlette routes use too.
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from simulacra.cloud.catalog import ServiceSpec
@@ -21,7 +21,7 @@ from simulacra.cloud.http import Renderer, base_url, flat_error, served_region
 from simulacra.cloud.loadbalancer.routes import CLB, add_nodes, clb_error, create_load_balancer
 from simulacra.cloud.shared import SharedCloud
 from simulacra.dataplane import Declared
-from simulacra.dataplane.request import Answer, Request
+from simulacra.dataplane.request import Answer, Later, Request
 from simulacra.errors import DomainError, Unavailable
 
 Params = dict[str, str]  # the path's parameters, by name: region, tenant, lb_id
@@ -104,7 +104,7 @@ class ClaimedPost:
         self.post = post
         self.params = params
 
-    def answer(self, request: Request) -> Answer | Awaitable[Answer]:
+    def answer(self, request: Request) -> Answer | Later:
         if self.routes.shared is None:
             return self._answer(request)
         return self._shared_answer(self.routes.shared, request)

@@ -19,7 +19,7 @@ import asyncio
 import functools
 import logging
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -27,7 +27,7 @@ import orjson
 
 from simulacra.dataplane import Declared
 from simulacra.dataplane.proxy import Recorder
-from simulacra.dataplane.request import Answer, Headers, Request, json_answer
+from simulacra.dataplane.request import Answer, Headers, Later, Request, json_answer
 from simulacra.errors import DomainError, Invalid, NoMatch, NotFound, Unavailable
 from simulacra.virtual.api_v2 import STATUS_OF, error_answer
 from simulacra.virtual.matching import PlaybackRequest
@@ -39,7 +39,7 @@ from simulacra.virtual.model import (
     normalize_host,
     qualify,
 )
-from simulacra.virtual.service import VirtualService
+from simulacra.virtual.service import Awaiting, VirtualService
 from simulacra.virtual.tracker import BODY_CAPTURE_BYTES, capture, join_headers
 from simulacra.virtual.tracking import Tracker
 
@@ -168,7 +168,7 @@ class Playback:
         self.wires = Wires()
         self.recorder = Recorder(self, limit)
 
-    def run(self, route: PlaybackRoute, request: Request) -> Answer | Awaitable[Answer]:
+    def run(self, route: PlaybackRoute, request: Request) -> Answer | Later:
         t0 = request.started
         target: Target | None = None
         svc = self.svc
@@ -184,8 +184,10 @@ class Playback:
                 return self._recorded(route, request, target, session)
             matched = route.matched(request, target)
             played = svc.playback_now(session, matched)
-            if played is None:  # a sequence's position, or the index, from the store
+            if played is None:  # the index, or the session, from the store
                 return self._later(route, request, target, t0, matched)
+            if isinstance(played, Awaiting):  # a sequence's position, from the store
+                return self._positioned(route, request, target, session, played, t0)
         except DomainError as exc:
             return self.refused(route, request, exc, t0, target)
         except Exception:
@@ -194,6 +196,57 @@ class Playback:
         if response.delay_policy:
             return self._delayed(route, request, target, session, stub_id, response, t0)
         return self.answered(route, request, target, stub_id, response, t0, 0)
+
+    def _positioned(
+        self,
+        route: PlaybackRoute,
+        request: Request,
+        target: Target,
+        session: Session,
+        awaiting: Awaiting,
+        t0: float,
+    ) -> asyncio.Future[Answer]:
+        """``run``'s answer once the store gives the sequence's position: a future set from
+        the position's callback. A task and its coroutines per playback cost about a third
+        of such a playback's CPU (bench.sequences)."""
+        svc = self.svc
+        assert svc is not None
+        position = awaiting.position
+        loop = position.get_loop()  # not get_running_loop(): that costs a system call
+        answer: asyncio.Future[Answer] = loop.create_future()
+
+        def answered(stub_id: str, response: Response, delay: int) -> None:
+            if answer.done():  # whoever awaited it was cancelled (an ASGI server's)
+                return
+            try:
+                result = self.answered(route, request, target, stub_id, response, t0, delay)
+            except Exception:  # a callback's exception would leave the answer unset
+                result = self.failed(route, request, t0, target)
+            answer.set_result(result)
+
+        def positioned(done: asyncio.Future[int]) -> None:
+            if done.cancelled():  # the store closing: the server stopping
+                answer.cancel()
+                return
+            if answer.done():
+                return
+            try:
+                stub_id, response = awaiting.answer(done.result())
+                policy = response.delay_policy
+                delay = svc.delay_ms(session.host, policy) if policy else 0
+            except DomainError as exc:
+                answer.set_result(self.refused(route, request, exc, t0, target))
+                return
+            except Exception:
+                answer.set_result(self.failed(route, request, t0, target))
+                return
+            if delay:  # its delay policy holds the answer, as ``_delay`` does
+                loop.call_later(delay / 1000, answered, stub_id, response, delay)
+            else:
+                answered(stub_id, response, 0)
+
+        position.add_done_callback(positioned)
+        return answer
 
     async def _later(
         self,
@@ -355,9 +408,7 @@ class PlaybackRoute:
     def __init__(self, playback: Playback) -> None:
         self.playback = playback
         # ``answer(request)``: Playback.run for this route, bound once (no frame of its own).
-        self.answer: Callable[[Request], Answer | Awaitable[Answer]] = functools.partial(
-            playback.run, self
-        )
+        self.answer: Callable[[Request], Answer | Later] = functools.partial(playback.run, self)
 
     def refuse(self, request: Request, error: DomainError) -> Answer:
         return self.playback.refused(self, request, error, request.started, None)

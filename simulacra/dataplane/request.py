@@ -7,9 +7,10 @@ ASGI scope or a framework object. Both are plain: slots, bytes and strings.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import AsyncIterable, Iterable, Mapping
-from typing import Any
+from collections.abc import AsyncIterable, Coroutine, Iterable, Mapping
+from typing import Any, TypeAlias
 
 from simulacra.errors import Invalid, TooLarge
 
@@ -167,6 +168,12 @@ def text_answer(status: int, text: str) -> Answer:
 
 # Request bodies within the limit ---------------------------------------------------
 #
+# What a route answers when it must wait (the store, a delay): a coroutine, which a server
+# runs as a task; or a future, answered from a callback with no task (a sequence's position,
+# every playback of an in-sequence stub on a shared store). Either can be awaited.
+Later: TypeAlias = "asyncio.Future[Answer] | Coroutine[Any, Any, Answer]"
+
+
 # Every reader of a request body (the built-in server buffering one for the data plane,
 # the ASGI adapter, the admin routes) applies these two checks, so a body over the limit
 # is refused alike wherever it arrives.

@@ -135,6 +135,9 @@ class PostgresStore:
         # must wait behind it.
         self._counter_lanes = Lanes(self._connect_lane, COUNTER_LANES)
         self._cloud_lanes = Lanes(self._connect_lane, CLOUD_LANES)
+        # Set by ``open``: asking asyncio for the running loop costs a getpid() system call
+        # (its check for a fork), once per playback of a sequence on this path.
+        self._loop: asyncio.AbstractEventLoop
 
     def _connect_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S}
@@ -149,6 +152,7 @@ class PostgresStore:
         return self._pool
 
     async def open(self) -> None:
+        self._loop = asyncio.get_running_loop()
         # One connection first: a database out of reach fails here, at once and with libpq's
         # reason, where the pool would retry for its whole timeout and then say only that.
         try:
@@ -553,11 +557,13 @@ class PostgresStore:
     def _counter_tasks(self) -> set[asyncio.Task[None]]:
         return set()  # referenced until done (the loop holds tasks weakly)
 
-    async def next_response(self, session_key: str, stub_id: str) -> int:
-        """Advance the counter of (session, stub) atomically; return the 0-based index of
-        this playback (the caller clamps it to the last response)."""
+    def next_response(self, session_key: str, stub_id: str) -> asyncio.Future[int]:
+        """Advance the counter of (session, stub) atomically: a future of the 0-based index
+        of this playback (the caller clamps it to the last response). A future, not a
+        coroutine: the data plane answers when it is done, with no task of its own
+        (``Playback.run``). Cancelling it before its round trip is sent takes no position."""
         key = (session_key, stub_id)
-        waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        waiter: asyncio.Future[int] = self._loop.create_future()
         counter = self._counters.get(key)
         if counter is None:
             counter = self._counters[key] = _Counter()
@@ -579,7 +585,7 @@ class PostgresStore:
             task = asyncio.create_task(self._advance_counter(key, counter))
             self._counter_tasks.add(task)
             task.add_done_callback(self._counter_tasks.discard)
-        return await waiter
+        return waiter
 
     async def _advance_counter(self, key: tuple[str, str], counter: _Counter) -> None:
         """Round trips for ``key`` until nobody waits: each reserves one position per live

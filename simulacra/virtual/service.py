@@ -78,6 +78,21 @@ class PutResult:
         return "ignored: identical stub exists (stateful is false)"
 
 
+class Awaiting:
+    """A playback that waits only for its sequence's position from a shared store:
+    ``position`` resolves to it, and ``answer(position)`` is then the playback's (stub id,
+    response). Plain values and a future, no coroutine: the data plane answers from the
+    future's callback (``Playback.run``), with no task per playback."""
+
+    __slots__ = ("answer", "position")
+
+    def __init__(
+        self, position: asyncio.Future[int], answer: Callable[[int], tuple[str, Response]]
+    ) -> None:
+        self.position = position
+        self.answer = answer
+
+
 NO_MATCH = "E017:No matching response found"
 # Stubs read from the store at a time, for an index or a listing (a few ms of the loop).
 STUB_PAGE = 100
@@ -797,11 +812,12 @@ class VirtualService:
 
     def playback_now(
         self, session: Session, request: PlaybackRequest
-    ) -> tuple[str, Response] | None:
-        """``playback`` when it can answer without waiting for the store, else None.
+    ) -> tuple[str, Response] | Awaiting | None:
+        """``playback`` when it can answer without waiting for the store; Awaiting when it
+        waits only for a sequence's position (on a shared store); else None.
 
         It waits (None here, nothing changed) for a stub index not built yet, and, on a
-        shared store, for a session not in playback mode here and for a sequence's position.
+        shared store, for a session not in playback mode here.
         """
         if session.status != PLAYBACK:
             if self._shared:
@@ -811,10 +827,8 @@ class VirtualService:
         if index is None or len(request.body) > LARGE_BODY:
             return None
         stub = index.match(request)
-        key = (session.host, session.name)
-        if stub is not None and self._shared and not self._counters.settled(key, stub):
-            return None  # a sequence's position comes from the store
-        return self._answer(session, request, stub, None)
+        awaiting = self._awaiting(session, request, stub)
+        return self._answer(session, request, stub, None) if awaiting is None else awaiting
 
     async def playback(
         self, session: Session, request: PlaybackRequest, near_misses: bool = False
@@ -835,16 +849,31 @@ class VirtualService:
             stub, misses = await self._match_large(index, request, near_misses)
         else:
             stub = index.match(request)
-        served = None
+        awaiting = self._awaiting(session, request, stub)
+        if awaiting is not None:
+            return awaiting.answer(await awaiting.position)
+        return self._answer(session, request, stub, None, misses)
+
+    def _awaiting(
+        self, session: Session, request: PlaybackRequest, stub: Stub | None
+    ) -> Awaiting | None:
+        """The shared store asked for the next position of ``stub``'s sequence; None when
+        the answer needs no store (no stub, one response, a sequence played to its end
+        here, or a store of this process alone)."""
         key = (session.host, session.name)
-        if stub is not None and self._shared and not self._counters.settled(key, stub):
-            counters = self._counters  # the one asked: reset() replaces it
-            resets = counters.resets
-            served = await self.store.next_response(  # type: ignore[attr-defined]
-                f"{session.host} {session.name}", stub.id
-            )
+        if stub is None or not self._shared or self._counters.settled(key, stub):
+            return None
+        counters = self._counters  # the one asked: reset() replaces it
+        resets = counters.resets
+        position = self.store.next_response(  # type: ignore[attr-defined]
+            f"{session.host} {session.name}", stub.id
+        )
+
+        def answer(served: int) -> tuple[str, Response]:
             counters.served(key, stub, served, resets)
-        return self._answer(session, request, stub, served, misses)
+            return self._answer(session, request, stub, served)
+
+        return Awaiting(position, answer)
 
     @staticmethod
     async def _match_large(
