@@ -860,20 +860,31 @@ class VirtualService:
         """The shared store asked for the next position of ``stub``'s sequence; None when
         the answer needs no store (no stub, one response, a sequence played to its end
         here, or a store of this process alone)."""
-        key = (session.host, session.name)
-        if stub is None or not self._shared or self._counters.settled(key, stub):
+        if stub is None or not self._shared:
             return None
-        counters = self._counters  # the one asked: reset() replaces it
-        resets = counters.resets
+        key = (session.host, session.name)
+        if self._counters.settled(key, stub):
+            return None
         position = self.store.next_response(  # type: ignore[attr-defined]
             f"{session.host} {session.name}", stub.id
         )
-
-        def answer(served: int) -> tuple[str, Response]:
-            counters.served(key, stub, served, resets)
-            return self._answer(session, request, stub, served)
-
+        counters = self._counters  # the one asked: reset() replaces it
+        answer = functools.partial(self._served, counters, counters.resets, session, request, stub)
         return Awaiting(position, answer)
+
+    def _served(
+        self,
+        counters: SequenceCounters,
+        resets: int,
+        session: Session,
+        request: PlaybackRequest,
+        stub: Stub,
+        position: int,
+    ) -> tuple[str, Response]:
+        """What a playback answers at the ``position`` the shared store gave it, asked of
+        ``counters`` when they had seen ``resets`` resets."""
+        counters.served((session.host, session.name), stub, position, resets)
+        return self._answer(session, request, stub, position)
 
     @staticmethod
     async def _match_large(
