@@ -22,6 +22,7 @@ from simulacra.dataplane.request import Request
 from simulacra.errors import Invalid
 from simulacra.store.memory import MemoryStore
 from simulacra.store.sqlite import SQLiteStore
+from simulacra.virtual import tracker as tracker_module
 from simulacra.virtual.tracker import (
     COMMON_HEADERS,
     MAX_LIMIT,
@@ -238,6 +239,30 @@ class TestBuildRecord:
         assert build_record(again, "srv").details().started == pytest.approx(
             _build_record(again, "srv").details().started
         )
+
+    def test_a_call_answered_with_another_body_builds_the_same_record_as_a_new_one(
+        self, monkeypatch
+    ):
+        # A sequence's answers, a template's renders: calls that differ only in the body
+        # they were answered (here of one length, so their headers are the same) are built
+        # from the shape of an earlier one, around their own body: equal to a full build.
+        first = capture(body=b"answer 1", headers={"session": "s1"})
+        later = capture(body=b"answer 2", headers={"session": "s1"})
+        later = (first[0] + 1.5, first[1] + 1.75, *later[2:])
+        assert later[2:13] == first[2:13] and later[15:] == first[15:]
+        build_record(first, "shape")
+        full_builds = []
+        monkeypatch.setattr(tracker_module, "_build_record", lambda *a: full_builds.append(a))
+        built = build_record(later, "shape")
+        monkeypatch.undo()
+        assert not full_builds  # built from the first one's shape
+        assert built == _build_record(later, "shape")
+        assert (built.details().body_start, built.details().started) == (
+            "answer 2",
+            pytest.approx(_build_record(later, "shape").details().started),
+        )
+        huge = (*later[:13], 2**32, *later[14:])  # a size the binary detail cannot hold
+        assert build_record(huge, "shape") == _build_record(huge, "shape")
 
     def test_the_answering_stub_is_kept(self):
         # Built in full, then from the memo: each keeps its own stub's id.

@@ -207,8 +207,8 @@ class Playback:
         t0: float,
     ) -> asyncio.Future[Answer]:
         """``run``'s answer once the store gives the sequence's position: a future set from
-        the position's callback. A task and its coroutines per playback cost about a third
-        of such a playback's CPU (bench.sequences)."""
+        the position's callback, rather than a task running ``_later``'s coroutines for
+        every such playback (whose second match and session lookup it skips too)."""
         svc = self.svc
         assert svc is not None
         position = awaiting.position

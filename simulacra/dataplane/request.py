@@ -166,14 +166,14 @@ def text_answer(status: int, text: str) -> Answer:
     return Answer(status, [(b"content-length", b"%d" % len(body)), TEXT_CONTENT_TYPE], body)
 
 
-# Request bodies within the limit ---------------------------------------------------
-#
 # What a route answers when it must wait (the store, a delay): a coroutine, which a server
 # runs as a task; or a future, answered from a callback with no task (a sequence's position,
 # every playback of an in-sequence stub on a shared store). Either can be awaited.
 Later: TypeAlias = "asyncio.Future[Answer] | Coroutine[Any, Any, Answer]"
 
 
+# Request bodies within the limit ---------------------------------------------------
+#
 # Every reader of a request body (the built-in server buffering one for the data plane,
 # the ASGI adapter, the admin routes) applies these two checks, so a body over the limit
 # is refused alike wherever it arrives.

@@ -507,6 +507,15 @@ _built_for: dict[str, dict[tuple[Any, ...], _Built]] = {}
 _STARTED = struct.Struct("<d")  # the detail's start time, right after its version byte
 _V1_STARTED = struct.Struct("<Bd")  # the version byte (1) and the start time, at once
 MEMO_RECORDS = 1000
+# The same, but for captures that differ only in the answer's body (its size and start): a
+# sequence's responses, a template's renders. Its detail is packed around the body: the
+# record's fields, the detail's port and lengths but the body's, and its bytes before and
+# after the body's.
+_Shaped = tuple[
+    str, str | None, str | None, str, int, int, int, str | None,  # the record's fields
+    int, tuple[int, ...], tuple[int, ...], bytes, bytes,  # the detail's parts
+]  # fmt: skip
+_shaped_for: dict[str, dict[tuple[Any, ...], _Shaped]] = {}
 # TrackerRecord(*fields) without the Python-level __new__ NamedTuple generates.
 _new_record = functools.partial(tuple.__new__, TrackerRecord)
 
@@ -521,6 +530,9 @@ def build_records(batch: Sequence[tuple[Any, ...]], server: str = "") -> list[Tr
     memo = _built_for.get(server)
     if memo is None:
         memo = _built_for[server] = {}
+    shapes = _shaped_for.get(server)
+    if shapes is None:
+        shapes = _shaped_for[server] = {}
     known_for = memo.get
     started = _V1_STARTED.pack
     new = tuple.__new__
@@ -533,18 +545,25 @@ def build_records(batch: Sequence[tuple[Any, ...]], server: str = "") -> list[Tr
             records.append(_build_record(captured, server))
             continue
         if known is None:
-            record = _build_record(captured, server)
-            if record.detail[:1] == b"\x01":  # a JSON detail holds the time in its text
-                if len(memo) >= MEMO_RECORDS:  # bounded: calls that all differ would fill it
-                    memo.clear()
-                memo[key] = (
-                    *record[1:5],
-                    record.return_code,
-                    record.delay,
-                    record.detail[9:],
-                    record.recorded,
-                    record.stub_id,
-                )
+            shape = key[:11] + key[13:]  # without the answer's size and body start
+            shaped = shapes.get(shape)
+            record = None if shaped is None else _reshaped(shaped, captured)
+            if record is None:
+                record = _build_record(captured, server)
+                if record.detail[:1] == b"\x01":  # a JSON detail holds the time in its text
+                    if len(memo) >= MEMO_RECORDS:  # bounded: calls that all differ would fill it
+                        memo.clear()
+                    memo[key] = (
+                        *record[1:5],
+                        record.return_code,
+                        record.delay,
+                        record.detail[9:],
+                        record.recorded,
+                        record.stub_id,
+                    )
+                    if len(shapes) >= MEMO_RECORDS:
+                        shapes.clear()
+                    shapes[shape] = _shape(record)
             records.append(record)
             continue
         path, scenario, session, host, status, delay, rest, recorded, stub_id = known
@@ -564,6 +583,59 @@ def build_records(batch: Sequence[tuple[Any, ...]], server: str = "") -> list[Tr
         )
         records.append(new(TrackerRecord, fields))
     return records
+
+
+def _shape(record: TrackerRecord) -> _Shaped:
+    """What ``_reshaped`` needs of a (binary) record to build another that differs from it
+    only in the answer's size and body start."""
+    detail = record.detail
+    _, _, port, _, *lengths = _DETAIL.unpack_from(detail)
+    start = _DETAIL.size + sum(lengths[:4])  # method, remote ip, server, content-length
+    end = start + lengths[4]  # the body start's
+    return (
+        record.function,
+        record.scenario,
+        record.session,
+        record.host,
+        record.return_code,
+        record.delay,
+        record.recorded,
+        record.stub_id,
+        port,
+        tuple(lengths[:4]),
+        tuple(lengths[5:]),
+        detail[_DETAIL.size : start],
+        detail[end:],
+    )
+
+
+def _reshaped(shaped: _Shaped, captured: tuple[Any, ...]) -> TrackerRecord | None:
+    """``captured``'s record from the shape of one that differed only in its answer's body;
+    None where its size cannot be packed (``pack_detail`` then writes JSON)."""
+    path, scenario, session, host, status, delay, recorded, stub_id = shaped[:8]
+    port, before, after, head, tail = shaped[8:]
+    t0, t1 = captured[0], captured[1]
+    body_start = captured[14]
+    try:
+        packed = _DETAIL.pack(
+            DETAIL_BINARY, _EPOCH_OFFSET + t0, port, captured[13], *before, len(body_start), *after
+        )
+    except struct.error:
+        return None
+    fields = (
+        None,
+        path,
+        scenario,
+        session,
+        host,
+        status,
+        round((t1 - t0) * 1000),
+        delay,
+        b"".join((packed, head, body_start, tail)),
+        recorded,
+        stub_id,
+    )
+    return _new_record(fields)
 
 
 def _build_record(captured: tuple[Any, ...], server: str) -> TrackerRecord:
