@@ -544,11 +544,15 @@ def build_records(batch: Sequence[tuple[Any, ...]], server: str = "") -> list[Tr
         except TypeError:  # an unhashable value a handler noted: build it in full
             records.append(_build_record(captured, server))
             continue
-        if known is None:
+        t0 = captured[0]
+        if known is not None:
+            path, scenario, session, host, status, delay, rest, recorded, stub_id = known
+            detail = started(1, _EPOCH_OFFSET + t0) + rest
+        else:
             shape = key[:11] + key[13:]  # without the answer's size and body start
             shaped = shapes.get(shape)
-            record = None if shaped is None else _reshaped(shaped, captured)
-            if record is None:
+            packed = None if shaped is None else _detail_around(shaped, captured)
+            if packed is None:
                 record = _build_record(captured, server)
                 if record.detail[:1] == b"\x01":  # a JSON detail holds the time in its text
                     if len(memo) >= MEMO_RECORDS:  # bounded: calls that all differ would fill it
@@ -564,10 +568,11 @@ def build_records(batch: Sequence[tuple[Any, ...]], server: str = "") -> list[Tr
                     if len(shapes) >= MEMO_RECORDS:
                         shapes.clear()
                     shapes[shape] = _shape(record)
-            records.append(record)
-            continue
-        path, scenario, session, host, status, delay, rest, recorded, stub_id = known
-        t0 = captured[0]
+                records.append(record)
+                continue
+            assert shaped is not None
+            path, scenario, session, host, status, delay, recorded, stub_id = shaped[:8]
+            detail = packed
         fields = (
             None,
             path,
@@ -577,7 +582,7 @@ def build_records(batch: Sequence[tuple[Any, ...]], server: str = "") -> list[Tr
             status,
             round((captured[1] - t0) * 1000),
             delay,
-            started(1, _EPOCH_OFFSET + t0) + rest,
+            detail,
             recorded,
             stub_id,
         )
@@ -586,7 +591,7 @@ def build_records(batch: Sequence[tuple[Any, ...]], server: str = "") -> list[Tr
 
 
 def _shape(record: TrackerRecord) -> _Shaped:
-    """What ``_reshaped`` needs of a (binary) record to build another that differs from it
+    """What ``_detail_around`` needs of a (binary) record to build another that differs from it
     only in the answer's size and body start."""
     detail = record.detail
     _, _, port, _, *lengths = _DETAIL.unpack_from(detail)
@@ -609,33 +614,24 @@ def _shape(record: TrackerRecord) -> _Shaped:
     )
 
 
-def _reshaped(shaped: _Shaped, captured: tuple[Any, ...]) -> TrackerRecord | None:
-    """``captured``'s record from the shape of one that differed only in its answer's body;
-    None where its size cannot be packed (``pack_detail`` then writes JSON)."""
-    path, scenario, session, host, status, delay, recorded, stub_id = shaped[:8]
+def _detail_around(shaped: _Shaped, captured: tuple[Any, ...]) -> bytes | None:
+    """``captured``'s packed detail, from the shape of a record that differed only in its
+    answer's body; None where its size cannot be packed (``pack_detail`` then writes JSON)."""
     port, before, after, head, tail = shaped[8:]
-    t0, t1 = captured[0], captured[1]
     body_start = captured[14]
     try:
         packed = _DETAIL.pack(
-            DETAIL_BINARY, _EPOCH_OFFSET + t0, port, captured[13], *before, len(body_start), *after
+            DETAIL_BINARY,
+            _EPOCH_OFFSET + captured[0],
+            port,
+            captured[13],
+            *before,
+            len(body_start),
+            *after,
         )
     except struct.error:
         return None
-    fields = (
-        None,
-        path,
-        scenario,
-        session,
-        host,
-        status,
-        round((t1 - t0) * 1000),
-        delay,
-        b"".join((packed, head, body_start, tail)),
-        recorded,
-        stub_id,
-    )
-    return _new_record(fields)
+    return b"".join((packed, head, body_start, tail))
 
 
 def _build_record(captured: tuple[Any, ...], server: str) -> TrackerRecord:
