@@ -259,7 +259,7 @@ def test_round_trips_of_one_counter_overlap_and_hand_out_each_position_once(pg_u
             waves = []
             for _ in range(COUNTER_ROUND_TRIPS + 2):
                 for _ in range(2):
-                    waves.append(asyncio.ensure_future(store.next_response("h s", "stub")))
+                    waves.append(store.next_response("h s", "stub"))
                 await asyncio.sleep(0.005)  # each pair arrives while earlier ones are in flight
             positions = list(await asyncio.gather(*waves))
             # Answered one after the other: each after all those before it.
@@ -284,17 +284,17 @@ def test_a_lone_playback_beside_a_round_trip_in_flight_waits_for_its_next(pg_url
         await store.open()
         seen = _slow_round_trips(store)
         try:
-            first = asyncio.ensure_future(store.next_response("h s", "stub"))
+            first = store.next_response("h s", "stub")
             await asyncio.sleep(0.01)  # its round trip is in flight
-            lone = asyncio.ensure_future(store.next_response("h s", "stub"))
+            lone = store.next_response("h s", "stub")
             await asyncio.sleep(0.01)
             beside_lone = seen["in_flight"]
             positions = list(await asyncio.gather(first, lone))
             trips = dict(seen)
             # Two arriving beside a round trip in flight: one more goes, for both.
-            third = asyncio.ensure_future(store.next_response("h s", "stub"))
+            third = store.next_response("h s", "stub")
             await asyncio.sleep(0.01)
-            pair = [asyncio.ensure_future(store.next_response("h s", "stub")) for _ in range(2)]
+            pair = [store.next_response("h s", "stub") for _ in range(2)]
             more = list(await asyncio.gather(third, *pair))
             trips["most_after"] = seen["most"]
             return beside_lone, trips, positions, more

@@ -857,9 +857,9 @@ class VirtualService:
     def _awaiting(
         self, session: Session, request: PlaybackRequest, stub: Stub | None
     ) -> Awaiting | None:
-        """The shared store asked for the next position of ``stub``'s sequence; None when
-        the answer needs no store (no stub, one response, a sequence played to its end
-        here, or a store of this process alone)."""
+        """Ask the shared store for the next position of ``stub``'s sequence: what to await
+        and then answer. None when the answer needs no store (no stub, one response, a
+        sequence played to its end here, or a store of this process alone)."""
         if stub is None or not self._shared:
             return None
         key = (session.host, session.name)
