@@ -552,7 +552,7 @@ def build_records(batch: Sequence[tuple[Any, ...]], server: str = "") -> list[Tr
             shape = key[:11] + key[13:]  # without the answer's size and body start
             shaped = shapes.get(shape)
             packed = None if shaped is None else _detail_around(shaped, captured)
-            if packed is None:
+            if shaped is None or packed is None:
                 record = _build_record(captured, server)
                 if record.detail[:1] == b"\x01":  # a JSON detail holds the time in its text
                     if len(memo) >= MEMO_RECORDS:  # bounded: calls that all differ would fill it
@@ -570,7 +570,6 @@ def build_records(batch: Sequence[tuple[Any, ...]], server: str = "") -> list[Tr
                     shapes[shape] = _shape(record)
                 records.append(record)
                 continue
-            assert shaped is not None
             path, scenario, session, host, status, delay, recorded, stub_id = shaped[:8]
             detail = packed
         fields = (
