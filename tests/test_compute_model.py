@@ -552,6 +552,40 @@ def test_a_region_lists_its_servers_in_creation_order_across_id_pages(backend):
     assert ord_.limits()["totalInstancesUsed"] == count - 1
 
 
+def test_a_tenant_counts_its_servers_from_its_pages_and_loads_the_old_counts(backend):
+    """A create changes its server and its page of ids, the tenant's state once a page: the
+    n-th server in any region takes the n-th addresses. A tenant pickled with the counts
+    it kept before (--shared-cloud state stored by an earlier version) loads as if counted
+    from its pages, and goes on with the next addresses."""
+    from simulacra.cloud.compute.model import SERVER_ID_PAGE, TenantCompute
+
+    ord_, dfw = backend.region("t1", "ORD"), backend.region("t1", "DFW")
+    made = [create(ord_, f"s{i}") for i in range(SERVER_ID_PAGE + 3)]
+    made.append(create(dfw, "d"))
+    tenant = backend.tenants["t1"]
+    assert "server_count" not in vars(ord_) and "servers_created" not in vars(tenant)
+    assert (ord_.id_pages, dfw.id_pages) == (2, 1)
+    assert [(s.private_ipv4, s.public_ipv6) for s in made] == [
+        tenant.addresses(n)[::2] for n in range(len(made))
+    ]
+    assert tenant.servers_created() == len(made)
+    create(ord_, "one more")  # its page has room: the tenant's state is left as it was
+    assert (ord_.id_pages, tenant.servers_created()) == (2, len(made) + 1)
+
+    # As an earlier version pickled them: counts of servers, no counts of pages.
+    old_tenant = {**vars(tenant), "servers_created": len(made) + 1, "regions": {}}
+    loaded = object.__new__(TenantCompute)
+    loaded.__setstate__(old_tenant)
+    for name, regional in tenant.regions.items():
+        old_region = {**vars(regional), "tenant": loaded, "server_count": regional.server_count()}
+        del old_region["id_pages"]
+        loaded.regions[name] = object.__new__(RegionCompute)
+        loaded.regions[name].__setstate__(old_region)
+    assert "servers_created" not in vars(loaded)
+    assert [r.id_pages for r in loaded.regions.values()] == [2, 1]
+    assert loaded.servers_created() == len(made) + 1
+
+
 def test_onmetal_images_and_flavors_only_in_iad(backend):
     ord_, iad = backend.region("t", "ORD"), backend.region("t", "IAD")
     assert len(ord_.list_images()) == 38
@@ -684,8 +718,8 @@ def test_addresses_are_unique_in_the_tenant_until_the_range_is_used_up():
     tenant = TenantCompute("t1", random.Random(0), ComputeBackend(VirtualClock()))
     state = tenant.rng.getstate()
     private, public, ipv6 = set(), set(), set()
-    for _ in range(256 * 254):
-        a, b, c = tenant.new_addresses()
+    for n in range(256 * 254):
+        a, b, c = tenant.addresses(n)
         private.add(a)
         public.add(b)
         ipv6.add(c)
@@ -699,7 +733,7 @@ def test_addresses_are_unique_in_the_tenant_until_the_range_is_used_up():
     )
     assert tenant.rng.getstate() == state  # addresses draw nothing from the rng
     with pytest.raises(Fault) as raised:
-        tenant.new_addresses()
+        tenant.addresses(256 * 254)
     assert raised.value.code == 500
 
 
@@ -708,7 +742,7 @@ def test_addresses_look_scattered_and_differ_between_tenants():
 
     def first(tenant_id: str) -> list[tuple[str, str, str]]:
         tenant = TenantCompute(tenant_id, random.Random(0), ComputeBackend(VirtualClock()))
-        return [tenant.new_addresses() for _ in range(20)]
+        return [tenant.addresses(n) for n in range(20)]
 
     one, other = first("t1"), first("t2")
     assert one != other

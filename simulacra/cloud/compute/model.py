@@ -326,9 +326,12 @@ class TenantCompute:
         self.tenant_id = tenant_id
         self.rng = rng
         self.backend = backend  # holds the servers (``ComputeBackend.servers``)
-        # Servers created in all regions: the n-th takes the n-th address of each kind.
-        self.servers_created = 0
         self.regions: dict[str, RegionCompute] = {}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        # --shared-cloud state stored before servers were counted from their pages of ids.
+        self.__dict__.pop("servers_created", None)
 
     # The generators below draw from the rng exactly as ``randrange`` and ``choice`` would,
     # from fewer calls: ``getrandbits(k)`` takes one 32-bit word of the Mersenne Twister
@@ -357,18 +360,21 @@ class TenantCompute:
                 return value
         raise Fault(f"no free server id left for tenant {self.tenant_id}", 500)
 
-    def new_addresses(self) -> tuple[str, str, str]:
-        """The next server's private IPv4, public IPv4 and public IPv6 addresses.
+    def servers_created(self) -> int:
+        """How many servers the tenant created in all regions, deleted ones included."""
+        return sum(regional.server_count() for regional in self.regions.values())
+
+    def addresses(self, n: int) -> tuple[str, str, str]:
+        """The ``n``-th server's private IPv4, public IPv4 and public IPv6 addresses.
 
         Unique in the tenant without a record of the addresses taken (which grew with every
-        server, and --shared-cloud writes a tenant's state at every create): the n-th server
-        takes position n of a permutation of each range that the tenant's id chooses,
-        ``(a * n + b) mod size`` with ``a`` coprime to the size, so they look scattered.
+        server, and --shared-cloud writes a part at every change): the n-th server created
+        (``servers_created``) takes position n of a permutation of each range that the
+        tenant's id chooses, ``(a * n + b) mod size`` with ``a`` coprime to the size, so they
+        look scattered.
         """
-        n = self.servers_created
         if n >= _IPV4_RANGE:
             raise Fault(f"no free private IPv4 address left for tenant {self.tenant_id}", 500)
-        self.servers_created = n + 1
         a, b, c, d, e, f = _spread(self.tenant_id)
         private = (a * n + b) % _IPV4_RANGE
         public = (c * n + d) % _IPV4_RANGE
@@ -405,7 +411,7 @@ _IPV4_RANGE = 256 * 254
 
 @functools.lru_cache(maxsize=4096)
 def _spread(tenant_id: str) -> tuple[int, int, int, int, int, int]:
-    """A tenant's permutations of the address ranges (``TenantCompute.new_addresses``):
+    """A tenant's permutations of the address ranges (``TenantCompute.addresses``):
     (a, b) for private IPv4, public IPv4 and IPv6; each ``a`` is coprime to its range's
     size (odd, and for IPv4 not a multiple of 127). From the id, so every process agrees."""
     digest = hashlib.sha256(tenant_id.encode()).digest()
@@ -454,18 +460,37 @@ class RegionCompute:
         self.tenant = tenant
         self.region = region
         self.clock = clock
-        # How many servers this region created: their ids, in creation order, are in pages
-        # (``ComputeBackend.tenants_server_id_pages``); the servers are the backend's.
-        self.server_count = 0
+        # How many pages of server ids this region started: the ids, in creation order, are
+        # in the backend's ``tenants_server_id_pages``, and so is the count of servers (the
+        # last page's length), which a create changes, where this changes once a page: a
+        # create then changes its server and its page, not its tenant (--shared-cloud writes
+        # each part a request changed).
+        self.id_pages = 0
         self.snapshots: dict[str, Snapshot] = {}
         self.keypairs: dict[str, Keypair] = {}
         self._keypair_ids = itertools.count(1)
         self.registry = BehaviorRegistry(CREATION)
         self.host_id = hashlib.sha224(f"{tenant.tenant_id}{region}".encode()).hexdigest()
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        # --shared-cloud state stored before servers were counted from their pages of ids.
+        count = self.__dict__.pop("server_count", None)
+        if count is not None:
+            self.id_pages = -(-count // SERVER_ID_PAGE)
+
     @property
     def tenant_id(self) -> str:
         return self.tenant.tenant_id
+
+    def server_count(self) -> int:
+        """How many servers this region created, deleted ones included."""
+        if not self.id_pages:
+            return 0
+        last = self.tenant.backend.tenants_server_id_pages.get(
+            (self.tenant.tenant_id, self.region, self.id_pages - 1)
+        )
+        return (self.id_pages - 1) * SERVER_ID_PAGE + (len(last) if last else 0)
 
     def _now(self) -> float:
         return self.clock.seconds()
@@ -484,7 +509,7 @@ class RegionCompute:
         backend = self.tenant.backend
         tenant_id, region = self.tenant.tenant_id, self.region
         ids: list[str] = []
-        for page in range(-(-self.server_count // SERVER_ID_PAGE)):
+        for page in range(self.id_pages):
             ids += backend.tenants_server_id_pages.get((tenant_id, region, page), ())
         servers = backend.servers
         found = [servers.get((tenant_id, server_id)) for server_id in ids]
@@ -508,7 +533,8 @@ class RegionCompute:
         now = self._now()
         server_id = self.tenant.new_server_id()
         admin_pass = request.admin_pass or self._password()
-        private_ipv4, public_ipv4, public_ipv6 = self.tenant.new_addresses()
+        tenant = self.tenant
+        private_ipv4, public_ipv4, public_ipv6 = tenant.addresses(tenant.servers_created())
         server = Server(
             id=server_id,
             tenant_id=self.tenant_id,
@@ -530,13 +556,13 @@ class RegionCompute:
         )
         backend = self.tenant.backend
         backend.servers[(self.tenant_id, server.id)] = server
-        page_key = (self.tenant_id, self.region, self.server_count // SERVER_ID_PAGE)
-        page = backend.tenants_server_id_pages.get(page_key)
-        if page is None:
-            backend.tenants_server_id_pages[page_key] = [server.id]
-        else:
+        pages, tenant_id, region = backend.tenants_server_id_pages, self.tenant_id, self.region
+        page = pages.get((tenant_id, region, self.id_pages - 1)) if self.id_pages else None
+        if page is not None and len(page) < SERVER_ID_PAGE:
             page.append(server.id)
-        self.server_count += 1
+        else:  # the first server, or the last page is full: a new page
+            pages[(tenant_id, region, self.id_pages)] = [server.id]
+            self.id_pages += 1
         if outcome is None:  # the default behavior: ACTIVE at once
             return server
         parameters = outcome.parameters
@@ -993,16 +1019,15 @@ class ComputeBackend:
         self.tenants: dict[str, TenantCompute] = {}
         # Every tenant's servers, by (tenant id, server id), rather than within their
         # tenant's region: a request that creates or changes one server then changes only it
-        # (and, a create, its tenant's counts and a page of ids), not every server the
-        # tenant holds (--shared-cloud pickles and writes each collection member it changed).
+        # (and, a create, a page of ids), not every server the tenant holds (--shared-cloud
+        # pickles and writes each collection member it changed).
         self.servers: dict[tuple[str, str], Server] = {}
         # Each region's server ids in creation order, SERVER_ID_PAGE to a page, by (tenant
         # id, region, page number): a create changes its page alone, so what it writes stays
         # the same size however many servers the tenant holds. Named to sort after
-        # ``tenants``: --shared-cloud takes rows in the byte order of their keys, and every
-        # create takes its tenant's row, so whoever holds it takes a new page's row without
-        # waiting (a page before it would be taken first, and a run holding a tenant locked
-        # could wait on a new page another instance took: migration 0012).
+        # ``tenants``: --shared-cloud takes rows in the byte order of their keys, and a create
+        # that starts a page takes its tenant's row (its count of pages), so whoever holds it
+        # takes the new page's row without waiting (migration 0012).
         self.tenants_server_id_pages: dict[tuple[str, str, int], list[str]] = {}
 
     def region(self, tenant_id: str, region: str) -> RegionCompute:
