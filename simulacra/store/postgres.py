@@ -767,12 +767,18 @@ class _Counter:
 
 
 # One statement, on a lane (the batches, ``sync_cloud``) and through psycopg (a locked run, in
-# its transaction): $n placeholders there, %s here; the parts' data is sent in binary (as
-# text each would go hex-encoded, twice its size). ``cloud_sync`` turns synchronous_commit
-# off for its transaction (docs/scaling.md).
-_CLOUD_SYNC_SQL = "SELECT * FROM cloud_sync({}::jsonb, {}::bytea[], {})"
+# its transaction): $n placeholders there, %s here. On a lane every parameter goes in binary
+# (the parts' data as text would go hex-encoded, twice its size). ``cloud_sync`` turns
+# synchronous_commit off for its transaction (docs/scaling.md).
+_CLOUD_SYNC_SQL = (
+    "SELECT * FROM cloud_sync({}::int4[], {}::text[], {}::text[], {}::int8[], {}::bytea[],"
+    " {}::int4[], {}::text[], {}::int8[], {}::int4[], {}::text[], {}::text)"
+)
 _CLOUD_SYNC = Statement(
-    b"cloud_sync", _CLOUD_SYNC_SQL.format("$1", "$2", "$3").encode(), (0, 1, 0), True
+    b"cloud_sync",
+    _CLOUD_SYNC_SQL.format(*(f"${n}" for n in range(1, 12))).encode(),
+    (1,) * 11,
+    True,
 )
 
 # How long a cloud write waits for a row another transaction holds: a process stuck while
@@ -784,19 +790,43 @@ CLOUD_UNLOCKED_WAIT = "200ms"
 CloudRow = tuple[int, str, int, "bytes | None", bool]  # group, key, version, data, written
 
 
-def _cloud_args(batch: Sequence[CloudGroup]) -> tuple[str, list[bytes | None]]:
-    """``cloud_sync``'s batch (JSON) and the changes' data, in the order of its "w"."""
-    writes: list[tuple[int, str, str, int]] = []
-    values: list[bytes | None] = []
-    reads: list[tuple[int, str, int]] = []
-    colls: list[tuple[int, str]] = []
+class _CloudArrays(NamedTuple):
+    """``cloud_sync``'s batch: an entry per part written (``w_``: its group, key, collection,
+    the version it was changed from, its new data), per part read (``r_``) and per
+    collection read whole (``c_``), each numbered by its group's place in the batch."""
+
+    w_groups: list[int]
+    w_keys: list[str]
+    w_colls: list[str]
+    w_known: list[int]
+    w_data: list[bytes | None]
+    r_groups: list[int]
+    r_keys: list[str]
+    r_known: list[int]
+    c_groups: list[int]
+    c_colls: list[str]
+
+
+def _cloud_arrays(batch: Sequence[CloudGroup]) -> _CloudArrays:
+    arrays = _CloudArrays([], [], [], [], [], [], [], [], [], [])
+    w_groups, w_keys, w_colls, w_known, w_data, r_groups, r_keys, r_known, c_groups, c_colls = (
+        arrays
+    )
     for index, (changed, read, whole) in enumerate(batch):
         for key, coll, version, value in changed:
-            writes.append((index, key, coll, version))
-            values.append(value)
-        reads += [(index, key, version) for key, version in read]
-        colls += [(index, coll) for coll in whole]
-    return orjson.dumps({"w": writes, "r": reads, "c": colls}).decode(), values
+            w_groups.append(index)
+            w_keys.append(key)
+            w_colls.append(coll)
+            w_known.append(version)
+            w_data.append(value)
+        for key, version in read:
+            r_groups.append(index)
+            r_keys.append(key)
+            r_known.append(version)
+        for coll in whole:
+            c_groups.append(index)
+            c_colls.append(coll)
+    return arrays
 
 
 def _cloud_answers(size: int, rows: Iterable[CloudRow]) -> list[CloudSync]:
@@ -819,9 +849,8 @@ async def _sync_cloud(
 ) -> list[CloudSync]:
     """``cloud_sync`` on ``conn`` (in its transaction); it waits ``lock_wait`` at most for a
     row lock (a ``lock_timeout``)."""
-    document, values = _cloud_args(batch)
-    query = _CLOUD_SYNC_SQL.format("%s", "%b", "%s")
-    rows = await (await conn.execute(query, (document, values, lock_wait))).fetchall()
+    query = _CLOUD_SYNC_SQL.format(*["%s"] * 11)
+    rows = await (await conn.execute(query, (*_cloud_arrays(batch), lock_wait))).fetchall()
     return _cloud_answers(len(batch), (_cloud_row(*row) for row in rows))
 
 
@@ -833,9 +862,23 @@ async def _sync_cloud_on_lane(
     lanes: Lanes, batch: Sequence[CloudGroup], lock_wait: str
 ) -> list[CloudSync]:
     """``cloud_sync`` on a lane, in binary both ways (``_sync_cloud``'s statement)."""
-    document, values = _cloud_args(batch)
+    arrays = _cloud_arrays(batch)
+    int4s, int8s = _INT4.pack, _INT8.pack
     result = await lanes.run(
-        _CLOUD_SYNC, [document.encode(), _bytea_array(values), lock_wait.encode()]
+        _CLOUD_SYNC,
+        [
+            _binary_array(_INT4_OID, [int4s(n) for n in arrays.w_groups]),
+            _binary_array(_TEXT_OID, [key.encode() for key in arrays.w_keys]),
+            _binary_array(_TEXT_OID, [coll.encode() for coll in arrays.w_colls]),
+            _binary_array(_INT8_OID, [int8s(n) for n in arrays.w_known]),
+            _binary_array(_BYTEA_OID, arrays.w_data),
+            _binary_array(_INT4_OID, [int4s(n) for n in arrays.r_groups]),
+            _binary_array(_TEXT_OID, [key.encode() for key in arrays.r_keys]),
+            _binary_array(_INT8_OID, [int8s(n) for n in arrays.r_known]),
+            _binary_array(_INT4_OID, [int4s(n) for n in arrays.c_groups]),
+            _binary_array(_TEXT_OID, [coll.encode() for coll in arrays.c_colls]),
+            lock_wait.encode(),
+        ],
     )
     get = result.get_value  # bytes; None for NULL, which only the data may be
     rows: list[CloudRow] = [
@@ -853,17 +896,18 @@ async def _sync_cloud_on_lane(
 
 _INT4 = struct.Struct("!i")
 _INT8 = struct.Struct("!q")
-_BYTEA_OID = 17
+_BYTEA_OID, _INT8_OID, _INT4_OID, _TEXT_OID = 17, 20, 23, 25
 
 
-def _bytea_array(values: Sequence[bytes | None]) -> bytes:
-    """A one-dimensional BYTEA[] in PostgreSQL's binary format (array_recv)."""
-    if not values:
-        return struct.pack("!iii", 0, 0, _BYTEA_OID)
-    has_null = any(value is None for value in values)
-    parts = [struct.pack("!iiiii", 1, has_null, _BYTEA_OID, len(values), 1)]
-    for value in values:
-        parts.append(b"\xff\xff\xff\xff" if value is None else _INT4.pack(len(value)) + value)
+def _binary_array(oid: int, items: Sequence[bytes | None]) -> bytes:
+    """A one-dimensional array of type ``oid`` in PostgreSQL's binary format (array_recv),
+    of items each in its type's binary format (None: NULL)."""
+    if not items:
+        return struct.pack("!iii", 0, 0, oid)
+    has_null = any(item is None for item in items)
+    parts = [struct.pack("!iiiii", 1, has_null, oid, len(items), 1)]
+    for item in items:
+        parts.append(b"\xff\xff\xff\xff" if item is None else _INT4.pack(len(item)) + item)
     return b"".join(parts)
 
 
