@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import random
 from typing import Any
 
@@ -556,10 +557,11 @@ def test_a_tenant_counts_its_servers_from_its_pages_and_loads_the_old_counts(bac
     """A create changes its server and its page of ids, the tenant's state once a page: the
     n-th server in any region takes the n-th addresses. A tenant pickled with the counts
     it kept before (--shared-cloud state stored by an earlier version) loads as if counted
-    from its pages, and goes on with the next addresses."""
+    from its pages, and goes on with the next addresses (and keypair ids)."""
     from simulacra.cloud.compute.model import SERVER_ID_PAGE, TenantCompute
 
     ord_, dfw = backend.region("t1", "ORD"), backend.region("t1", "DFW")
+    assert ord_.create_keypair({"keypair": {"name": "k1"}}).id == 1
     made = [create(ord_, f"s{i}") for i in range(SERVER_ID_PAGE + 3)]
     made.append(create(dfw, "d"))
     tenant = backend.tenants["t1"]
@@ -578,11 +580,15 @@ def test_a_tenant_counts_its_servers_from_its_pages_and_loads_the_old_counts(bac
     loaded.__setstate__(old_tenant)
     for name, regional in tenant.regions.items():
         old_region = {**vars(regional), "tenant": loaded, "server_count": regional.server_count()}
-        del old_region["id_pages"]
+        old_region["_keypair_ids"] = itertools.count(regional.keypairs_created + 1)
+        del old_region["id_pages"], old_region["keypairs_created"]
         loaded.regions[name] = object.__new__(RegionCompute)
         loaded.regions[name].__setstate__(old_region)
     assert "servers_created" not in vars(loaded)
     assert [r.id_pages for r in loaded.regions.values()] == [2, 1]
+    assert "_keypair_ids" not in vars(loaded.regions["ORD"])
+    keypair = loaded.regions["ORD"].create_keypair({"keypair": {"name": "k2"}})
+    assert keypair.id == 2  # after the first
     assert loaded.servers_created() == len(made) + 1
 
 

@@ -577,6 +577,8 @@ class SharedCloud:
             if values.whole:
                 touched.colls.append(coll)
                 members = members | set(dict.keys(values)) | set(self._members[coll])
+            elif not members:
+                continue  # most collections, in most requests
             parts += [self._part(coll, member) for member in members]
             values.touched = set()
             values.whole = False

@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import ipaddress
-import itertools
 import random
 import string
 import uuid
@@ -468,16 +467,20 @@ class RegionCompute:
         self.id_pages = 0
         self.snapshots: dict[str, Snapshot] = {}
         self.keypairs: dict[str, Keypair] = {}
-        self._keypair_ids = itertools.count(1)
+        self.keypairs_created = 0  # a keypair's id is its number (a count pickles faster)
         self.registry = BehaviorRegistry(CREATION)
         self.host_id = hashlib.sha224(f"{tenant.tenant_id}{region}".encode()).hexdigest()
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        # --shared-cloud state stored before servers were counted from their pages of ids.
+        # --shared-cloud state stored before servers were counted from their pages of ids,
+        # and keypairs by an iterator.
         count = self.__dict__.pop("server_count", None)
         if count is not None:
             self.id_pages = -(-count // SERVER_ID_PAGE)
+        keypair_ids = self.__dict__.pop("_keypair_ids", None)
+        if keypair_ids is not None:
+            self.keypairs_created = next(keypair_ids) - 1
 
     @property
     def tenant_id(self) -> str:
@@ -967,10 +970,11 @@ class RegionCompute:
             public_key=public_key,
             fingerprint=":".join(digest[i : i + 2] for i in range(0, 32, 2)),
             created=self._now(),
-            id=next(self._keypair_ids),
+            id=self.keypairs_created + 1,
             private_key=private_key,
         )
         self.keypairs[name] = created
+        self.keypairs_created += 1
         return created
 
     def get_keypair(self, name: str) -> Keypair:
