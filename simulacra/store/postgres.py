@@ -649,7 +649,7 @@ class PostgresStore:
         Per request (``CloudGroup``): ``writes`` (key, collection, the version changed, new
         data or None for absent), ``reads`` (key, the version read), ``colls`` (collections
         read whole). Only the written rows are locked, in key order (function ``cloud_sync``,
-        migrations 0008 to 0012): a batch of reads locks nothing, so it never waits behind
+        migrations 0008 to 0013): a batch of reads locks nothing, so it never waits behind
         another instance's writer. The answers are in the order of ``batch``.
 
         The commit does not wait for its WAL flush (as the sequence counters'): a crash of

@@ -459,11 +459,11 @@ class RegionCompute:
         self.tenant = tenant
         self.region = region
         self.clock = clock
-        # How many pages of server ids this region started: the ids, in creation order, are
-        # in the backend's ``tenants_server_id_pages``, and so is the count of servers (the
-        # last page's length), which a create changes, where this changes once a page: a
-        # create then changes its server and its page, not its tenant (--shared-cloud writes
-        # each part a request changed).
+        # How many pages of server ids this region started (the ids, in creation order, are
+        # the backend's ``tenants_server_id_pages``). The count of servers follows from it
+        # and the last page's length (``server_count``): so a create changes its server and
+        # its page, and this once a page, rather than the tenant's part at every create
+        # (--shared-cloud writes every part a request changed).
         self.id_pages = 0
         self.snapshots: dict[str, Snapshot] = {}
         self.keypairs: dict[str, Keypair] = {}
