@@ -553,43 +553,57 @@ def test_a_region_lists_its_servers_in_creation_order_across_id_pages(backend):
     assert ord_.limits()["totalInstancesUsed"] == count - 1
 
 
-def test_a_tenant_counts_its_servers_from_its_pages_and_loads_the_old_counts(backend):
-    """A create changes its server and its page of ids, the tenant's state once a page: the
-    n-th server in any region takes the n-th addresses. A tenant pickled with the counts
-    it kept before (--shared-cloud state stored by an earlier version) loads as if counted
-    from its pages, and goes on with the next addresses (and keypair ids)."""
+def test_a_page_of_server_ids_numbers_its_servers_addresses_from_a_block_of_its_own(backend):
+    """A create changes its server and its page of ids, and its tenant's state only when it
+    starts a page, which takes the tenant's next block of SERVER_ID_PAGE address numbers:
+    the k-th server of a page has number block * SERVER_ID_PAGE + k, so servers of two
+    regions never share an address, however their creates interleave. A tenant pickled with
+    the counts an earlier version kept (--shared-cloud state) loads with its numbers left
+    behind, and goes on with new addresses (and keypair ids)."""
+    import pickle
+
     from simulacra.cloud.compute.model import SERVER_ID_PAGE, TenantCompute
 
     ord_, dfw = backend.region("t1", "ORD"), backend.region("t1", "DFW")
-    assert ord_.create_keypair({"keypair": {"name": "k1"}}).id == 1
-    made = [create(ord_, f"s{i}") for i in range(SERVER_ID_PAGE + 3)]
-    made.append(create(dfw, "d"))
     tenant = backend.tenants["t1"]
-    assert "server_count" not in vars(ord_) and "servers_created" not in vars(tenant)
-    assert (ord_.id_pages, dfw.id_pages) == (2, 1)
+    assert ord_.create_keypair({"keypair": {"name": "k1"}}).id == 1
+    made = []
+    for i in range(SERVER_ID_PAGE + 3):
+        before = pickle.dumps((sorted(vars(ord_)), ord_.page_blocks, tenant.address_blocks))
+        made.append(create(ord_, f"s{i}"))
+        after = pickle.dumps((sorted(vars(ord_)), ord_.page_blocks, tenant.address_blocks))
+        assert (before != after) is (i % SERVER_ID_PAGE == 0)  # a new page, or nothing
+        if i == 5:
+            made.append(create(dfw, "d"))  # a block of DFW's own between two of ORD's
+    assert (ord_.page_blocks, dfw.page_blocks, tenant.address_blocks) == ([0, 2], [1], 3)
+    numbers = [*range(SERVER_ID_PAGE), 2 * SERVER_ID_PAGE, 2 * SERVER_ID_PAGE + 1]
+    numbers += [2 * SERVER_ID_PAGE + 2]
+    numbers.insert(6, SERVER_ID_PAGE)  # DFW's server, the first of block 1
     assert [(s.private_ipv4, s.public_ipv6) for s in made] == [
-        tenant.addresses(n)[::2] for n in range(len(made))
+        tenant.addresses(n)[::2] for n in numbers
     ]
-    assert tenant.servers_created() == len(made)
-    create(ord_, "one more")  # its page has room: the tenant's state is left as it was
-    assert (ord_.id_pages, tenant.servers_created()) == (2, len(made) + 1)
+    assert len({s.public_ipv4 for s in made}) == len(made)
 
-    # As an earlier version pickled them: counts of servers, no counts of pages.
-    old_tenant = {**vars(tenant), "servers_created": len(made) + 1, "regions": {}}
+    # As an earlier version pickled them: counts of servers, numbered across the tenant.
+    created = len(made)  # 36: ORD 35 (a full page and 3), DFW 1
+    old_tenant = {**vars(tenant), "servers_created": created, "regions": {}}
+    del old_tenant["address_blocks"]
     loaded = object.__new__(TenantCompute)
-    loaded.__setstate__(old_tenant)
     for name, regional in tenant.regions.items():
-        old_region = {**vars(regional), "tenant": loaded, "server_count": regional.server_count()}
+        old_region = {**vars(regional), "tenant": loaded}
+        old_region["server_count"] = len(regional._servers())
         old_region["_keypair_ids"] = itertools.count(regional.keypairs_created + 1)
-        del old_region["id_pages"], old_region["keypairs_created"]
-        loaded.regions[name] = object.__new__(RegionCompute)
-        loaded.regions[name].__setstate__(old_region)
+        del old_region["page_blocks"], old_region["keypairs_created"]
+        old_tenant["regions"][name] = object.__new__(RegionCompute)
+        old_tenant["regions"][name].__setstate__(old_region)
+    loaded.__setstate__(old_tenant)
     assert "servers_created" not in vars(loaded)
-    assert [r.id_pages for r in loaded.regions.values()] == [2, 1]
-    assert "_keypair_ids" not in vars(loaded.regions["ORD"])
+    assert not any("server_count" in vars(r) for r in loaded.regions.values())
+    # Numbers 0-35 were given: both last pages have room, each gets a new block (2 and 3).
+    assert [r.page_blocks for r in loaded.regions.values()] == [[-1, 2], [3]]
+    assert loaded.address_blocks == 4
     keypair = loaded.regions["ORD"].create_keypair({"keypair": {"name": "k2"}})
     assert keypair.id == 2  # after the first
-    assert loaded.servers_created() == len(made) + 1
 
 
 def test_onmetal_images_and_flavors_only_in_iad(backend):

@@ -142,7 +142,7 @@ def test_reads_write_nothing_and_a_write_writes_only_its_parts(pair, pg_url):
         assert len(requests.get(api + "/servers/detail").json()["servers"]) == 1
     assert stored_versions(pg_url) == versions
     # A create writes its region's page of server ids and its server's, once, and nothing
-    # else: not the tenant's other server, nor the tenant's part (which counts pages).
+    # else: not the tenant's other server, nor the tenant's part.
     created = requests.post(api_b + "/servers", json=body)
     assert created.status_code == 202
     after = stored_versions(pg_url)
@@ -154,9 +154,9 @@ def test_reads_write_nothing_and_a_write_writes_only_its_parts(pair, pg_url):
 
 
 def test_what_a_create_writes_does_not_grow_with_the_tenants_servers(pair, pg_url):
-    """A tenant's part holds a count of pages, not its servers' ids or addresses: the create
-    of its 40th server writes as many bytes as its first's (a page of ids fills, then a new
-    one, and only then the tenant's part)."""
+    """A tenant's part holds a block of address numbers a page of ids, not its servers' ids
+    or addresses: the create of its 40th server writes as many bytes as its first's (a page
+    of ids fills, then a new one, and only then the tenant's part)."""
     a, b = pair
     body = {"server": {"name": "r", "imageRef": "img", "flavorRef": "2"}}
     made = []
@@ -172,7 +172,7 @@ def test_what_a_create_writes_does_not_grow_with_the_tenants_servers(pair, pg_ur
     # Rows are taken in the byte order of their keys; a tenant's pages sort after its row, so
     # whoever holds the tenant's row takes a new page's without waiting (migration 0012).
     assert all(tenant.encode() < key.encode() for key in last if "server_id_pages" in key)
-    assert abs(last[tenant] - first[tenant]) < 8  # a count of pages grew
+    assert abs(last[tenant] - first[tenant]) < 8  # a block more
     assert id_page_part("900017", "ORD", 1) in last  # 32 ids to a page
     assert last[id_page_part("900017", "ORD", 1)] < last[id_page_part("900017", "ORD", 0)]
     for instance in (a, b):

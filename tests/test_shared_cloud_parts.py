@@ -152,7 +152,7 @@ def test_a_request_writes_only_the_parts_it_changes(pair, pg_url):
     assert stored_versions(pg_url) == versions
     # and a create writes its page of server ids and its new server's, once each: not the
     # tenant's 20 other servers, which are parts of their own, nor its tenant's part (a
-    # server's addresses follow from the count of ids in the pages).
+    # server's addresses follow from its page's block of numbers and its place there).
     server = create(b.url, "930007")
     after = stored_versions(pg_url)
     written = {key for key in after if after[key] != versions.get(key)}
@@ -244,8 +244,8 @@ def test_a_part_that_moves_while_its_write_waits_for_the_lock_is_answered_stale(
 
 def test_creates_racing_on_one_tenant_from_two_instances_all_succeed(pair):
     """Eight connections per instance create servers in one tenant as fast as they can. A
-    request waits behind its own instance's commits of the tenant's part (no longer counted as
-    lost runs), and one that keeps losing the part to the other instance runs with it locked:
+    request waits behind its own instance's commits of the page of ids (no longer counted as
+    lost runs), and one that keeps losing the page to the other instance runs with it locked:
     none gives up (a few in a hundred answered 503 after 50 runs). Then each instance lists
     the hundreds of servers the other created, loading them in one more run, not one each."""
     a, b = pair

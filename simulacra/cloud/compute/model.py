@@ -326,11 +326,28 @@ class TenantCompute:
         self.rng = rng
         self.backend = backend  # holds the servers (``ComputeBackend.servers``)
         self.regions: dict[str, RegionCompute] = {}
+        # Blocks of SERVER_ID_PAGE address numbers given out, one to each page of server ids
+        # a region starts (``RegionCompute.page_blocks``): the k-th server of a page takes
+        # number block * SERVER_ID_PAGE + k. So a create writes its page alone (and this,
+        # once a page), and two instances creating in two regions at once can never take
+        # one number: each page's slots are its own (--shared-cloud checks the parts a
+        # request only read, but does not lock them).
+        self.address_blocks = 0
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        # --shared-cloud state stored before servers were counted from their pages of ids.
-        self.__dict__.pop("servers_created", None)
+        created = self.__dict__.pop("servers_created", None)
+        if created is not None:
+            # --shared-cloud state stored by a version that numbered servers across the
+            # tenant: the numbers it gave are left behind, and each region's last page, if
+            # it has room, gets a block of its own for the servers still to come.
+            self.address_blocks = -(-created // SERVER_ID_PAGE)
+            for regional in self.regions.values():
+                count = regional.__dict__.pop("server_count")
+                regional.page_blocks = [-1] * -(-count // SERVER_ID_PAGE)
+                if count % SERVER_ID_PAGE:
+                    regional.page_blocks[-1] = self.address_blocks
+                    self.address_blocks += 1
 
     # The generators below draw from the rng exactly as ``randrange`` and ``choice`` would,
     # from fewer calls: ``getrandbits(k)`` takes one 32-bit word of the Mersenne Twister
@@ -359,16 +376,12 @@ class TenantCompute:
                 return value
         raise Fault(f"no free server id left for tenant {self.tenant_id}", 500)
 
-    def servers_created(self) -> int:
-        """How many servers the tenant created in all regions, deleted ones included."""
-        return sum(regional.server_count() for regional in self.regions.values())
-
     def addresses(self, n: int) -> tuple[str, str, str]:
-        """The ``n``-th server's private IPv4, public IPv4 and public IPv6 addresses.
+        """The private IPv4, public IPv4 and public IPv6 addresses numbered ``n``.
 
         Unique in the tenant without a record of the addresses taken (which grew with every
-        server, and --shared-cloud writes a part at every change): the n-th server created
-        (``servers_created``) takes position n of a permutation of each range that the
+        server, and --shared-cloud writes a part at every change): a server's number
+        (``address_blocks``) picks position n of a permutation of each range that the
         tenant's id chooses, ``(a * n + b) mod size`` with ``a`` coprime to the size, so they
         look scattered.
         """
@@ -459,12 +472,12 @@ class RegionCompute:
         self.tenant = tenant
         self.region = region
         self.clock = clock
-        # How many pages of server ids this region started (the ids, in creation order, are
-        # the backend's ``tenants_server_id_pages``). The count of servers follows from it
-        # and the last page's length (``server_count``): so a create changes its server and
-        # its page, and this once a page, rather than the tenant's part at every create
-        # (--shared-cloud writes every part a request changed).
-        self.id_pages = 0
+        # The tenant's block of address numbers for each page of server ids this region
+        # started (the ids, in creation order, are the backend's
+        # ``tenants_server_id_pages``): a create changes its server and its page, and this
+        # (with the tenant's count of blocks) once a page, rather than a count in the
+        # tenant's part at every create (--shared-cloud writes every part a request changed).
+        self.page_blocks: list[int] = []
         self.snapshots: dict[str, Snapshot] = {}
         self.keypairs: dict[str, Keypair] = {}
         self.keypairs_created = 0  # a keypair's id is its number (a count pickles faster)
@@ -473,11 +486,8 @@ class RegionCompute:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        # --shared-cloud state stored before servers were counted from their pages of ids,
-        # and keypairs by an iterator.
-        count = self.__dict__.pop("server_count", None)
-        if count is not None:
-            self.id_pages = -(-count // SERVER_ID_PAGE)
+        # --shared-cloud state stored by a version that counted keypairs with an iterator
+        # (its count of servers is read by ``TenantCompute.__setstate__``).
         keypair_ids = self.__dict__.pop("_keypair_ids", None)
         if keypair_ids is not None:
             self.keypairs_created = next(keypair_ids) - 1
@@ -485,15 +495,6 @@ class RegionCompute:
     @property
     def tenant_id(self) -> str:
         return self.tenant.tenant_id
-
-    def server_count(self) -> int:
-        """How many servers this region created, deleted ones included."""
-        if not self.id_pages:
-            return 0
-        last = self.tenant.backend.tenants_server_id_pages.get(
-            (self.tenant.tenant_id, self.region, self.id_pages - 1)
-        )
-        return (self.id_pages - 1) * SERVER_ID_PAGE + (len(last) if last else 0)
 
     def _now(self) -> float:
         return self.clock.seconds()
@@ -512,7 +513,7 @@ class RegionCompute:
         backend = self.tenant.backend
         tenant_id, region = self.tenant.tenant_id, self.region
         ids: list[str] = []
-        for page in range(self.id_pages):
+        for page in range(len(self.page_blocks)):
             ids += backend.tenants_server_id_pages.get((tenant_id, region, page), ())
         servers = backend.servers
         found = [servers.get((tenant_id, server_id)) for server_id in ids]
@@ -536,8 +537,15 @@ class RegionCompute:
         now = self._now()
         server_id = self.tenant.new_server_id()
         admin_pass = request.admin_pass or self._password()
-        tenant = self.tenant
-        private_ipv4, public_ipv4, public_ipv6 = tenant.addresses(tenant.servers_created())
+        tenant, blocks, region = self.tenant, self.page_blocks, self.region
+        tenant_id, pages = tenant.tenant_id, tenant.backend.tenants_server_id_pages
+        page = pages.get((tenant_id, region, len(blocks) - 1)) if blocks else None
+        if page is not None and len(page) < SERVER_ID_PAGE:
+            number = blocks[-1] * SERVER_ID_PAGE + len(page)
+        else:  # the first server, or the last page is full: a new page, a new block
+            page = None
+            number = tenant.address_blocks * SERVER_ID_PAGE
+        private_ipv4, public_ipv4, public_ipv6 = tenant.addresses(number)
         server = Server(
             id=server_id,
             tenant_id=self.tenant_id,
@@ -557,15 +565,13 @@ class RegionCompute:
             updated=now,
             since=now,
         )
-        backend = self.tenant.backend
-        backend.servers[(self.tenant_id, server.id)] = server
-        pages, tenant_id, region = backend.tenants_server_id_pages, self.tenant_id, self.region
-        page = pages.get((tenant_id, region, self.id_pages - 1)) if self.id_pages else None
-        if page is not None and len(page) < SERVER_ID_PAGE:
+        tenant.backend.servers[(tenant_id, server.id)] = server
+        if page is not None:
             page.append(server.id)
-        else:  # the first server, or the last page is full: a new page
-            pages[(tenant_id, region, self.id_pages)] = [server.id]
-            self.id_pages += 1
+        else:
+            pages[(tenant_id, region, len(blocks))] = [server.id]
+            blocks.append(tenant.address_blocks)
+            tenant.address_blocks += 1
         if outcome is None:  # the default behavior: ACTIVE at once
             return server
         parameters = outcome.parameters
@@ -1030,8 +1036,8 @@ class ComputeBackend:
         # id, region, page number): a create changes its page alone, so what it writes stays
         # the same size however many servers the tenant holds. Named to sort after
         # ``tenants``: --shared-cloud takes rows in the byte order of their keys, and a create
-        # that starts a page takes its tenant's row (its count of pages), so whoever holds it
-        # takes the new page's row without waiting (migration 0012).
+        # that starts a page takes its tenant's row (its blocks of address numbers), so
+        # whoever holds it takes the new page's row without waiting (migration 0012).
         self.tenants_server_id_pages: dict[tuple[str, str, int], list[str]] = {}
 
     def region(self, tenant_id: str, region: str) -> RegionCompute:
