@@ -343,7 +343,7 @@ class TenantCompute:
             # it has room, gets a block of its own for the servers still to come.
             self.address_blocks = -(-created // SERVER_ID_PAGE)
             for regional in self.regions.values():
-                count = regional.__dict__.pop("server_count")
+                count = regional.__dict__.pop("server_count", 0)
                 regional.page_blocks = [-1] * -(-count // SERVER_ID_PAGE)
                 if count % SERVER_ID_PAGE:
                     regional.page_blocks[-1] = self.address_blocks
@@ -380,10 +380,10 @@ class TenantCompute:
         """The private IPv4, public IPv4 and public IPv6 addresses numbered ``n``.
 
         Unique in the tenant without a record of the addresses taken (which grew with every
-        server, and --shared-cloud writes a part at every change): a server's number
-        (``address_blocks``) picks position n of a permutation of each range that the
-        tenant's id chooses, ``(a * n + b) mod size`` with ``a`` coprime to the size, so they
-        look scattered.
+        server, and --shared-cloud writes a part at every change): a server's number (its
+        page's block and its place in the page: ``address_blocks``) picks position n of a
+        permutation of each range that the tenant's id chooses, ``(a * n + b) mod size`` with
+        ``a`` coprime to the size, so they look scattered.
         """
         if n >= _IPV4_RANGE:
             raise Fault(f"no free private IPv4 address left for tenant {self.tenant_id}", 500)
