@@ -154,9 +154,9 @@ def test_reads_write_nothing_and_a_write_writes_only_its_parts(pair, pg_url):
 
 
 def test_what_a_create_writes_does_not_grow_with_the_tenants_servers(pair, pg_url):
-    """A tenant's part holds a block of address numbers a page of ids, not its servers' ids
-    or addresses: the create of its 40th server writes as many bytes as its first's (a page
-    of ids fills, then a new one, and only then the tenant's part)."""
+    """A tenant's part holds one block of address numbers per page of ids, not its servers'
+    ids or addresses: the create of its 40th server writes as many bytes as its first's (a
+    page of ids fills, then a new one, and only then the tenant's part)."""
     a, b = pair
     body = {"server": {"name": "r", "imageRef": "img", "flavorRef": "2"}}
     made = []

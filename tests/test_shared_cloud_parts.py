@@ -120,6 +120,37 @@ def test_a_writer_holding_one_tenant_stops_neither_other_tenants_nor_readers(pai
         assert listed(url, "910003") | listed(url, "910004") == others
 
 
+def test_creates_in_two_regions_of_one_tenant_on_two_instances_never_share_an_address(pair):
+    """A server's addresses are unique across its tenant's regions. Creates in ORD on one
+    instance and in DFW on the other write no part in common (each its own page of ids), so
+    nothing serializes them: uniqueness must rest on what each writes. (Numbering servers by
+    a count of every region's pages, which each create only read, gave one address twice.)"""
+    a, b = pair
+    tenant = "915001"
+
+    def make(i: int) -> None:
+        url, region = ((a.url, "ORD"), (b.url, "DFW"))[i % 2]
+        body = {"server": {**SERVER["server"], "name": f"r{i}"}}
+        response = requests.post(nova_url(url, tenant, region) + "/servers", json=body, timeout=60)
+        assert response.status_code == 202, response.text
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(make, range(160)))
+    addresses: list[str] = []
+    for region in ("ORD", "DFW"):
+        detail = requests.get(nova_url(a.url, tenant, region) + "/servers/detail", timeout=30)
+        servers = detail.json()["servers"]
+        assert len(servers) == 80
+        for server in servers:
+            addresses += [
+                entry["addr"]
+                for kind in ("private", "public")
+                for entry in server["addresses"][kind]
+            ]
+    assert len(addresses) == 3 * 160
+    assert len(set(addresses)) == len(addresses)
+
+
 def test_concurrent_creates_in_one_tenant_and_across_tenants_lose_nothing(pair):
     a, b = pair
     urls = [a.url, b.url]
