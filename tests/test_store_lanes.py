@@ -225,3 +225,60 @@ def test_a_caller_that_leaves_while_its_statement_is_prepared_leaves_it_prepared
 
     before, after = asyncio.run(main())
     assert before == after  # the same lane, SLEEP not prepared twice
+
+
+ARRAYS = Statement(
+    b"arrays",
+    b"SELECT $1::int4[]::text, $2::int8[]::text, $3::text[]::text, $4::bytea[]::text,"
+    b" cardinality($5::int4[])",
+    (1, 1, 1, 1, 1),
+)
+
+
+def test_arrays_are_sent_in_the_binary_format_postgresql_reads():
+    """``_int_array`` packs an int4[] or int8[] at once: the same bytes as an item at a time
+    (``_binary_array``), and PostgreSQL reads them, and text[] and bytea[] with a NULL, as
+    sent (the shared cloud's ``cloud_sync`` takes its batch so)."""
+    import struct
+
+    from simulacra.store.postgres import (
+        _BYTEA_OID,
+        _INT4_OID,
+        _INT8_OID,
+        _TEXT_OID,
+        _binary_array,
+        _int_array,
+    )
+
+    for oid, code, values in (
+        (_INT4_OID, "!i", [0, 1, -5, 2**31 - 1]),
+        (_INT8_OID, "!q", [0, 7, -(2**63), 2**63 - 1]),
+        (_INT4_OID, "!i", []),
+    ):
+        packed = [struct.pack(code, value) for value in values]
+        assert _int_array(oid, values) == _binary_array(oid, packed)
+
+    async def main() -> list[bytes]:
+        lanes = _lanes(1)
+        try:
+            result = await lanes.run(
+                ARRAYS,
+                [
+                    _int_array(_INT4_OID, [3, -1]),
+                    _int_array(_INT8_OID, [2**40]),
+                    _binary_array(_TEXT_OID, ["é".encode(), b""]),
+                    _binary_array(_BYTEA_OID, [b"\x00\xff", None]),
+                    _int_array(_INT4_OID, []),
+                ],
+            )
+            return [result.get_value(0, column) for column in range(5)]
+        finally:
+            await lanes.close()
+
+    assert asyncio.run(main()) == [
+        b"{3,-1}",
+        b"{1099511627776}",
+        '{é,""}'.encode(),
+        b'{"\\\\x00ff",NULL}',
+        b"0",
+    ]

@@ -863,19 +863,18 @@ async def _sync_cloud_on_lane(
 ) -> list[CloudSync]:
     """``cloud_sync`` on a lane, in binary both ways (``_sync_cloud``'s statement)."""
     arrays = _cloud_arrays(batch)
-    int4s, int8s = _INT4.pack, _INT8.pack
     result = await lanes.run(
         _CLOUD_SYNC,
         [
-            _binary_array(_INT4_OID, [int4s(n) for n in arrays.w_groups]),
+            _int_array(_INT4_OID, arrays.w_groups),
             _binary_array(_TEXT_OID, [key.encode() for key in arrays.w_keys]),
             _binary_array(_TEXT_OID, [coll.encode() for coll in arrays.w_colls]),
-            _binary_array(_INT8_OID, [int8s(n) for n in arrays.w_known]),
+            _int_array(_INT8_OID, arrays.w_known),
             _binary_array(_BYTEA_OID, arrays.w_data),
-            _binary_array(_INT4_OID, [int4s(n) for n in arrays.r_groups]),
+            _int_array(_INT4_OID, arrays.r_groups),
             _binary_array(_TEXT_OID, [key.encode() for key in arrays.r_keys]),
-            _binary_array(_INT8_OID, [int8s(n) for n in arrays.r_known]),
-            _binary_array(_INT4_OID, [int4s(n) for n in arrays.c_groups]),
+            _int_array(_INT8_OID, arrays.r_known),
+            _int_array(_INT4_OID, arrays.c_groups),
             _binary_array(_TEXT_OID, [coll.encode() for coll in arrays.c_colls]),
             lock_wait.encode(),
         ],
@@ -909,6 +908,18 @@ def _binary_array(oid: int, items: Sequence[bytes | None]) -> bytes:
     for item in items:
         parts.append(b"\xff\xff\xff\xff" if item is None else _INT4.pack(len(item)) + item)
     return b"".join(parts)
+
+
+def _int_array(oid: int, values: Sequence[int]) -> bytes:
+    """``_binary_array`` of int4 (``_INT4_OID``) or int8 values, packed in one ``struct``
+    call: an item at a time took three times as long."""
+    if not values:
+        return struct.pack("!iii", 0, 0, oid)
+    width, code = (4, "i") if oid == _INT4_OID else (8, "q")
+    fields = [width, 0] * len(values)
+    fields[1::2] = values
+    layout = "!5i" + ("i" + code) * len(values)
+    return struct.pack(layout, 1, 0, oid, len(values), 1, *fields)
 
 
 def _stored_part(key: str, version: Any, data: Any) -> tuple[str, int, bytes | None]:
