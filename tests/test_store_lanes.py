@@ -282,3 +282,30 @@ def test_arrays_are_sent_in_the_binary_format_postgresql_reads():
         b'{"\\\\x00ff",NULL}',
         b"0",
     ]
+
+
+def test_a_statement_not_answered_in_time_fails_and_its_lane_is_given_up(monkeypatch):
+    """A statement whose answer does not come within ANSWER_DEADLINE_S fails (the store
+    answers 503 for it) and its connection is dropped, rather than holding its caller, and
+    what its caller changed, for an answer that may never come; the next opens a new one."""
+    from simulacra.store import lanes as lanes_module
+
+    monkeypatch.setattr(lanes_module, "ANSWER_DEADLINE_S", 0.3)
+
+    async def main() -> tuple[float, int, int, int]:
+        lanes = _lanes(1)
+        loop = asyncio.get_running_loop()
+        try:
+            first = _value(await lanes.run(SLEEP, [b"0"]), 1)
+            started = loop.time()
+            with pytest.raises(psycopg.OperationalError, match=r"did not answer in 0\.3 s"):
+                await asyncio.wait_for(lanes.run(SLEEP, [b"3"]), 5)
+            waited = loop.time() - started
+            again = await asyncio.wait_for(lanes.run(ECHO, [b"21"]), 5)
+            return waited, first, _value(again, 1), _value(again)
+        finally:
+            await lanes.close()
+
+    waited, first_pid, next_pid, doubled = asyncio.run(main())
+    assert 0.25 < waited < 2
+    assert next_pid != first_pid and doubled == 42

@@ -16,7 +16,8 @@ once, for as long as it lives; its statements are prepared on first use and sent
 bytes, in the formats the statement names: the caller encodes and decodes them. A lane
 whose connection fails is dropped (the statement in flight fails with the error) and the
 next statement opens a new one: a restarted database is found by the first statement
-after it, as the pool finds it.
+after it, as the pool finds it. A statement that has not answered in ``ANSWER_DEADLINE_S``
+fails the same way: its lane is dropped rather than held for an answer that may never come.
 """
 
 from __future__ import annotations
@@ -29,6 +30,12 @@ import psycopg
 from psycopg import pq
 
 Connect = Callable[[], Awaitable[psycopg.AsyncConnection[Any]]]
+
+# How long a lane waits for its statement's answer before it gives the connection up. Its
+# statements take milliseconds, or ``cloud_sync``'s lock_timeout (10 s) at most; but after
+# a restart of PostgreSQL one was seen never to be answered nor to fail, holding its
+# requests (and what they had changed) for good.
+ANSWER_DEADLINE_S = 30.0
 
 
 class Statement(NamedTuple):
@@ -155,6 +162,7 @@ class _Lane:
         self.broken = False
         self._waiter: asyncio.Future[pq.abc.PGresult] | None = None
         self._result: pq.abc.PGresult | None = None
+        self._deadline: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_running_loop()
         self._fd = self.pgconn.socket
         self._loop.add_reader(self._fd, self._readable)
@@ -164,6 +172,8 @@ class _Lane:
             raise psycopg.OperationalError("the store's connection was lost")
         waiter = self._waiter = self._loop.create_future()
         self.busy = True
+        # Kept if the caller leaves: the lane is busy until its statement ends or fails.
+        self._deadline = self._loop.call_later(ANSWER_DEADLINE_S, self._late)
         try:
             send(self.pgconn)
             while self.pgconn.flush():  # a large statement, a full socket buffer: rare
@@ -187,11 +197,18 @@ class _Lane:
         except psycopg.Error as exc:
             self._fail(str(exc))
 
+    def _late(self) -> None:
+        self._deadline = None
+        self._fail(f"the store did not answer in {ANSWER_DEADLINE_S:g} s")
+
     def _ended(self) -> None:
         waiter, result = self._waiter, self._result
         if waiter is None or result is None:
             return  # nothing in flight: what came was the server's own (a notice, a setting)
         self._waiter = self._result = None
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
         self.busy = False
         if not waiter.done():
             waiter.set_result(result)
@@ -210,6 +227,9 @@ class _Lane:
                 task.add_done_callback(_closing.discard)
         waiter, self._waiter, self._result = self._waiter, None, None
         was_busy, self.busy = self.busy, False
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
         if waiter is not None and not waiter.done():
             waiter.set_exception(psycopg.OperationalError(reason))
         elif was_busy:  # its caller left: nobody releases it but this
