@@ -201,14 +201,17 @@ class _Lane:
         self._deadline = None
         self._fail(f"the store did not answer in {ANSWER_DEADLINE_S:g} s")
 
+    def _cancel_deadline(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
     def _ended(self) -> None:
         waiter, result = self._waiter, self._result
         if waiter is None or result is None:
             return  # nothing in flight: what came was the server's own (a notice, a setting)
         self._waiter = self._result = None
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
+        self._cancel_deadline()
         self.busy = False
         if not waiter.done():
             waiter.set_result(result)
@@ -227,9 +230,7 @@ class _Lane:
                 task.add_done_callback(_closing.discard)
         waiter, self._waiter, self._result = self._waiter, None, None
         was_busy, self.busy = self.busy, False
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
+        self._cancel_deadline()
         if waiter is not None and not waiter.done():
             waiter.set_exception(psycopg.OperationalError(reason))
         elif was_busy:  # its caller left: nobody releases it but this
