@@ -61,13 +61,22 @@ def test_a_dead_worker_is_replaced(pg_url: str) -> None:
         victim, other = sorted(first)
         os.kill(victim, signal.SIGKILL)
         assert serves(server.url)  # the other worker answers meanwhile
-        eventually(lambda: len(workers()) == 2 and victim not in workers(), "a new worker")
-        (new,) = workers() - first
+        # Each check reads the children once: two reads could see {victim, other} and
+        # then {other} (the victim reaped, its replacement not yet started).
+        replaced: set[int] = set()
+
+        def victim_replaced() -> bool:
+            replaced.clear()
+            replaced.update(workers() - first)
+            return len(replaced) == 1
+
+        eventually(victim_replaced, "a new worker")
+        (new,) = replaced
         eventually(lambda: answered_by(server.port, {new}) == new, "the new worker answering")
         # The new worker serves alone once the other original is gone too.
         os.kill(other, signal.SIGKILL)
         assert serves(server.url)
-        eventually(lambda: len(workers() - {new}) == 1 and other not in workers(), "another")
+        eventually(lambda: len(workers() - {new, other}) == 1, "another")
         assert serves(server.url)
     finally:
         assert server.stop() == 0  # a clean stop after the replacements
