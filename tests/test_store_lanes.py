@@ -8,11 +8,13 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 
 from simulacra.errors import Unavailable
 from simulacra.store.lanes import Lanes, Statement
 from simulacra.store.postgres import PostgresStore
 from tests.pg import require_postgres
+from tests.test_server import LOOPS
 
 ECHO = Statement(b"echo", b"SELECT $1::bigint * 2, pg_backend_pid()", (0,))
 SLEEP = Statement(b"sleep", b"SELECT pg_sleep($1::float8), pg_backend_pid()", (0,))
@@ -308,4 +310,97 @@ def test_a_statement_not_answered_in_time_fails_and_its_lane_is_given_up(monkeyp
 
     waited, first_pid, next_pid, doubled = asyncio.run(main())
     assert 0.25 < waited < 2
+    assert next_pid != first_pid and doubled == 42
+
+
+class _Relay:
+    """A TCP relay to PostgreSQL that can stop reading what its clients send (as a
+    database that has stopped reading would), so that a large statement fills the socket."""
+
+    def __init__(self, target: dict[str, Any]) -> None:
+        self.target = target
+        self.stalled = asyncio.Event()
+        self.flowing = asyncio.Event()
+        self.flowing.set()
+        self.port = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> asyncio.Server:
+        server = await asyncio.start_server(self._client, "127.0.0.1", 0)
+        self.port = server.sockets[0].getsockname()[1]
+        return server
+
+    async def close(self, server: asyncio.Server) -> None:
+        server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        host, port = self.target.get("host", "127.0.0.1"), int(self.target.get("port", 5432))
+        up_reader, up_writer = await asyncio.open_connection(host, port)
+        for task in (
+            asyncio.create_task(self._pump(reader, up_writer, upstream=True)),
+            asyncio.create_task(self._pump(up_reader, writer, upstream=False)),
+        ):
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _pump(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, upstream: bool
+    ) -> None:
+        try:
+            while data := await reader.read(65536):
+                if upstream and not self.flowing.is_set():
+                    self.stalled.set()
+                    await self.flowing.wait()
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+
+@pytest.mark.parametrize("new_loop", LOOPS)
+def test_a_statement_the_database_stops_reading_fails_in_time_too(monkeypatch, new_loop):
+    """A statement too large for the socket, which the database stops reading, fails at
+    ANSWER_DEADLINE_S as one not answered does: the wait for the socket to take more ends
+    with the lane (it waited on, for ever). The next statement runs on a new connection."""
+    from simulacra.store import lanes as lanes_module
+
+    monkeypatch.setattr(lanes_module, "ANSWER_DEADLINE_S", 0.5)
+    url = require_postgres()
+
+    async def main() -> tuple[int, int, int]:
+        relay = _Relay(conninfo_to_dict(url))
+        server = await relay.start()
+
+        async def connect() -> psycopg.AsyncConnection[Any]:
+            return await psycopg.AsyncConnection.connect(
+                url, host="127.0.0.1", port=relay.port, autocommit=True
+            )
+
+        lanes = Lanes(connect, 1)
+        try:
+            first = _value(await lanes.run(ECHO, [b"1"]), 1)
+            await lanes.run(BYTES, [b"x"])  # prepared: what follows is one large message
+            relay.flowing.clear()
+            large = asyncio.create_task(lanes.run(BYTES, [b"x" * (64 << 20)]))
+            await asyncio.wait_for(relay.stalled.wait(), 10)
+            with pytest.raises(psycopg.OperationalError, match=r"did not answer in 0\.5 s"):
+                await asyncio.wait_for(large, 10)
+            relay.flowing.set()
+            again = await asyncio.wait_for(lanes.run(ECHO, [b"21"]), 10)
+            return first, _value(again, 1), _value(again)
+        finally:
+            relay.flowing.set()
+            await lanes.close()
+            await relay.close(server)
+
+    loop = new_loop()
+    try:
+        first_pid, next_pid, doubled = loop.run_until_complete(main())
+    finally:
+        loop.close()
     assert next_pid != first_pid and doubled == 42

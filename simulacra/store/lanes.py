@@ -163,6 +163,7 @@ class _Lane:
         self._waiter: asyncio.Future[pq.abc.PGresult] | None = None
         self._result: pq.abc.PGresult | None = None
         self._deadline: asyncio.TimerHandle | None = None
+        self._flushing: asyncio.Future[None] | None = None  # waiting to write the rest
         self._loop = asyncio.get_running_loop()
         self._fd = self.pgconn.socket
         self._loop.add_reader(self._fd, self._readable)
@@ -176,7 +177,8 @@ class _Lane:
         self._deadline = self._loop.call_later(ANSWER_DEADLINE_S, self._late)
         try:
             send(self.pgconn)
-            while self.pgconn.flush():  # a large statement, a full socket buffer: rare
+            # A large statement, a full socket buffer: rare. A failure meanwhile ends it.
+            while not self.broken and self.pgconn.flush():
                 await self._writable()
         except psycopg.Error as exc:  # the connection failed as it was written to
             self._fail(str(exc))
@@ -224,6 +226,13 @@ class _Lane:
         if not self.broken:
             self.broken = True
             self._loop.remove_reader(self._fd)
+            flushing = self._flushing
+            if flushing is not None:
+                # Its writer goes with the connection: left on the closed socket's number,
+                # it would never fire (nor would a reader for a new socket given that number).
+                self._loop.remove_writer(self._fd)
+                if not flushing.done():
+                    flushing.set_result(None)
             if not closing:
                 task = self._loop.create_task(self.conn.close())
                 _closing.add(task)  # referenced until done (the loop holds tasks weakly)
@@ -239,7 +248,8 @@ class _Lane:
             self.lanes._drop(self)  # an idle lane: nobody holds it
 
     async def _writable(self) -> None:
-        ready: asyncio.Future[None] = self._loop.create_future()
+        """Until the socket takes more, or the lane fails (``_fail`` ends the wait)."""
+        ready = self._flushing = self._loop.create_future()
 
         def writable() -> None:
             if not ready.done():
@@ -249,7 +259,9 @@ class _Lane:
         try:
             await ready
         finally:
-            self._loop.remove_writer(self._fd)
+            self._flushing = None
+            if not self.broken:
+                self._loop.remove_writer(self._fd)
 
     async def close(self) -> None:
         if not self.broken:
