@@ -366,7 +366,7 @@ class _Relay:
 def test_a_statement_the_database_stops_reading_fails_in_time_too(monkeypatch, new_loop):
     """A statement too large for the socket, which the database stops reading, fails at
     ANSWER_DEADLINE_S as one not answered does: the wait for the socket to take more ends
-    with the lane (it waited on, for ever). The next statement runs on a new connection."""
+    when the lane fails (it used to go on for ever). The next runs on a new connection."""
     from simulacra.store import lanes as lanes_module
 
     monkeypatch.setattr(lanes_module, "ANSWER_DEADLINE_S", 0.5)
