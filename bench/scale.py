@@ -1233,7 +1233,7 @@ SUB_BENCHES: dict[int, SubBench] = {
             "JSONPath and XPath playback vs WireMock",
             ">= 3x, flat 10 -> 10,000",
             peers_args,
-            (("--duration", "2"), ("--repeats", "1"), ("--warmup", "1")),
+            (("--duration", "2"), ("--repeats", "1"), ("--warmup", "1"), ("--warmup-max", "2")),
             parse_peers,
         ),
         SubBench(
