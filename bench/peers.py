@@ -1041,7 +1041,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=5,
         help="seconds of each warm-up run before measuring (5); a stub workload's runs repeat"
-        " until its rate is steady (a JIT's peer takes tens of seconds)",
+        " until its rate is steady (a peer with a JIT takes tens of seconds)",
     )
     parser.add_argument(
         "--warmup-max",
