@@ -641,7 +641,7 @@ def warm_until_steady(run: Callable[[int], Sample], opts: Options, label: str) -
             best, flat = rps, 0
         else:
             best, flat = max(best, rps), flat + 1
-    steady = "steady" if flat >= 2 else f"still rising at --warmup-max {opts.warmup_max} s"
+    steady = "steady" if flat >= 2 else f"stopped by --warmup-max {opts.warmup_max} s"
     log(f"  {label}: warmed up for {spent} s, best {best:,.0f} req/s ({steady})")
 
 
