@@ -605,6 +605,27 @@ def test_a_page_of_server_ids_numbers_its_servers_addresses_from_a_block_of_its_
     keypair = loaded.regions["ORD"].create_keypair({"keypair": {"name": "k2"}})
     assert keypair.id == 2  # after the first
 
+    # As the version after it pickled them: a count of pages per region, none per tenant.
+    old_tenant = {**vars(tenant), "regions": {}}
+    del old_tenant["address_blocks"]
+    loaded = object.__new__(TenantCompute)
+    for name, regional in tenant.regions.items():
+        old_region = {**vars(regional), "tenant": loaded, "id_pages": len(regional.page_blocks)}
+        del old_region["page_blocks"]
+        old_tenant["regions"][name] = object.__new__(RegionCompute)
+        old_tenant["regions"][name].__setstate__(old_region)
+    loaded.__setstate__(old_tenant)
+    assert not any("id_pages" in vars(r) for r in loaded.regions.values())
+    # Its 3 pages' numbers (0-95) left behind; each last page gets a new block (3 and 4).
+    assert [r.page_blocks for r in loaded.regions.values()] == [[-1, 3], [4]]
+    assert loaded.address_blocks == 5
+    more = [create(loaded.regions["ORD"], "o"), create(loaded.regions["DFW"], "d2")]
+    assert [s.private_ipv4 for s in more] == [
+        loaded.addresses(3 * SERVER_ID_PAGE + 3)[0],  # ORD's last page held 3
+        loaded.addresses(4 * SERVER_ID_PAGE + 1)[0],  # DFW's held 1
+    ]
+    assert len({s.public_ipv4 for s in made + more}) == len(made) + 2
+
 
 def test_onmetal_images_and_flavors_only_in_iad(backend):
     ord_, iad = backend.region("t", "ORD"), backend.region("t", "IAD")

@@ -348,6 +348,18 @@ class TenantCompute:
                 if count % SERVER_ID_PAGE:
                     regional.page_blocks[-1] = self.address_blocks
                     self.address_blocks += 1
+        elif "address_blocks" not in self.__dict__:
+            # Stored by a version that counted each region's pages of server ids
+            # (``id_pages``) and numbered servers across the regions: fewer numbers than
+            # its pages hold were given, and are left behind. Each region's last page gets
+            # a block of its own (whether it has room is in another part, its page's).
+            pages = [(r, r.__dict__.pop("id_pages", 0)) for r in self.regions.values()]
+            self.address_blocks = sum(count for _, count in pages)
+            for regional, count in pages:
+                regional.page_blocks = [-1] * count
+                if count:
+                    regional.page_blocks[-1] = self.address_blocks
+                    self.address_blocks += 1
 
     # The generators below draw from the rng exactly as ``randrange`` and ``choice`` would,
     # from fewer calls: ``getrandbits(k)`` takes one 32-bit word of the Mersenne Twister
