@@ -898,28 +898,34 @@ _INT8 = struct.Struct("!q")
 _BYTEA_OID, _INT8_OID, _INT4_OID, _TEXT_OID = 17, 20, 23, 25
 
 
+def _array_head(oid: int, count: int, has_null: bool = False) -> bytes:
+    """The head of a one-dimensional array of ``count`` items of type ``oid`` in
+    PostgreSQL's binary format (array_recv); an empty array has no dimension."""
+    if not count:
+        return struct.pack("!iii", 0, 0, oid)
+    return struct.pack("!iiiii", 1, has_null, oid, count, 1)
+
+
 def _binary_array(oid: int, items: Sequence[bytes | None]) -> bytes:
     """A one-dimensional array of type ``oid`` in PostgreSQL's binary format (array_recv),
     of items each in its type's binary format (None: NULL)."""
     if not items:
-        return struct.pack("!iii", 0, 0, oid)
-    has_null = any(item is None for item in items)
-    parts = [struct.pack("!iiiii", 1, has_null, oid, len(items), 1)]
+        return _array_head(oid, 0)
+    parts = [_array_head(oid, len(items), any(item is None for item in items))]
     for item in items:
         parts.append(b"\xff\xff\xff\xff" if item is None else _INT4.pack(len(item)) + item)
     return b"".join(parts)
 
 
 def _int_array(oid: int, values: Sequence[int]) -> bytes:
-    """``_binary_array`` of int4 (``_INT4_OID``) or int8 values, packed in one ``struct``
-    call: an item at a time took three times as long."""
+    """``_binary_array`` of int4 (``_INT4_OID``) or int8 values, the items packed in one
+    ``struct`` call: an item at a time took three times as long."""
     if not values:
-        return struct.pack("!iii", 0, 0, oid)
+        return _array_head(oid, 0)
     width, code = (4, "i") if oid == _INT4_OID else (8, "q")
     fields = [width, 0] * len(values)
     fields[1::2] = values
-    layout = "!5i" + ("i" + code) * len(values)
-    return struct.pack(layout, 1, 0, oid, len(values), 1, *fields)
+    return _array_head(oid, len(values)) + struct.pack("!" + ("i" + code) * len(values), *fields)
 
 
 def _stored_part(key: str, version: Any, data: Any) -> tuple[str, int, bytes | None]:
